@@ -1,0 +1,184 @@
+//! Parquet files as the Hugging Face `datasets` library exports them: an image column (a struct
+//! `{bytes, path}` as `datasets.Image` writes it, or a plain binary column) and a caption column
+//! (`text`, `caption`, `prompt`, or the first string column). Read row by row, so a file of any
+//! size streams; row groups are decoded one at a time.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, Row};
+
+use crate::{Error, Record, RecordError, RecordStream, Result, decode_image};
+
+const IMAGE_COLUMNS: [&str; 4] = ["image", "jpg", "png", "img"];
+const CAPTION_COLUMNS: [&str; 4] = ["text", "caption", "prompt", "sentence"];
+
+/// Open a `.parquet` file or a directory of them (sorted by name).
+pub fn open(path: &Path) -> Result<RecordStream> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut readers = Vec::new();
+    for f in files {
+        let file = File::open(&f).map_err(|source| Error::Io {
+            path: f.clone(),
+            source,
+        })?;
+        let reader = SerializedFileReader::new(file).map_err(|e| Error::Parquet {
+            path: f.clone(),
+            reason: e.to_string(),
+        })?;
+        let schema = reader.metadata().file_metadata().schema_descr();
+        let names: Vec<String> = schema
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        let image_col = IMAGE_COLUMNS
+            .iter()
+            .find(|c| names.iter().any(|n| n == *c))
+            .map(|c| c.to_string())
+            .ok_or_else(|| Error::Parquet {
+                path: f.clone(),
+                reason: format!("no image column (looked for {IMAGE_COLUMNS:?}; found {names:?})"),
+            })?;
+        let caption_col = CAPTION_COLUMNS
+            .iter()
+            .find(|c| names.iter().any(|n| n == *c))
+            .map(|c| c.to_string());
+        readers.push((f, reader, image_col, caption_col));
+    }
+    Ok(Box::new(readers.into_iter().flat_map(
+        |(file, reader, image_col, caption_col)| {
+            reader.into_iter().enumerate().map(move |(i, row)| {
+                let location = format!("{}#{}", file.display(), i);
+                let row = row.map_err(|e| RecordError {
+                    location: location.clone(),
+                    reason: e.to_string(),
+                })?;
+                row_to_record(&row, &image_col, caption_col.as_deref(), &location, i)
+            })
+        },
+    )))
+}
+
+fn row_to_record(
+    row: &Row,
+    image_col: &str,
+    caption_col: Option<&str>,
+    location: &str,
+    index: usize,
+) -> std::result::Result<Record, RecordError> {
+    let mut bytes: Option<Vec<u8>> = None;
+    let mut caption = String::new();
+    let mut key = format!("{index:08}");
+    let mut first_string: Option<String> = None;
+    for (name, field) in row.get_column_iter() {
+        if name == image_col {
+            match field {
+                Field::Bytes(b) => bytes = Some(b.data().to_vec()),
+                Field::Group(g) => {
+                    for (sub, f) in g.get_column_iter() {
+                        match (sub.as_str(), f) {
+                            ("bytes", Field::Bytes(b)) => bytes = Some(b.data().to_vec()),
+                            ("path", Field::Str(p)) if !p.is_empty() => {
+                                key = Path::new(p)
+                                    .with_extension("")
+                                    .to_string_lossy()
+                                    .into_owned()
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Field::Null => {}
+                other => {
+                    return Err(RecordError {
+                        location: location.to_string(),
+                        reason: format!("image column holds {other:?}, not bytes"),
+                    });
+                }
+            }
+        } else if let Field::Str(s) = field {
+            if Some(name.as_str()) == caption_col {
+                caption = s.trim().to_string();
+            } else if first_string.is_none() {
+                first_string = Some(s.trim().to_string());
+            }
+        }
+    }
+    if caption_col.is_none()
+        && let Some(s) = first_string
+    {
+        caption = s;
+    }
+    let Some(bytes) = bytes else {
+        return Err(RecordError {
+            location: location.to_string(),
+            reason: "image is null".into(),
+        });
+    };
+    let image = decode_image(&bytes, location)?;
+    Ok(Record {
+        key,
+        image,
+        caption,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tests/data/hf_export.parquet` was written by Hugging Face `datasets` itself
+    /// (`tests/data/make_hf_parquet.py`).
+    #[test]
+    fn reads_a_hugging_face_export() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hf_export.parquet");
+        let items: Vec<_> = open(&path).unwrap().collect();
+        assert_eq!(items.len(), 3);
+        let r0 = items[0].as_ref().unwrap();
+        assert_eq!(
+            (r0.key.as_str(), r0.caption.as_str()),
+            ("red", "a red image")
+        );
+        assert_eq!(r0.image.dimensions(), (6, 4));
+        assert_eq!(r0.image.get_pixel(1, 1).0, [200, 10, 10]);
+        let r1 = items[1].as_ref().unwrap();
+        assert_eq!(
+            (r1.caption.as_str(), r1.image.dimensions()),
+            ("a green image", (8, 8))
+        );
+        let bad = items[2].as_ref().unwrap_err();
+        assert!(
+            bad.location.ends_with("#2") && bad.reason.contains("decode"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        std::fs::write(&p, b"PAR1 nope").unwrap();
+        assert!(matches!(open(&p), Err(Error::Parquet { .. })));
+    }
+}

@@ -1,0 +1,38 @@
+//! One module per subcommand.
+
+pub mod plugins;
+pub mod pretrain;
+pub mod run;
+pub mod sample;
+
+use anyhow::Context;
+
+use crate::cli::{App, Command, ModelOpts};
+
+/// Run a parsed command line.
+pub fn dispatch(app: App) -> anyhow::Result<()> {
+    let g = &app.global;
+    match app.cmd {
+        Command::Plugins(c) => plugins::run(g, c),
+        Command::Sample(a) => sample::run(g, &a),
+        Command::Pretrain(a) => pretrain::run(g, &a),
+        Command::Run(a) => run::run(g, &a),
+    }
+}
+
+/// Create a model instance from the CLI's model options.
+pub fn open_model(
+    registry: &adt_plugin_host::Registry,
+    opts: &ModelOpts,
+) -> anyhow::Result<adt_plugin_host::Model> {
+    let info = registry.find(adt_plugin_host::Kind::Model, &opts.model)?;
+    let mut cfg = serde_json::json!({ "device": opts.device });
+    if let Some(w) = &opts.weights {
+        cfg["weights"] = serde_json::Value::String(w.clone());
+        if w == "random" {
+            cfg["seed"] = serde_json::json!(opts.init_seed);
+        }
+    }
+    adt_plugin_host::Model::create(info, &cfg)
+        .with_context(|| format!("failed to load model `{}`", opts.model))
+}

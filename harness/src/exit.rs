@@ -1,0 +1,36 @@
+//! Exit codes: a public contract, documented in `adt-bench --help`.
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any unexpected failure.
+pub const FAILURE: u8 = 1;
+/// Bad command-line usage (clap's own code).
+pub const USAGE: u8 = 2;
+/// A plugin could not be loaded or is incompatible.
+pub const PLUGIN_INCOMPATIBLE: u8 = 3;
+/// A data source could not be read.
+pub const DATASET_ERROR: u8 = 4;
+/// Training diverged (non-finite losses).
+pub const DIVERGED: u8 = 5;
+
+/// Map an error chain to an exit code.
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(h) = cause.downcast_ref::<adt_plugin_host::Error>() {
+            if matches!(
+                h,
+                adt_plugin_host::Error::NotAPlugin { .. }
+                    | adt_plugin_host::Error::IncompatibleAbi { .. }
+            ) {
+                return PLUGIN_INCOMPATIBLE;
+            }
+        }
+        if cause.downcast_ref::<adt_datasets::Error>().is_some() {
+            return DATASET_ERROR;
+        }
+        if let Some(adt_tuner::Error::Diverged { .. }) = cause.downcast_ref::<adt_tuner::Error>() {
+            return DIVERGED;
+        }
+    }
+    FAILURE
+}

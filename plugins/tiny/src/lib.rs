@@ -1,0 +1,647 @@
+//! `tiny`: the built-in model plugin. A small pixel-space UNet (32×32 RGB, ~1M parameters)
+//! with word-level text conditioning, v-prediction on a 1000-step cosine schedule with zero
+//! terminal SNR, and AdamW — every model call of the plugin ABI, differentiable end to end.
+//!
+//! It is linked into `adt-bench` statically through the very same function table a dynamic
+//! plugin exports ([`header`]); `plugins/tiny-dylib` packages it as a `cdylib`, which is the
+//! worked example of the plugin author's guide.
+//!
+//! Must not depend on any adt-bench crate other than `adt-plugin-api`.
+
+#![forbid(unsafe_code)]
+
+pub mod net;
+pub mod schedule;
+pub mod tokenizer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use adt_plugin_api::{
+    DenoiseArgs, HostTensor, ModelDescription, ModelPlugin, NoiseSchedule, OptimConfig,
+    Parameterization, PluginError, PluginResult, Spacing, StepStats, TensorRef,
+};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use sha2::{Digest, Sha256};
+
+use net::{Params, TinyConfig};
+
+adt_plugin_api::declare_model_plugin!(pub fn header, TinyModel, name = "tiny", version = env!("CARGO_PKG_VERSION"));
+
+/// The pretrained weights committed to the repository (f16 safetensors), when present.
+#[cfg(tiny_weights)]
+pub const EMBEDDED_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/tiny.safetensors"));
+/// The pretrained weights committed to the repository, when present.
+#[cfg(not(tiny_weights))]
+pub const EMBEDDED_WEIGHTS: Option<&[u8]> = None;
+
+/// Format tag written into the weights' metadata.
+pub const FORMAT: &str = "adt-tiny-v1";
+
+/// Instance configuration (the JSON passed to `create`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateConfig {
+    /// `builtin` (default: the embedded pretrained weights), `random`, or a path to a
+    /// `.safetensors` file or to a directory holding `model.safetensors`.
+    #[serde(default)]
+    weights: Option<String>,
+    /// Seed of the random initialisation (`weights = "random"`).
+    #[serde(default)]
+    seed: u64,
+    /// `cpu` (default) or `cuda[:N]`.
+    #[serde(default)]
+    device: Option<String>,
+    /// Architecture, only with `weights = "random"`.
+    #[serde(default)]
+    arch: Option<TinyConfig>,
+}
+
+struct AdamState {
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+    step: u64,
+}
+
+/// The tiny model instance.
+pub struct TinyModel {
+    cfg: TinyConfig,
+    params: Params,
+    device: Device,
+    conds: HashMap<u64, Tensor>,
+    next_handle: u64,
+    grads: BTreeMap<String, Tensor>,
+    adam: AdamState,
+    alphas_cumprod: Vec<f64>,
+    weights_hash: Option<String>,
+}
+
+fn err(e: candle_core::Error) -> PluginError {
+    PluginError(e.to_string())
+}
+
+fn device_from(spec: Option<&str>) -> PluginResult<Device> {
+    match spec.unwrap_or("cpu") {
+        "cpu" => Ok(Device::Cpu),
+        s if s.starts_with("cuda") => {
+            let idx = s
+                .strip_prefix("cuda")
+                .and_then(|r| r.strip_prefix(':'))
+                .unwrap_or("0");
+            let idx: usize = idx
+                .parse()
+                .map_err(|_| PluginError::msg(format!("bad device `{s}`")))?;
+            Device::new_cuda(idx).map_err(|e| PluginError(format!("cannot open {s}: {e}")))
+        }
+        s => Err(PluginError::msg(format!(
+            "unknown device `{s}` (use cpu or cuda:N)"
+        ))),
+    }
+}
+
+/// Read tiny weights from safetensors bytes (f32, f16 or bf16) and check them against the
+/// architecture in the metadata.
+pub fn params_from_bytes(bytes: &[u8], device: &Device) -> PluginResult<(TinyConfig, Params)> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| PluginError(format!("not a safetensors file: {e}")))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    match meta.get("format").map(String::as_str) {
+        Some(FORMAT) => {}
+        other => {
+            return Err(PluginError(format!(
+                "these are not tiny-model weights (format {:?}, expected {FORMAT:?})",
+                other.unwrap_or("missing")
+            )));
+        }
+    }
+    let cfg: TinyConfig =
+        serde_json::from_str(meta.get("config").map(String::as_str).unwrap_or(""))
+            .map_err(|e| PluginError(format!("weights metadata has no valid `config`: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| PluginError(format!("corrupt safetensors: {e}")))?;
+    // Build the expected layout, then fill it from the file, checking every name and shape.
+    let mut params = Params::init(&cfg, 0, device).map_err(err)?;
+    for (name, var) in params.vars.iter_mut() {
+        let view = st
+            .tensor(name)
+            .map_err(|_| PluginError(format!("weights lack tensor `{name}`")))?;
+        let t = candle_core::safetensors::Load::load(&view, device)
+            .map_err(err)?
+            .to_dtype(DType::F32)
+            .map_err(err)?;
+        if t.dims() != var.dims() {
+            return Err(PluginError(format!(
+                "tensor `{name}` has shape {:?}, expected {:?}",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        *var = Var::from_tensor(&t).map_err(err)?;
+    }
+    let extra: Vec<_> = st
+        .names()
+        .into_iter()
+        .filter(|n| !params.vars.contains_key(*n))
+        .map(str::to_string)
+        .collect();
+    if !extra.is_empty() {
+        return Err(PluginError(format!(
+            "weights hold unknown tensors: {extra:?}"
+        )));
+    }
+    Ok((cfg, params))
+}
+
+/// Serialize parameters to safetensors bytes (f32 or f16) with the architecture in metadata.
+pub fn params_to_bytes(cfg: &TinyConfig, params: &Params, half: bool) -> PluginResult<Vec<u8>> {
+    let mut tensors = Vec::new();
+    for (name, var) in &params.vars {
+        let t = if half {
+            var.as_tensor().to_dtype(DType::F16)
+        } else {
+            Ok(var.as_tensor().clone())
+        }
+        .map_err(err)?;
+        tensors.push((name.clone(), t));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("config".to_string(), serde_json::to_string(cfg)?);
+    let views: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| PluginError(format!("cannot serialize weights: {e}")))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TinyModel {
+    fn tensor(&self, t: TensorRef<'_>) -> PluginResult<Tensor> {
+        Tensor::from_slice(t.data, t.shape, &self.device).map_err(err)
+    }
+
+    fn host(t: &Tensor) -> PluginResult<HostTensor> {
+        let shape = t.dims().to_vec();
+        let data = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(err)?;
+        Ok(HostTensor { shape, data })
+    }
+
+    fn check_image(&self, x: TensorRef<'_>, what: &str) -> PluginResult<()> {
+        let s = self.cfg.size;
+        if x.shape.len() != 4 || x.shape[1] != 3 || x.shape[2] != s || x.shape[3] != s {
+            return Err(PluginError(format!(
+                "{what} must be [B, 3, {s}, {s}], got {:?}",
+                x.shape
+            )));
+        }
+        Ok(())
+    }
+
+    /// Text embedding for a handle, repeated to batch `b` if it holds a single prompt.
+    fn text(&self, handle: u64, b: usize) -> PluginResult<Tensor> {
+        let ids = self
+            .conds
+            .get(&handle)
+            .ok_or_else(|| PluginError(format!("unknown conditioning handle {handle}")))?;
+        let n = ids.dim(0).map_err(err)?;
+        let emb = net::text_embedding(&self.params, ids).map_err(err)?;
+        match n {
+            _ if n == b => Ok(emb),
+            1 => emb
+                .broadcast_as((b, emb.dim(1).map_err(err)?))
+                .and_then(|t| t.contiguous())
+                .map_err(err),
+            _ => Err(PluginError(format!(
+                "conditioning holds {n} prompts for a batch of {b}"
+            ))),
+        }
+    }
+
+    /// The (guided) model output as a candle tensor (with graph when the params are tracked).
+    fn output(&self, args: &DenoiseArgs<'_>, x: &Tensor) -> PluginResult<Tensor> {
+        self.check_image(args.x, "x")?;
+        let b = args.x.shape[0];
+        if args.t.len() != b {
+            return Err(PluginError(format!(
+                "t holds {} values for a batch of {b}",
+                args.t.len()
+            )));
+        }
+        let t = Tensor::from_slice(args.t, b, &self.device).map_err(err)?;
+        let cond = self.text(args.cond, b)?;
+        match args.uncond {
+            None => net::forward(&self.params, &self.cfg, x, &t, &cond).map_err(err),
+            Some(u) => {
+                let unc = self.text(u, b)?;
+                let xx = Tensor::cat(&[x, x], 0).map_err(err)?;
+                let tt = Tensor::cat(&[&t, &t], 0).map_err(err)?;
+                let cc = Tensor::cat(&[&cond, &unc], 0).map_err(err)?;
+                let out = net::forward(&self.params, &self.cfg, &xx, &tt, &cc).map_err(err)?;
+                let c = out.narrow(0, 0, b).map_err(err)?;
+                let mut un = out.narrow(0, b, b).map_err(err)?;
+                if args.detach_uncond {
+                    un = un.detach();
+                }
+                // u + g (c − u)
+                let diff = (c - &un).map_err(err)?;
+                (un + (diff * args.guidance as f64).map_err(err)?).map_err(err)
+            }
+        }
+    }
+
+    fn accumulate(&mut self, grads: &candle_core::backprop::GradStore) -> PluginResult<()> {
+        for (name, var) in &self.params.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let acc = match self.grads.remove(name) {
+                    Some(a) => (a + g).map_err(err)?,
+                    None => g.clone(),
+                };
+                self.grads.insert(name.clone(), acc);
+            }
+        }
+        Ok(())
+    }
+
+    /// The architecture in use.
+    pub fn config(&self) -> &TinyConfig {
+        &self.cfg
+    }
+
+    /// Parameters (for tests and weight export).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Gradient accumulated for one parameter (for tests).
+    pub fn grad(&self, name: &str) -> Option<HostTensor> {
+        self.grads.get(name).and_then(|g| Self::host(g).ok())
+    }
+}
+
+impl ModelPlugin for TinyModel {
+    fn create(config: &serde_json::Value) -> PluginResult<Self> {
+        let c: CreateConfig = serde_json::from_value(config.clone())
+            .map_err(|e| PluginError(format!("invalid tiny model config: {e}")))?;
+        let device = device_from(c.device.as_deref())?;
+        let (cfg, params, hash) = match c.weights.as_deref().unwrap_or("builtin") {
+            "random" => {
+                let cfg = c.arch.clone().unwrap_or_default();
+                let p = Params::init(&cfg, c.seed, &device).map_err(err)?;
+                (cfg, p, None)
+            }
+            "builtin" => {
+                let bytes = EMBEDDED_WEIGHTS.ok_or_else(|| {
+                    PluginError::msg(
+                        "this build has no embedded tiny weights (plugins/tiny/weights/tiny.safetensors); \
+                         run `adt-bench pretrain --model tiny` or pass weights=random",
+                    )
+                })?;
+                let (cfg, p) = params_from_bytes(bytes, &device)?;
+                (cfg, p, Some(sha256_hex(bytes)))
+            }
+            path => {
+                let mut p = PathBuf::from(path);
+                if p.is_dir() {
+                    p = p.join("model.safetensors");
+                }
+                let bytes = std::fs::read(&p).map_err(|e| {
+                    PluginError(format!("cannot read weights {}: {e}", p.display()))
+                })?;
+                let (cfg, params) = params_from_bytes(&bytes, &device)
+                    .map_err(|e| PluginError(format!("{}: {}", p.display(), e.0)))?;
+                (cfg, params, Some(sha256_hex(&bytes)))
+            }
+        };
+        if c.arch.is_some() && c.weights.as_deref() != Some("random") {
+            return Err(PluginError::msg(
+                "`arch` is only allowed with weights=random (weights carry their own)",
+            ));
+        }
+        Ok(TinyModel {
+            cfg,
+            params,
+            device,
+            conds: HashMap::new(),
+            next_handle: 1,
+            grads: BTreeMap::new(),
+            adam: AdamState {
+                m: BTreeMap::new(),
+                v: BTreeMap::new(),
+                step: 0,
+            },
+            alphas_cumprod: schedule::alphas_cumprod(),
+            weights_hash: hash,
+        })
+    }
+
+    fn describe(&self) -> PluginResult<ModelDescription> {
+        let s = self.cfg.size;
+        let n = self.params.count();
+        Ok(ModelDescription {
+            name: "tiny".into(),
+            family: "tiny".into(),
+            parameterization: Parameterization::V,
+            schedule: NoiseSchedule::Discrete {
+                alphas_cumprod: self.alphas_cumprod.clone(),
+            },
+            latent_shape: [3, s, s],
+            image_shape: [3, s, s],
+            parameters: n,
+            trainable_parameters: n,
+            default_guidance: 2.0,
+            default_spacing: Spacing::Trailing,
+            steps_offset: 0,
+            weights_hash: self.weights_hash.clone(),
+            extra: serde_json::json!({ "arch": self.cfg, "device": format!("{:?}", self.device) }),
+        })
+    }
+
+    fn encode_prompts(&mut self, prompts: &[String]) -> PluginResult<u64> {
+        if prompts.is_empty() {
+            return Err(PluginError::msg("no prompts"));
+        }
+        let ids: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| tokenizer::tokenize(p))
+            .collect();
+        let t = Tensor::from_vec(ids, (prompts.len(), tokenizer::MAX_TOKENS), &self.device)
+            .map_err(err)?;
+        let h = self.next_handle;
+        self.next_handle += 1;
+        self.conds.insert(h, t);
+        Ok(h)
+    }
+
+    fn release_cond(&mut self, handle: u64) -> PluginResult<()> {
+        self.conds
+            .remove(&handle)
+            .map(|_| ())
+            .ok_or_else(|| PluginError(format!("unknown handle {handle}")))
+    }
+
+    fn encode_images(&mut self, images: TensorRef<'_>) -> PluginResult<HostTensor> {
+        self.check_image(images, "images")?;
+        Ok(images.to_owned())
+    }
+
+    fn decode(&mut self, latents: TensorRef<'_>) -> PluginResult<HostTensor> {
+        self.check_image(latents, "latents")?;
+        Ok(latents.to_owned())
+    }
+
+    fn decode_vjp(
+        &mut self,
+        latents: TensorRef<'_>,
+        cotangent: TensorRef<'_>,
+    ) -> PluginResult<HostTensor> {
+        self.check_image(latents, "latents")?;
+        if latents.shape != cotangent.shape {
+            return Err(PluginError::msg("cotangent shape differs from latents"));
+        }
+        Ok(cotangent.to_owned())
+    }
+
+    fn denoise(&mut self, args: &DenoiseArgs<'_>) -> PluginResult<HostTensor> {
+        let x = self.tensor(args.x)?;
+        // The graph built here is dropped at once; `denoise` never accumulates gradients.
+        let out = self.output(args, &x)?;
+        Self::host(&out.detach())
+    }
+
+    fn denoise_vjp(
+        &mut self,
+        args: &DenoiseArgs<'_>,
+        cotangent: TensorRef<'_>,
+        want_input_cotangent: bool,
+    ) -> PluginResult<Option<HostTensor>> {
+        if cotangent.shape != args.x.shape {
+            return Err(PluginError(format!(
+                "cotangent shape {:?} differs from x {:?}",
+                cotangent.shape, args.x.shape
+            )));
+        }
+        let xv = Var::from_tensor(&self.tensor(args.x)?).map_err(err)?;
+        let x = if want_input_cotangent {
+            xv.as_tensor().clone()
+        } else {
+            xv.as_tensor().detach()
+        };
+        let out = self.output(args, &x)?;
+        let c = self.tensor(cotangent)?;
+        let l = (out * c).and_then(|t| t.sum_all()).map_err(err)?;
+        let grads = l.backward().map_err(err)?;
+        self.accumulate(&grads)?;
+        if want_input_cotangent {
+            let g = match grads.get(xv.as_tensor()) {
+                Some(g) => Self::host(g)?,
+                None => HostTensor::zeros(args.x.shape),
+            };
+            Ok(Some(g))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn diffusion_loss(
+        &mut self,
+        x0: TensorRef<'_>,
+        cond: u64,
+        seed: u64,
+        weight: f64,
+    ) -> PluginResult<f64> {
+        self.check_image(x0, "x0")?;
+        let b = x0.shape[0];
+        let n = x0.data.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let ts: Vec<usize> = (0..b)
+            .map(|_| rng.random_range(0..schedule::NUM_TRAIN_TIMESTEPS))
+            .collect();
+        let eps: Vec<f32> = (0..n)
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect();
+        let per = n / b;
+        let mut xt = vec![0f32; n];
+        let mut v = vec![0f32; n];
+        for (i, &t) in ts.iter().enumerate() {
+            let a = self.alphas_cumprod[t].sqrt() as f32;
+            let s = (1.0 - self.alphas_cumprod[t]).sqrt() as f32;
+            for j in i * per..(i + 1) * per {
+                xt[j] = a * x0.data[j] + s * eps[j];
+                v[j] = a * eps[j] - s * x0.data[j];
+            }
+        }
+        let shape = x0.shape;
+        let xt = Tensor::from_vec(xt, shape, &self.device).map_err(err)?;
+        let v = Tensor::from_vec(v, shape, &self.device).map_err(err)?;
+        let t: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let t = Tensor::from_vec(t, b, &self.device).map_err(err)?;
+        let text = self.text(cond, b)?;
+        let pred = net::forward(&self.params, &self.cfg, &xt, &t, &text).map_err(err)?;
+        let loss = (pred - v)
+            .and_then(|d| d.sqr())
+            .and_then(|d| d.mean_all())
+            .map_err(err)?;
+        let value = loss.to_scalar::<f32>().map_err(err)? as f64;
+        if weight != 0.0 {
+            let grads = (loss * weight).and_then(|l| l.backward()).map_err(err)?;
+            self.accumulate(&grads)?;
+        }
+        Ok(value)
+    }
+
+    fn zero_grad(&mut self) -> PluginResult<()> {
+        self.grads.clear();
+        Ok(())
+    }
+
+    fn step(&mut self, c: &OptimConfig) -> PluginResult<StepStats> {
+        let div = if c.grad_scale_divisor > 0.0 {
+            c.grad_scale_divisor
+        } else {
+            1.0
+        };
+        let mut sq = 0f64;
+        for g in self.grads.values() {
+            sq += g
+                .sqr()
+                .and_then(|t| t.sum_all())
+                .and_then(|t| t.to_scalar::<f32>())
+                .map_err(err)? as f64;
+        }
+        let grad_norm = sq.sqrt() / div;
+        if !grad_norm.is_finite() {
+            self.grads.clear();
+            return Ok(StepStats {
+                grad_norm,
+                clipped: false,
+                skipped_non_finite: true,
+                step: self.adam.step,
+            });
+        }
+        let mut scale = 1.0 / div;
+        let mut clipped = false;
+        if let Some(max) = c.clip_grad_norm
+            && grad_norm > max
+        {
+            scale *= max / (grad_norm + 1e-12);
+            clipped = true;
+        }
+        self.adam.step += 1;
+        let t = self.adam.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        for (name, var) in &self.params.vars {
+            let Some(g) = self.grads.get(name) else {
+                continue;
+            };
+            let g = (g * scale).map_err(err)?;
+            let m = match self.adam.m.get(name) {
+                Some(m) => ((m * c.beta1).map_err(err)? + (&g * (1.0 - c.beta1)).map_err(err)?)
+                    .map_err(err)?,
+                None => (&g * (1.0 - c.beta1)).map_err(err)?,
+            };
+            let g2 = g.sqr().map_err(err)?;
+            let v = match self.adam.v.get(name) {
+                Some(v) => ((v * c.beta2).map_err(err)? + (&g2 * (1.0 - c.beta2)).map_err(err)?)
+                    .map_err(err)?,
+                None => (&g2 * (1.0 - c.beta2)).map_err(err)?,
+            };
+            let mhat = (&m / bc1).map_err(err)?;
+            let vhat = (&v / bc2).map_err(err)?;
+            let upd = (mhat / (vhat.sqrt().map_err(err)? + c.eps).map_err(err)?).map_err(err)?;
+            let w = var.as_tensor();
+            let decayed = (w * (1.0 - c.lr * c.weight_decay)).map_err(err)?;
+            let neww = (decayed - (upd * c.lr).map_err(err)?).map_err(err)?;
+            var.set(&neww.detach()).map_err(err)?;
+            self.adam.m.insert(name.clone(), m.detach());
+            self.adam.v.insert(name.clone(), v.detach());
+        }
+        self.grads.clear();
+        Ok(StepStats {
+            grad_norm,
+            clipped,
+            skipped_non_finite: false,
+            step: self.adam.step,
+        })
+    }
+
+    fn save_state(&self, dir: &Path) -> PluginResult<()> {
+        std::fs::create_dir_all(dir)?;
+        let write_atomic = |name: &str, bytes: &[u8]| -> PluginResult<()> {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, dir.join(name))?;
+            Ok(())
+        };
+        write_atomic(
+            "model.safetensors",
+            &params_to_bytes(&self.cfg, &self.params, false)?,
+        )?;
+        let mut opt: Vec<(String, Tensor)> = Vec::new();
+        for (k, t) in &self.adam.m {
+            opt.push((format!("m.{k}"), t.clone()));
+        }
+        for (k, t) in &self.adam.v {
+            opt.push((format!("v.{k}"), t.clone()));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), self.adam.step.to_string());
+        let views: Vec<(String, &Tensor)> = opt.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| PluginError(e.to_string()))?;
+        write_atomic("optimizer.safetensors", &bytes)
+    }
+
+    fn load_state(&mut self, dir: &Path) -> PluginResult<()> {
+        let p = dir.join("model.safetensors");
+        let bytes = std::fs::read(&p)
+            .map_err(|e| PluginError(format!("cannot read {}: {e}", p.display())))?;
+        let (cfg, params) = params_from_bytes(&bytes, &self.device)?;
+        if cfg != self.cfg {
+            return Err(PluginError(format!(
+                "checkpoint architecture {cfg:?} differs from the instance's {:?}",
+                self.cfg
+            )));
+        }
+        self.params = params;
+        self.weights_hash = Some(sha256_hex(&bytes));
+        self.adam = AdamState {
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+            step: 0,
+        };
+        let op = dir.join("optimizer.safetensors");
+        if let Ok(bytes) = std::fs::read(&op) {
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+                .map_err(|e| PluginError(e.to_string()))?;
+            self.adam.step = meta
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("step"))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| PluginError(e.to_string()))?;
+            for name in st.names() {
+                let view = st.tensor(name).map_err(|e| PluginError(e.to_string()))?;
+                let t = candle_core::safetensors::Load::load(&view, &self.device).map_err(err)?;
+                if let Some(k) = name.strip_prefix("m.") {
+                    self.adam.m.insert(k.to_string(), t);
+                } else if let Some(k) = name.strip_prefix("v.") {
+                    self.adam.v.insert(k.to_string(), t);
+                }
+            }
+        }
+        self.grads.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! The tiny UNet: pixel space, three resolutions, residual blocks with FiLM conditioning on
+//! (time embedding + text embedding), no attention. Every op used has a backward: the
+//! stride-1 convolution [`SameConv`] (with a backward made of forward convolutions),
+//! GroupNorm written out, SiLU, nearest upsampling and space-to-depth downsampling as
+//! reshapes; no fused no-backward candle op is on any path.
+
+use std::collections::BTreeMap;
+
+use candle_core::{CpuStorage, CustomOp2, D, DType, Device, Layout, Result, Shape, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::tokenizer::{MAX_TOKENS, VOCAB};
+
+/// Architecture hyper-parameters (stored in the weights file's metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TinyConfig {
+    /// Image side.
+    pub size: usize,
+    /// Channels at each resolution (full, /2, /4).
+    pub channels: [usize; 3],
+    /// Width of the conditioning embedding.
+    pub emb: usize,
+    /// Width of the token embeddings.
+    pub token_dim: usize,
+    /// GroupNorm groups.
+    pub groups: usize,
+}
+
+impl Default for TinyConfig {
+    fn default() -> Self {
+        TinyConfig {
+            size: 32,
+            channels: [32, 64, 96],
+            emb: 128,
+            token_dim: 32,
+            groups: 8,
+        }
+    }
+}
+
+/// The trainable parameters, by name, in a fixed order.
+pub struct Params {
+    /// Name → variable.
+    pub vars: BTreeMap<String, Var>,
+}
+
+struct Init<'a> {
+    rng: ChaCha8Rng,
+    device: &'a Device,
+    vars: BTreeMap<String, Var>,
+}
+
+impl Init<'_> {
+    fn tensor(&mut self, name: &str, shape: &[usize], std: f64) -> Result<()> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if std == 0.0 {
+            vec![0.0; n]
+        } else {
+            let normal =
+                Normal::new(0.0, std).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            (0..n)
+                .map(|_| normal.sample(&mut self.rng) as f32)
+                .collect()
+        };
+        let t = Tensor::from_vec(data, shape, self.device)?;
+        self.vars.insert(name.to_string(), Var::from_tensor(&t)?);
+        Ok(())
+    }
+    fn ones(&mut self, name: &str, n: usize) -> Result<()> {
+        let t = Tensor::ones(n, DType::F32, self.device)?;
+        self.vars.insert(name.to_string(), Var::from_tensor(&t)?);
+        Ok(())
+    }
+    fn linear(&mut self, name: &str, fin: usize, fout: usize, zero: bool) -> Result<()> {
+        let std = if zero { 0.0 } else { (1.0 / fin as f64).sqrt() };
+        self.tensor(&format!("{name}.weight"), &[fout, fin], std)?;
+        self.tensor(&format!("{name}.bias"), &[fout], 0.0)
+    }
+    fn conv(&mut self, name: &str, cin: usize, cout: usize, k: usize, zero: bool) -> Result<()> {
+        let std = if zero {
+            0.0
+        } else {
+            (2.0 / (cin * k * k) as f64).sqrt()
+        };
+        self.tensor(&format!("{name}.weight"), &[cout, cin, k, k], std)?;
+        self.tensor(&format!("{name}.bias"), &[cout], 0.0)
+    }
+    fn norm(&mut self, name: &str, c: usize) -> Result<()> {
+        self.ones(&format!("{name}.weight"), c)?;
+        self.tensor(&format!("{name}.bias"), &[c], 0.0)
+    }
+    fn resblock(&mut self, name: &str, cin: usize, cout: usize, emb: usize) -> Result<()> {
+        self.norm(&format!("{name}.norm1"), cin)?;
+        self.conv(&format!("{name}.conv1"), cin, cout, 3, false)?;
+        self.linear(&format!("{name}.emb"), emb, 2 * cout, true)?;
+        self.norm(&format!("{name}.norm2"), cout)?;
+        self.conv(&format!("{name}.conv2"), cout, cout, 3, true)?;
+        if cin != cout {
+            self.conv(&format!("{name}.skip"), cin, cout, 1, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// The blocks of the UNet: (name, in channels, out channels).
+fn blocks(cfg: &TinyConfig) -> Vec<(&'static str, usize, usize)> {
+    let [c1, c2, c3] = cfg.channels;
+    vec![
+        ("down0", c1, c1),
+        ("down1", c1, c2),
+        ("down2", c2, c3),
+        ("mid0", c3, c3),
+        ("mid1", c3, c3),
+        ("up2", c3 + c3, c3),
+        ("up1", c3 + c2, c2),
+        ("up0", c2 + c1, c1),
+    ]
+}
+
+impl Params {
+    /// Fresh parameters from a seed (deterministic on every machine).
+    pub fn init(cfg: &TinyConfig, seed: u64, device: &Device) -> Result<Params> {
+        let mut i = Init {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            device,
+            vars: BTreeMap::new(),
+        };
+        let [c1, c2, c3] = cfg.channels;
+        i.tensor("text.tok", &[VOCAB, cfg.token_dim], 1.0)?;
+        i.tensor("text.pos", &[MAX_TOKENS, cfg.token_dim], 0.1)?;
+        i.linear("text.fc1", MAX_TOKENS * cfg.token_dim, cfg.emb, false)?;
+        i.linear("text.fc2", cfg.emb, cfg.emb, false)?;
+        i.linear("time.fc1", cfg.emb, cfg.emb, false)?;
+        i.linear("time.fc2", cfg.emb, cfg.emb, false)?;
+        i.conv("conv_in", 3, c1, 3, false)?;
+        for (name, cin, cout) in blocks(cfg) {
+            i.resblock(name, cin, cout, cfg.emb)?;
+        }
+        i.conv("downsample0", 4 * c1, c1, 1, false)?;
+        i.conv("downsample1", 4 * c2, c2, 1, false)?;
+        i.conv("upsample2", c3, c3, 3, false)?;
+        i.conv("upsample1", c2, c2, 3, false)?;
+        i.norm("norm_out", c1)?;
+        i.conv("conv_out", c1, 3, 3, true)?;
+        Ok(Params { vars: i.vars })
+    }
+
+    fn get(&self, name: &str) -> Result<&Tensor> {
+        self.vars
+            .get(name)
+            .map(|v| v.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
+    }
+
+    /// Total number of scalars.
+    pub fn count(&self) -> u64 {
+        self.vars.values().map(|v| v.elem_count() as u64).sum()
+    }
+}
+
+fn linear(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
+    let w = p.get(&format!("{name}.weight"))?;
+    let b = p.get(&format!("{name}.bias"))?;
+    x.matmul(&w.t()?)?.broadcast_add(b)
+}
+
+/// Convolution (stride 1, "same" padding) whose backward pass is two forward convolutions.
+///
+/// Why: candle's CPU `conv2d` backward computes the input gradient with a direct
+/// `conv_transpose2d` loop that is several times slower than its im2col forward. The input
+/// gradient of a stride-1 "same" convolution is itself a convolution of the output gradient
+/// with the flipped, transposed kernel, and the kernel gradient is a convolution of the input
+/// with the output gradient; both run on the fast forward path here. Used on CPU only; other
+/// devices use candle's own op. Verified against finite differences in the tests.
+struct SameConv;
+
+fn cpu_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("tiny conv expects contiguous inputs".into()))?;
+    Tensor::from_slice(&s.as_slice::<f32>()?[a..b], l.shape(), &Device::Cpu)
+}
+
+fn flip_transpose(w: &Tensor) -> Result<Tensor> {
+    let k = w.dim(2)?;
+    let rev = Tensor::from_vec((0..k as u32).rev().collect::<Vec<_>>(), k, w.device())?;
+    w.index_select(&rev, 2)?
+        .index_select(&rev, 3)?
+        .transpose(0, 1)?
+        .contiguous()
+}
+
+impl CustomOp2 for SameConv {
+    fn name(&self) -> &'static str {
+        "tiny-same-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_tensor(s1, l1)?;
+        let w = cpu_tensor(s2, l2)?;
+        let y = x.conv2d(&w, w.dim(2)? / 2, 1, 1, 1)?;
+        let shape = y.shape().clone();
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let p = w.dim(2)? / 2;
+        let grad = grad.contiguous()?;
+        let gx = grad.conv2d(&flip_transpose(w)?, p, 1, 1, 1)?;
+        let gw = x.transpose(0, 1)?.contiguous()?.conv2d(
+            &grad.transpose(0, 1)?.contiguous()?,
+            p,
+            1,
+            1,
+            1,
+        )?;
+        Ok((Some(gx), Some(gw.transpose(0, 1)?.contiguous()?)))
+    }
+}
+
+fn conv_raw(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op2(&w.contiguous()?, SameConv)
+    } else {
+        x.conv2d(w, w.dim(2)? / 2, 1, 1, 1)
+    }
+}
+
+fn conv(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
+    let w = p.get(&format!("{name}.weight"))?;
+    let b = p.get(&format!("{name}.bias"))?;
+    conv_raw(x, w)?.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
+}
+
+/// 2× downsampling: space-to-depth (each 2×2 block becomes 4·C channels), then a 1×1 conv
+/// whose weight is `[Cout, 4·Cin, 1, 1]`. Reshapes and a permute only, so the backward is exact
+/// and cheap.
+fn downsample(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let s2d = x
+        .reshape((n, c, h / 2, 2, w / 2, 2))?
+        .permute((0, 3, 5, 1, 2, 4))?
+        .reshape((n, 4 * c, h / 2, w / 2))?;
+    conv(p, name, &s2d)
+}
+
+/// GroupNorm written with differentiable primitives (eps 1e-5, affine).
+pub fn group_norm(p: &Params, name: &str, x: &Tensor, groups: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let g = groups.min(c);
+    let xg = x.reshape((b, g, (c / g) * h * w))?;
+    let mean = xg.mean_keepdim(D::Minus1)?;
+    let xc = xg.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xn = xc
+        .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+        .reshape((b, c, h, w))?;
+    let wt = p.get(&format!("{name}.weight"))?.reshape((1, c, 1, 1))?;
+    let bs = p.get(&format!("{name}.bias"))?.reshape((1, c, 1, 1))?;
+    xn.broadcast_mul(&wt)?.broadcast_add(&bs)
+}
+
+fn silu(x: &Tensor) -> Result<Tensor> {
+    x.silu()
+}
+
+/// 2× nearest upsampling as broadcast + reshape, so its backward is a plain sum.
+pub fn upsample2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))
+}
+
+fn resblock(p: &Params, cfg: &TinyConfig, name: &str, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+    let h = silu(&group_norm(p, &format!("{name}.norm1"), x, cfg.groups)?)?;
+    let h = conv(p, &format!("{name}.conv1"), &h)?;
+    let cout = h.dim(1)?;
+    let film = linear(p, &format!("{name}.emb"), &silu(emb)?)?;
+    let scale = film.narrow(1, 0, cout)?.unsqueeze(2)?.unsqueeze(3)?;
+    let shift = film.narrow(1, cout, cout)?.unsqueeze(2)?.unsqueeze(3)?;
+    let h = group_norm(p, &format!("{name}.norm2"), &h, cfg.groups)?;
+    let h = h.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
+    let h = conv(p, &format!("{name}.conv2"), &silu(&h)?)?;
+    let skip = if p.vars.contains_key(&format!("{name}.skip.weight")) {
+        conv(p, &format!("{name}.skip"), x)?
+    } else {
+        x.clone()
+    };
+    skip + h
+}
+/// Sinusoidal embedding of model time `t` (`[B]`) to `dim` features.
+pub fn timestep_embedding(t: &Tensor, dim: usize) -> Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    Tensor::cat(&[args.cos()?, args.sin()?], 1)
+}
+
+/// Text embedding of token ids `[B, MAX_TOKENS]` (u32).
+pub fn text_embedding(p: &Params, ids: &Tensor) -> Result<Tensor> {
+    let b = ids.dim(0)?;
+    let tok = p.get("text.tok")?;
+    let e = tok
+        .embedding(&ids.flatten_all()?)?
+        .reshape((b, MAX_TOKENS, ()))?;
+    let e = e.broadcast_add(&p.get("text.pos")?.unsqueeze(0)?)?;
+    let h = linear(p, "text.fc1", &e.flatten_from(1)?)?;
+    linear(p, "text.fc2", &silu(&h)?)
+}
+
+/// The denoiser: `x` `[B, 3, S, S]`, `t` `[B]` f32 model time, `text` `[B, emb]` → v̂.
+pub fn forward(
+    p: &Params,
+    cfg: &TinyConfig,
+    x: &Tensor,
+    t: &Tensor,
+    text: &Tensor,
+) -> Result<Tensor> {
+    let temb = timestep_embedding(t, cfg.emb)?;
+    let temb = linear(p, "time.fc2", &silu(&linear(p, "time.fc1", &temb)?)?)?;
+    let emb = (temb + text)?;
+    let h0 = conv(p, "conv_in", x)?;
+    let d0 = resblock(p, cfg, "down0", &h0, &emb)?;
+    let h = downsample(p, "downsample0", &d0)?;
+    let d1 = resblock(p, cfg, "down1", &h, &emb)?;
+    let h = downsample(p, "downsample1", &d1)?;
+    let d2 = resblock(p, cfg, "down2", &h, &emb)?;
+    let m = resblock(p, cfg, "mid0", &d2, &emb)?;
+    let m = resblock(p, cfg, "mid1", &m, &emb)?;
+    let u2 = resblock(p, cfg, "up2", &Tensor::cat(&[&m, &d2], 1)?, &emb)?;
+    // The upsampling convs run at the low resolution, before the nearest upsampling (4× cheaper).
+    let u = upsample2(&conv(p, "upsample2", &u2)?)?;
+    let u1 = resblock(p, cfg, "up1", &Tensor::cat(&[&u, &d1], 1)?, &emb)?;
+    let u = upsample2(&conv(p, "upsample1", &u1)?)?;
+    let u0 = resblock(p, cfg, "up0", &Tensor::cat(&[&u, &d0], 1)?, &emb)?;
+    let out = silu(&group_norm(p, "norm_out", &u0, cfg.groups)?)?;
+    conv(p, "conv_out", &out)
+}
