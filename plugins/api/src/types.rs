@@ -59,6 +59,9 @@ pub struct ModelDescription {
     pub default_spacing: Spacing,
     /// `steps_offset` of the model's scheduler config.
     pub steps_offset: usize,
+    /// diffusers' `set_alpha_to_one` of the model's scheduler config.
+    #[serde(default)]
+    pub set_alpha_to_one: Option<bool>,
     /// Content hash of the loaded weights (hex), for manifests.
     pub weights_hash: Option<String>,
     /// Anything else the plugin wants recorded.
@@ -101,10 +104,18 @@ pub struct PlanRequest {
     /// DDIM η (0 = deterministic). Only `ddim` reads it.
     #[serde(default)]
     pub eta: f64,
+    /// diffusers' `set_alpha_to_one` (DDIM/DDPM final step): `true` ends at ᾱ = 1 (a clean
+    /// sample), `false` at ᾱ_0 (what SD's scheduler config says). Sampler default when absent.
+    #[serde(default)]
+    pub set_alpha_to_one: Option<bool>,
+    /// Image-to-image: start from `α x0 + σ ε` at the start index even when it is 0. When
+    /// false, start index 0 means text-to-image (pure noise scaled as diffusers does).
+    #[serde(default)]
+    pub img2img: bool,
 }
 
 /// What a term of a linear combination refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Src {
     /// State `j` of the plan (state 0 is the start; state i+1 is the result of step i).

@@ -1,12 +1,474 @@
-//! placeholder
-use adt_plugin_api::{Plan, PlanRequest, PluginError, PluginResult, SamplerInfo, SamplerPlugin};
+//! The built-in sampler plugin: `ddim`, `ddpm`, `euler`, `euler-a`, `heun`, `dpm++2m` and
+//! `flow-euler`, each written as an explicit linear scheme (a [`Plan`]): for every model
+//! evaluation its time and input, for every step the next state as a linear combination of
+//! states, model outputs and fresh noise. Timesteps, sigmas and update rules follow the
+//! diffusers schedulers they are named after (`mirrors` in [`SamplerInfo`]); the tests check
+//! them against reference values diffusers produced.
+//!
+//! States live in the model's own noisy space, x = α·x0 + σ·ε (variance-preserving for
+//! discrete schedules, α = 1 − s, σ = s for flow matching); the model input of every
+//! evaluation is that state itself. Euler-family samplers, which diffusers writes in the
+//! k-diffusion space x/α with `scale_model_input`, are converted exactly.
+//!
+//! Must not depend on any adt-bench crate other than `adt-plugin-api`.
+
+#![forbid(unsafe_code)]
+
+pub mod lin;
+pub mod schedule;
+
+use adt_plugin_api::{
+    NoiseSchedule, Parameterization, Plan, PlanEval, PlanRequest, PlanStep, PluginError,
+    PluginResult, SamplerInfo, SamplerPlugin, Spacing, Src,
+};
+
+use lin::Lin;
+
+adt_plugin_api::declare_sampler_plugin!(pub fn header, Builtin, name = "builtin-samplers", version = env!("CARGO_PKG_VERSION"));
+
+/// The built-in sampler family.
 pub struct Builtin;
-impl SamplerPlugin for Builtin {
-    fn list() -> Vec<SamplerInfo> {
-        vec![]
-    }
-    fn plan(_r: &PlanRequest) -> PluginResult<Plan> {
-        Err(PluginError::msg("todo"))
+
+fn info(
+    name: &str,
+    order: u32,
+    stochastic: bool,
+    evals: u32,
+    schedules: &[&str],
+    mirrors: &str,
+    d: &str,
+) -> SamplerInfo {
+    SamplerInfo {
+        name: name.into(),
+        order,
+        stochastic,
+        evals_per_step: evals,
+        schedules: schedules.iter().map(|s| s.to_string()).collect(),
+        mirrors: mirrors.into(),
+        description: d.into(),
     }
 }
-adt_plugin_api::declare_sampler_plugin!(pub fn header, Builtin, name = "builtin-samplers", version = env!("CARGO_PKG_VERSION"));
+
+impl SamplerPlugin for Builtin {
+    fn list() -> Vec<SamplerInfo> {
+        vec![
+            info(
+                "ddim",
+                1,
+                false,
+                1,
+                &["discrete"],
+                "DDIMScheduler",
+                "DDIM (η = 0 deterministic; η > 0 adds noise)",
+            ),
+            info(
+                "ddpm",
+                1,
+                true,
+                1,
+                &["discrete"],
+                "DDPMScheduler",
+                "ancestral DDPM posterior sampling (fixed_small variance)",
+            ),
+            info(
+                "euler",
+                1,
+                false,
+                1,
+                &["discrete"],
+                "EulerDiscreteScheduler",
+                "Euler on the probability-flow ODE (k-diffusion)",
+            ),
+            info(
+                "euler-a",
+                1,
+                true,
+                1,
+                &["discrete"],
+                "EulerAncestralDiscreteScheduler",
+                "Euler ancestral",
+            ),
+            info(
+                "heun",
+                2,
+                false,
+                2,
+                &["discrete"],
+                "HeunDiscreteScheduler",
+                "Heun's 2nd-order method (last step Euler)",
+            ),
+            info(
+                "dpm++2m",
+                2,
+                false,
+                1,
+                &["discrete"],
+                "DPMSolverMultistepScheduler",
+                "DPM-Solver++(2M), first order at the first and last step",
+            ),
+            info(
+                "flow-euler",
+                1,
+                false,
+                1,
+                &["flow"],
+                "FlowMatchEulerDiscreteScheduler",
+                "Euler for rectified-flow models (SD3)",
+            ),
+        ]
+    }
+
+    fn plan(req: &PlanRequest) -> PluginResult<Plan> {
+        if req.steps == 0 {
+            return Err(PluginError::msg("steps must be at least 1"));
+        }
+        if req.start_index >= req.steps {
+            return Err(PluginError(format!(
+                "start index {} must be below the {} steps",
+                req.start_index, req.steps
+            )));
+        }
+        match (&req.schedule, req.sampler.as_str()) {
+            (NoiseSchedule::Discrete { alphas_cumprod }, name) => {
+                if alphas_cumprod.len() < req.steps {
+                    return Err(PluginError::msg(
+                        "schedule shorter than the number of steps",
+                    ));
+                }
+                if alphas_cumprod.iter().any(|a| !(*a > 0.0 && *a <= 1.0)) {
+                    return Err(PluginError::msg("alphas_cumprod must lie in (0, 1]"));
+                }
+                match name {
+                    "ddim" => Ok(ddim_like(req, alphas_cumprod, false)),
+                    "ddpm" => Ok(ddim_like(req, alphas_cumprod, true)),
+                    "euler" | "euler-a" | "heun" => Ok(euler_family(req, alphas_cumprod)),
+                    "dpm++2m" => Ok(dpmpp_2m(req, alphas_cumprod)),
+                    "flow-euler" => Err(PluginError::msg(
+                        "flow-euler needs a flow-matching model (schedule kind `flow`)",
+                    )),
+                    other => Err(unknown(other)),
+                }
+            }
+            (
+                NoiseSchedule::Flow {
+                    num_train_timesteps,
+                    shift,
+                },
+                "flow-euler",
+            ) => Ok(flow_euler(req, *num_train_timesteps, *shift)),
+            (NoiseSchedule::Flow { .. }, other) if Self::list().iter().any(|s| s.name == other) => {
+                Err(PluginError(format!(
+                    "`{other}` needs a discrete (variance-preserving) schedule; flow-matching models use flow-euler"
+                )))
+            }
+            (_, other) => Err(unknown(other)),
+        }
+    }
+}
+
+fn unknown(name: &str) -> PluginError {
+    let names: Vec<String> = Builtin::list().into_iter().map(|s| s.name).collect();
+    PluginError(format!(
+        "unknown sampler `{name}` (available: {})",
+        names.join(", ")
+    ))
+}
+
+/// Accumulates evaluations and steps.
+struct Builder {
+    param: Parameterization,
+    evals: Vec<PlanEval>,
+    steps: Vec<PlanStep>,
+    step_evals: Vec<usize>,
+    noise_draws: usize,
+}
+
+impl Builder {
+    fn new(param: Parameterization) -> Self {
+        Builder {
+            param,
+            evals: Vec::new(),
+            steps: Vec::new(),
+            step_evals: Vec::new(),
+            noise_draws: 0,
+        }
+    }
+
+    /// The current state (index = number of steps so far).
+    fn state(&self) -> Lin {
+        Lin::of(Src::State(self.steps.len()))
+    }
+
+    /// Evaluate the model on `input` at model time `t` with input scales (α, σ); returns the
+    /// predicted clean sample and noise as linear combinations.
+    fn eval(&mut self, t: f64, alpha: f64, sigma: f64, input: Lin) -> (Lin, Lin, usize) {
+        let k = self.evals.len();
+        self.evals.push(PlanEval {
+            t,
+            alpha,
+            sigma,
+            input: input.terms(),
+        });
+        self.step_evals.push(k);
+        let o = Lin::of(Src::Out(k));
+        let (x0, eps) = predictions(self.param, &input, &o, alpha, sigma);
+        (x0, eps, k)
+    }
+
+    fn noise(&mut self) -> Lin {
+        self.noise_draws += 1;
+        Lin::of(Src::Noise(self.noise_draws - 1))
+    }
+
+    fn end_step(&mut self, next: Lin, alpha_next: f64, sigma_next: f64) {
+        self.steps.push(PlanStep {
+            evals: std::mem::take(&mut self.step_evals),
+            next: next.terms(),
+            alpha_next,
+            sigma_next,
+        });
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "a plan has this many parts")]
+    fn finish(
+        self,
+        req: &PlanRequest,
+        timesteps: Vec<f64>,
+        sigmas: Option<Vec<f64>>,
+        start_alpha: f64,
+        start_sigma: f64,
+        _n: usize,
+        _m: usize,
+    ) -> Plan {
+        Plan {
+            sampler: req.sampler.clone(),
+            num_inference_steps: req.steps,
+            start_index: req.start_index,
+            timesteps,
+            sigmas,
+            start_alpha,
+            start_sigma,
+            evals: self.evals,
+            steps: self.steps,
+            noise_draws: self.noise_draws,
+        }
+    }
+}
+
+/// (x̂0, ε̂) from the model input x and output o at (α, σ).
+fn predictions(param: Parameterization, x: &Lin, o: &Lin, alpha: f64, sigma: f64) -> (Lin, Lin) {
+    match param {
+        // x = αx0 + σε, o = ε.
+        Parameterization::Eps => ((x.clone() - o.clone() * sigma) * (1.0 / alpha), o.clone()),
+        // o = αε − σx0 (with α² + σ² = 1 for VP schedules).
+        Parameterization::V => {
+            let n = alpha * alpha + sigma * sigma;
+            (
+                (x.clone() * alpha - o.clone() * sigma) * (1.0 / n),
+                (x.clone() * sigma + o.clone() * alpha) * (1.0 / n),
+            )
+        }
+        // x = (1−s)x0 + sε, o = ε − x0.
+        Parameterization::Flow => (x.clone() - o.clone() * sigma, x.clone() + o.clone() * alpha),
+    }
+}
+
+fn spacing_or(req: &PlanRequest, default: Spacing) -> Spacing {
+    req.spacing.unwrap_or(default)
+}
+
+/// Start scales: text-to-image starts from noise scaled as diffusers' `init_noise_sigma`
+/// (converted to the VP state), image-to-image from `add_noise` at the start step.
+fn start_scales(req: &PlanRequest, alpha: f64, sigma: f64, t2i_sigma: f64) -> (f64, f64) {
+    if req.start_index == 0 && !req.img2img {
+        (0.0, t2i_sigma)
+    } else {
+        (alpha, sigma)
+    }
+}
+
+/// DDIM (η ≥ 0) and DDPM: integer timesteps, previous timestep t − N/m.
+fn ddim_like(req: &PlanRequest, ac: &[f64], ddpm: bool) -> Plan {
+    let n = ac.len();
+    let m = req.steps;
+    let ts = schedule::integer_timesteps(n, m, spacing_or(req, Spacing::Leading), req.steps_offset);
+    let final_alpha = if req.set_alpha_to_one.unwrap_or(true) {
+        1.0
+    } else {
+        ac[0]
+    };
+    let ratio = (n / m) as f64;
+    let abar = |t: f64| {
+        if t >= 0.0 {
+            ac[(t as usize).min(n - 1)]
+        } else {
+            final_alpha
+        }
+    };
+    let mut b = Builder::new(req.parameterization);
+    let a0 = abar(ts[req.start_index]);
+    let (sa, ss) = start_scales(req, a0.sqrt(), (1.0 - a0).sqrt(), 1.0);
+    for &t in &ts[req.start_index..] {
+        let prev = t - ratio;
+        let (at, ap) = (abar(t), abar(prev));
+        let (alpha, sigma) = (at.sqrt(), (1.0 - at).sqrt());
+        let x = b.state();
+        let (x0, eps, _) = b.eval(t, alpha, sigma, x.clone());
+        let next = if ddpm {
+            // DDPMScheduler.step with variance_type fixed_small ("one" for t_prev < 0).
+            let ap = if prev >= 0.0 { ap } else { 1.0 };
+            let cur_alpha = at / ap;
+            let cur_beta = 1.0 - cur_alpha;
+            let c0 = ap.sqrt() * cur_beta / (1.0 - at);
+            let cx = cur_alpha.sqrt() * (1.0 - ap) / (1.0 - at);
+            let mean = x0 * c0 + x * cx;
+            if t > 0.0 {
+                let var = ((1.0 - ap) / (1.0 - at) * cur_beta).max(1e-20);
+                let z = b.noise();
+                mean + z * var.sqrt()
+            } else {
+                mean
+            }
+        } else {
+            // DDIMScheduler.step: σ_η = η·√((1−ᾱp)/(1−ᾱt))·√(1−ᾱt/ᾱp).
+            let std = req.eta * ((1.0 - ap) / (1.0 - at)).sqrt() * (1.0 - at / ap).sqrt();
+            let dir = eps * (1.0 - ap - std * std).max(0.0).sqrt();
+            let mut next = x0 * ap.sqrt() + dir;
+            if std > 0.0 {
+                let z = b.noise();
+                next = next + z * std;
+            }
+            next
+        };
+        let ap_state = if ddpm && prev < 0.0 { 1.0 } else { ap };
+        b.end_step(next, ap_state.sqrt(), (1.0 - ap_state).sqrt());
+    }
+    b.finish(req, ts, None, sa, ss, n, m)
+}
+
+/// Euler, Euler-ancestral and Heun in the k-diffusion form, converted to VP states.
+fn euler_family(req: &PlanRequest, ac: &[f64]) -> Plan {
+    let n = ac.len();
+    let m = req.steps;
+    let default_spacing = Spacing::Linspace;
+    let spacing = spacing_or(req, default_spacing);
+    let ts = schedule::euler_timesteps(n, m, spacing, req.steps_offset);
+    let all = schedule::karras_sigmas(ac);
+    let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
+    sig.push(0.0);
+    // VP scales of a k-diffusion sigma: α = 1/√(1+s²), σ = s·α.
+    let vp = |s: f64| {
+        let a = 1.0 / (1.0 + s * s).sqrt();
+        (a, s * a)
+    };
+    let max_sigma = sig.iter().cloned().fold(0.0, f64::max);
+    let init_noise_sigma = match spacing {
+        Spacing::Linspace | Spacing::Trailing => max_sigma,
+        Spacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
+    };
+    let s0 = sig[req.start_index];
+    let (a0, sg0) = vp(s0);
+    // x_ve = init_noise_sigma·ε ⇒ x_vp = α(s0)·init_noise_sigma·ε.
+    let (sa, ss) = start_scales(req, a0, sg0, a0 * init_noise_sigma);
+    let mut b = Builder::new(req.parameterization);
+    for i in req.start_index..m {
+        let (s, s_next) = (sig[i], sig[i + 1]);
+        let (a, sg) = vp(s);
+        let (an, sgn) = vp(s_next);
+        let x_vp = b.state();
+        let x_ve = x_vp.clone() * (1.0 / a);
+        let (x0, _, _) = b.eval(ts[i], a, sg, x_vp);
+        let d = (x_ve.clone() - x0) * (1.0 / s);
+        let next_ve = match req.sampler.as_str() {
+            "euler-a" => {
+                let up = (s_next * s_next * (s * s - s_next * s_next) / (s * s))
+                    .max(0.0)
+                    .sqrt();
+                let down = (s_next * s_next - up * up).max(0.0).sqrt();
+                let mut nx = x_ve + d * (down - s);
+                if up > 0.0 {
+                    let z = b.noise();
+                    nx = nx + z * up;
+                }
+                nx
+            }
+            "heun" if s_next > 0.0 => {
+                let x2_ve = x_ve.clone() + d.clone() * (s_next - s);
+                let t_next = ts.get(i + 1).copied().unwrap_or(0.0);
+                let (x0b, _, _) = b.eval(t_next, an, sgn, x2_ve.clone() * an);
+                let d2 = (x2_ve - x0b) * (1.0 / s_next);
+                x_ve + (d + d2) * (0.5 * (s_next - s))
+            }
+            _ => x_ve + d * (s_next - s),
+        };
+        b.end_step(next_ve * an, an, sgn);
+    }
+    b.finish(req, ts, Some(sig), sa, ss, n, m)
+}
+
+/// DPM-Solver++(2M) with `lower_order_final` and `final_sigmas_type = zero`.
+fn dpmpp_2m(req: &PlanRequest, ac: &[f64]) -> Plan {
+    let n = ac.len();
+    let m = req.steps;
+    let ts = schedule::dpm_timesteps(n, m, spacing_or(req, Spacing::Linspace), req.steps_offset);
+    let all = schedule::karras_sigmas(ac);
+    let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
+    sig.push(0.0);
+    let vp = |s: f64| {
+        let a = 1.0 / (1.0 + s * s).sqrt();
+        (a, s * a)
+    };
+    let lambda = |s: f64| {
+        let (a, sg) = vp(s);
+        a.ln() - sg.ln()
+    };
+    let (a0, sg0) = vp(sig[req.start_index]);
+    let (sa, ss) = start_scales(req, a0, sg0, 1.0);
+    let mut b = Builder::new(req.parameterization);
+    let mut prev: Option<(Lin, f64)> = None; // (x̂0 of the previous evaluation, its λ)
+    for i in req.start_index..m {
+        let (s, s_next) = (sig[i], sig[i + 1]);
+        let (a, sg) = vp(s);
+        let (an, sgn) = vp(s_next);
+        let x = b.state();
+        let (x0, _, _) = b.eval(ts[i], a, sg, x.clone());
+        let last = i == m - 1;
+        let next = if s_next == 0.0 {
+            // σ' = 0: the first-order update reduces to x̂0.
+            x0.clone()
+        } else {
+            let h = lambda(s_next) - lambda(s);
+            let base = x * (sgn / sg) - x0.clone() * (an * ((-h).exp() - 1.0));
+            match (&prev, last) {
+                (Some((x0_prev, lam_prev)), false) => {
+                    let r0 = (lambda(s) - lam_prev) / h;
+                    let d1 = (x0.clone() - x0_prev.clone()) * (1.0 / r0);
+                    base - d1 * (0.5 * an * ((-h).exp() - 1.0))
+                }
+                _ => base,
+            }
+        };
+        prev = Some((x0, lambda(s)));
+        b.end_step(next, an, sgn);
+    }
+    b.finish(req, ts, Some(sig), sa, ss, n, m)
+}
+
+/// Flow-matching Euler: x' = x + (s' − s)·v̂ with SD3's shifted sigmas.
+fn flow_euler(req: &PlanRequest, n: usize, shift: f64) -> Plan {
+    let m = req.steps;
+    let sig = schedule::flow_sigmas(n, m, shift);
+    let ts: Vec<f64> = sig[..m].iter().map(|s| s * n as f64).collect();
+    let s0 = sig[req.start_index];
+    let (sa, ss) = start_scales(req, 1.0 - s0, s0, 1.0);
+    let mut b = Builder::new(req.parameterization);
+    for i in req.start_index..m {
+        let (s, s_next) = (sig[i], sig[i + 1]);
+        let x = b.state();
+        let (x0, eps, _) = b.eval(ts[i], 1.0 - s, s, x.clone());
+        // v̂ = ε̂ − x̂0, written through the predictions so any parameterization works.
+        let v = eps - x0;
+        b.end_step(x + v * (s_next - s), 1.0 - s_next, s_next);
+    }
+    b.finish(req, ts, Some(sig), sa, ss, n, m)
+}

@@ -360,6 +360,7 @@ impl ModelPlugin for TinyModel {
             default_guidance: 2.0,
             default_spacing: Spacing::Trailing,
             steps_offset: 0,
+            set_alpha_to_one: Some(true),
             weights_hash: self.weights_hash.clone(),
             extra: serde_json::json!({ "arch": self.cfg, "device": format!("{:?}", self.device) }),
         })
