@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod exit;
 pub mod progress;
 pub mod registry;
+pub mod sampling;
 
 use clap::Parser;
 

@@ -1,0 +1,273 @@
+//! Shared by `sample` and `run`: resolving `name:steps`, building plan requests from a model's
+//! description, generating batches of images, writing PNGs and grids.
+
+use std::path::Path;
+
+use adt_plugin_api::{HostTensor, ModelDescription, Plan, PlanRequest, Spacing};
+use adt_plugin_host::{Kind, Model, Registry, Samplers};
+use anyhow::{Context, bail};
+use image::RgbImage;
+
+/// A parsed `name:steps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplerSpec {
+    /// Sampler name.
+    pub name: String,
+    /// Steps.
+    pub steps: usize,
+}
+
+impl std::str::FromStr for SamplerSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (name, steps) = s
+            .split_once(':')
+            .with_context(|| format!("sampler `{s}` must be written name:steps, e.g. ddim:20"))?;
+        let steps: usize = steps
+            .parse()
+            .with_context(|| format!("sampler `{s}`: steps must be a positive integer"))?;
+        if steps == 0 || steps > 10_000 {
+            bail!("sampler `{s}`: steps must be between 1 and 10000");
+        }
+        Ok(SamplerSpec {
+            name: name.to_string(),
+            steps,
+        })
+    }
+}
+
+impl std::fmt::Display for SamplerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.steps)
+    }
+}
+
+/// Parse a spacing name.
+pub fn parse_spacing(s: &str) -> anyhow::Result<Spacing> {
+    match s {
+        "leading" => Ok(Spacing::Leading),
+        "trailing" => Ok(Spacing::Trailing),
+        "linspace" => Ok(Spacing::Linspace),
+        other => bail!("unknown spacing `{other}` (leading, trailing or linspace)"),
+    }
+}
+
+/// Find the sampler plugin that offers `name`.
+pub fn find_sampler(reg: &Registry, name: &str) -> anyhow::Result<Samplers> {
+    let mut all = Vec::new();
+    for p in reg.plugins().iter().filter(|p| p.kind == Kind::Sampler) {
+        let s = Samplers::new(p)?;
+        let list = s.list()?;
+        if list.iter().any(|i| i.name == name) {
+            return Ok(s);
+        }
+        all.extend(list.into_iter().map(|i| i.name));
+    }
+    bail!("no sampler named `{name}` (available: {})", all.join(", "))
+}
+
+/// The plan request for a model and sampler.
+pub fn request(
+    desc: &ModelDescription,
+    spec: &SamplerSpec,
+    spacing: Option<Spacing>,
+    start_index: usize,
+) -> PlanRequest {
+    PlanRequest {
+        sampler: spec.name.clone(),
+        steps: spec.steps,
+        schedule: desc.schedule.clone(),
+        parameterization: desc.parameterization,
+        spacing: Some(spacing.unwrap_or(desc.default_spacing)),
+        steps_offset: desc.steps_offset,
+        start_index,
+        eta: 0.0,
+        set_alpha_to_one: desc.set_alpha_to_one,
+        img2img: false,
+    }
+}
+
+/// Build a plan.
+pub fn plan(
+    reg: &Registry,
+    desc: &ModelDescription,
+    spec: &SamplerSpec,
+    spacing: Option<Spacing>,
+) -> anyhow::Result<Plan> {
+    let samplers = find_sampler(reg, &spec.name)?;
+    samplers
+        .plan(&request(desc, spec, spacing, 0))
+        .with_context(|| format!("failed to plan {spec}"))
+}
+
+/// Read `latents` [N, C, H, W] from a safetensors file.
+pub fn read_init_latents(path: &Path, latent_shape: [usize; 3]) -> anyhow::Result<HostTensor> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let t = st.tensor("latents").with_context(|| {
+        format!(
+            "{} has no tensor named `latents` (found {:?})",
+            path.display(),
+            st.names()
+        )
+    })?;
+    let shape = t.shape().to_vec();
+    if shape.len() != 4 || shape[1..] != latent_shape {
+        bail!(
+            "`latents` in {} has shape {shape:?}; the model needs [N, {}, {}, {}]",
+            path.display(),
+            latent_shape[0],
+            latent_shape[1],
+            latent_shape[2]
+        );
+    }
+    let data: Vec<f32> = match t.dtype() {
+        safetensors::Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        safetensors::Dtype::F16 => t
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        safetensors::Dtype::BF16 => t
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => bail!("`latents` has dtype {other:?}; use f32, f16 or bf16"),
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// Rows `[start, start + n)` of a batch-major tensor.
+pub fn slice_batch(t: &HostTensor, start: usize, n: usize) -> HostTensor {
+    let per: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = n;
+    HostTensor {
+        shape,
+        data: t.data[start * per..(start + n) * per].to_vec(),
+    }
+}
+
+/// Generated images with their prompts.
+pub struct Generated {
+    /// Images, sRGB.
+    pub images: Vec<RgbImage>,
+}
+
+/// Generate `prompts.len()` images in batches.
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    model: &mut Model,
+    plan: &Plan,
+    desc: &ModelDescription,
+    prompts: &[String],
+    guidance: f32,
+    batch: usize,
+    seed: u64,
+    init: Option<&HostTensor>,
+    bar: &crate::progress::Bar,
+) -> anyhow::Result<Generated> {
+    let uncond = if guidance != 1.0 {
+        Some(model.encode_prompts(&[String::new()])?)
+    } else {
+        None
+    };
+    let mut images = Vec::with_capacity(prompts.len());
+    let [c, h, w] = desc.latent_shape;
+    for (bi, chunk) in prompts.chunks(batch.max(1)).enumerate() {
+        let start = bi * batch.max(1);
+        let n = chunk.len();
+        let cond = model.encode_prompts(chunk)?;
+        // Every batch has its own seed, so results do not depend on the batch size only when
+        // initial latents are given; with drawn noise the seed and batch size both matter.
+        let mut rng = adt_tuner::rollout::rng(
+            seed.wrapping_add(bi as u64)
+                .wrapping_mul(0x2545_F491_4F6C_DD1D),
+        );
+        let noise = init.map(|t| slice_batch(t, start, n));
+        let trace = adt_tuner::rollout::run(
+            model,
+            plan,
+            &[n, c, h, w],
+            None,
+            noise.as_ref(),
+            adt_tuner::rollout::Guidance {
+                cond,
+                uncond,
+                scale: guidance,
+            },
+            &mut rng,
+            |_, _| bar.inc(),
+        )?;
+        model.release(cond)?;
+        let decoded = model.decode(trace.result())?;
+        let [_, ih, iw] = desc.image_shape;
+        let per = 3 * ih * iw;
+        for i in 0..n {
+            images.push(adt_datasets::transform::from_chw_signed(
+                &decoded.data[i * per..(i + 1) * per],
+                iw as u32,
+                ih as u32,
+            ));
+        }
+    }
+    if let Some(u) = uncond {
+        model.release(u)?;
+    }
+    Ok(Generated { images })
+}
+
+/// A grid of images (ceil(√n) columns, 2-pixel gutters).
+pub fn grid(images: &[RgbImage]) -> RgbImage {
+    let n = images.len().max(1);
+    let cols = (n as f64).sqrt().ceil() as u32;
+    let rows = (n as u32).div_ceil(cols);
+    let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((1, 1));
+    let g = 2;
+    let mut out = RgbImage::from_pixel(
+        cols * (w + g) + g,
+        rows * (h + g) + g,
+        image::Rgb([255, 255, 255]),
+    );
+    for (i, img) in images.iter().enumerate() {
+        let (cx, cy) = (i as u32 % cols, i as u32 / cols);
+        image::imageops::overlay(
+            &mut out,
+            img,
+            (g + cx * (w + g)) as i64,
+            (g + cy * (h + g)) as i64,
+        );
+    }
+    out
+}
+
+/// Prompts of the built-in data set's evaluation split (offset 10⁶, disjoint from training).
+pub fn eval_prompts(n: usize) -> Vec<String> {
+    let cfg = adt_datasets::shapes::ShapesConfig::DEFAULT;
+    (0..n as u64)
+        .map(|i| adt_datasets::shapes::generate(cfg, 1_000_000 + i).caption)
+        .collect()
+}
+
+/// Write images as `000000.png`… plus `grid.png` and `prompts.txt`.
+pub fn write_images(dir: &Path, images: &[RgbImage], prompts: &[String]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    for (i, img) in images.iter().enumerate() {
+        let p = dir.join(format!("{i:06}.png"));
+        img.save(&p)
+            .with_context(|| format!("failed to write {}", p.display()))?;
+    }
+    let g = grid(images);
+    let gp = dir.join("grid.png");
+    g.save(&gp)
+        .with_context(|| format!("failed to write {}", gp.display()))?;
+    std::fs::write(dir.join("prompts.txt"), prompts.join("\n") + "\n")?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Helpers for the integration tests: building the test plugins as `cdylib`s with the same
+//! cargo and profile as the running test, and locating the libraries.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The target directory and profile directory of the running test executable.
+fn profile_dir() -> PathBuf {
+    // target/<profile>/deps/<test-exe>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// File name of a cdylib for a crate name on this platform.
+pub fn lib_name(krate: &str) -> String {
+    let stem = krate.replace('-', "_");
+    if cfg!(target_os = "macos") {
+        format!("lib{stem}.dylib")
+    } else if cfg!(windows) {
+        format!("{stem}.dll")
+    } else {
+        format!("lib{stem}.so")
+    }
+}
+
+/// Build the test plugins (once per test process) and return the folder holding them.
+pub fn build_plugins() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = profile_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "adt-plugin-tiny-dylib",
+            "-p",
+            "adt-test-plugin-bad-abi",
+            "-p",
+            "adt-test-plugin-panicky",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the test plugins");
+        assert!(status.success(), "building the test plugins failed");
+        dir
+    })
+    .clone()
+}

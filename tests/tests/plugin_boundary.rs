@@ -1,0 +1,184 @@
+//! The plugin boundary as users meet it: plugins built as `cdylib`s with cargo and loaded
+//! dynamically through the same loader `adt-bench` uses.
+
+use adt_integration_tests::{build_plugins, lib_name};
+use adt_plugin_api::HostTensor;
+use adt_plugin_host::{Denoise, Error, Kind, Model, Registry, check_library};
+
+#[test]
+fn tiny_loads_dynamically_and_matches_the_static_build() {
+    let dir = build_plugins();
+    let path = dir.join(lib_name("adt-plugin-tiny-dylib"));
+    let info = check_library(&path).unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.kind, info.abi.as_str()),
+        ("tiny", Kind::Model, "1.0")
+    );
+    assert_eq!(
+        info.source,
+        adt_plugin_host::PluginSource::Library(path.clone())
+    );
+
+    let cfg = serde_json::json!({"weights": "random", "seed": 7});
+    let mut dynamic = Model::create(&info, &cfg).unwrap();
+    let builtin = Registry::with_builtins(&[adt_plugin_tiny::header]).unwrap();
+    let mut stat = Model::create(builtin.find(Kind::Model, "tiny").unwrap(), &cfg).unwrap();
+    assert_eq!(dynamic.describe().unwrap(), stat.describe().unwrap());
+
+    let x = HostTensor {
+        shape: vec![2, 3, 32, 32],
+        data: (0..2 * 3 * 32 * 32)
+            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+            .collect(),
+    };
+    let mut outs = Vec::new();
+    for m in [&mut dynamic, &mut stat] {
+        let c = m
+            .encode_prompts(&["a red circle".into(), "a blue square".into()])
+            .unwrap();
+        let u = m.encode_prompts(&[String::new()]).unwrap();
+        let d = Denoise {
+            x: &x,
+            t: &[500.0, 900.0],
+            cond: c,
+            uncond: Some(u),
+            guidance: 3.0,
+            detach_uncond: false,
+        };
+        outs.push(m.denoise(&d).unwrap());
+    }
+    assert_eq!(outs[0].shape, vec![2, 3, 32, 32]);
+    assert_eq!(
+        outs[0], outs[1],
+        "the dynamic and static builds must compute the same thing"
+    );
+    // A user error inside the plugin comes back as an error, not a crash.
+    let bad = HostTensor::zeros(&[1, 3, 8, 8]);
+    let c = dynamic.encode_prompts(&["x".into()]).unwrap();
+    let err = dynamic.denoise(&Denoise {
+        x: &bad,
+        t: &[1.0],
+        cond: c,
+        uncond: None,
+        guidance: 1.0,
+        detach_uncond: false,
+    });
+    assert!(
+        matches!(&err, Err(Error::Call { call: "denoise", message, .. }) if message.contains("[B, 3, 32, 32]")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn another_abi_major_is_refused_before_anything_else_is_read() {
+    let dir = build_plugins();
+    let path = dir.join(lib_name("adt-test-plugin-bad-abi"));
+    let err = check_library(&path).unwrap_err();
+    match &err {
+        Error::IncompatibleAbi {
+            found_major: 99,
+            host_major: 1,
+            ..
+        } => {}
+        other => panic!("expected an ABI refusal, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plugin ABI 99.0 is incompatible") && msg.contains("rebuild the plugin"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn files_that_are_not_plugins_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join(lib_name("adt-plugin-fake"));
+    std::fs::write(&fake, b"this is not a shared library").unwrap();
+    let err = check_library(&fake).unwrap_err();
+    assert!(matches!(err, Error::NotAPlugin { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("cannot load it as a library"),
+        "{err}"
+    );
+
+    // A real shared library without the entry point (the test plugins' build has one: the
+    // panicky plugin's dependency-free sibling is not available, so use the system's libm).
+    for libm in [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ] {
+        let p = std::path::Path::new(libm);
+        if p.exists() {
+            let err = check_library(p).unwrap_err();
+            assert!(
+                err.to_string().contains("exports no `adt_plugin_header`"),
+                "{err}"
+            );
+            break;
+        }
+    }
+    let missing = check_library(&tmp.path().join("nope.so")).unwrap_err();
+    assert!(missing.to_string().contains("no such file"), "{missing}");
+}
+
+#[test]
+fn panics_inside_a_plugin_come_back_as_errors() {
+    let dir = build_plugins();
+    let info = check_library(&dir.join(lib_name("adt-test-plugin-panicky"))).unwrap();
+    let err = Model::create(&info, &serde_json::json!({"panic_in_create": true})).unwrap_err();
+    assert!(
+        matches!(&err, Error::Panicked { call: "create", message, .. } if message.contains("panic in create")),
+        "{err:?}"
+    );
+
+    let mut m = Model::create(&info, &serde_json::json!({})).unwrap();
+    let x = HostTensor::zeros(&[1, 1, 2, 2]);
+    let c = m.encode_prompts(&["p".into()]).unwrap();
+    let err = m.denoise(&Denoise {
+        x: &x,
+        t: &[1.0],
+        cond: c,
+        uncond: None,
+        guidance: 1.0,
+        detach_uncond: false,
+    });
+    assert!(
+        matches!(&err, Err(Error::Panicked { call: "denoise", message, .. }) if message.contains("index out of bounds")),
+        "{err:?}"
+    );
+    // The process and the instance survive: the next call works.
+    assert_eq!(m.describe().unwrap().name, "panicky");
+    let err = m
+        .step(&adt_plugin_api::OptimConfig::adamw(1e-3))
+        .unwrap_err();
+    assert!(matches!(&err, Error::Call { call: "step", .. }), "{err:?}");
+}
+
+#[test]
+fn scanning_a_folder_registers_plugins_and_records_refusals() {
+    let dir = build_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    for k in [
+        "adt-plugin-tiny-dylib",
+        "adt-test-plugin-bad-abi",
+        "adt-test-plugin-panicky",
+    ] {
+        // Copy under the `libadt_plugin_*` names the scanner looks for.
+        let dst = tmp
+            .path()
+            .join(lib_name(&k.replace("adt-test-plugin-", "adt-plugin-test-")));
+        std::fs::copy(dir.join(lib_name(k)), dst).unwrap();
+    }
+    let mut reg = Registry::default();
+    reg.scan(&[tmp.path().to_path_buf()]);
+    let names: Vec<&str> = reg.plugins().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["panicky", "tiny"]);
+    assert_eq!(reg.rejected.len(), 1, "{:?}", reg.rejected);
+    assert!(reg.rejected[0].1.contains("ABI 99.0"));
+    let err = reg.find(Kind::Model, "sd15").unwrap_err();
+    assert!(
+        err.to_string().contains("available: panicky, tiny"),
+        "{err}"
+    );
+}
