@@ -13,6 +13,7 @@
 pub mod folder;
 pub mod parquet_source;
 pub mod shapes;
+pub mod shapes_score;
 pub mod transform;
 pub mod wds;
 

@@ -43,8 +43,10 @@ pub struct GlobalOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the benchmark. Until the tuning and metrics stages land this runs the sampling stage:
-    /// the built-in model with every deterministic sampler, images and grids under --out.
+    /// Run the benchmark on the embedded default. Until the tuning and FID stages land, this is
+    /// the sampling stage: the built-in model with few-step samplers and a many-step reference
+    /// on the same prompts and noise, sample grids, and the recognisability controls
+    /// (background and shape-colour accuracy against the caption, residual noise).
     Run(RunArgs),
     /// List or check plugins.
     #[command(subcommand)]
@@ -149,13 +151,27 @@ pub struct PretrainArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelOpts,
+    /// Few-step samplers to evaluate, comma-separated `name:steps`.
+    #[arg(long = "eval-samplers", default_value = "ddim:10,dpm++2m:10,euler:10", value_delimiter = ',')]
+    pub eval_samplers: Vec<String>,
+    /// The many-step reference sampler the few-step ones are compared with.
+    #[arg(long = "reference-sampler", default_value = "ddim:50")]
+    pub reference_sampler: String,
+    /// Images per sampler (same prompts and initial noise for every sampler).
+    #[arg(short = 'n', long = "num", default_value_t = 32)]
+    pub num: usize,
+    /// Images per model call.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Guidance scale (default: the model's).
+    #[arg(long)]
+    pub guidance: Option<f32>,
     /// Output folder.
     #[arg(long, default_value = "runs/default")]
     pub out: PathBuf,
-    /// Images per sampler.
-    #[arg(short = 'n', long = "num", default_value_t = 16)]
-    pub num: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
