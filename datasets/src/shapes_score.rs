@@ -20,8 +20,12 @@ pub struct CaptionLabels {
 pub fn parse_caption(caption: &str) -> Option<CaptionLabels> {
     let words: Vec<&str> = caption.split_whitespace().collect();
     let on = words.iter().position(|w| *w == "on")?;
-    let color = words[..on].iter().find_map(|w| COLORS.iter().position(|c| c.0 == *w))?;
-    let background = words[on..].iter().find_map(|w| BACKGROUNDS.iter().position(|c| c.0 == *w))?;
+    let color = words[..on]
+        .iter()
+        .find_map(|w| COLORS.iter().position(|c| c.0 == *w))?;
+    let background = words[on..]
+        .iter()
+        .find_map(|w| BACKGROUNDS.iter().position(|c| c.0 == *w))?;
     Some(CaptionLabels { color, background })
 }
 
@@ -38,7 +42,10 @@ pub struct Score {
 }
 
 fn dist(a: [u8; 3], b: [u8; 3]) -> f64 {
-    (0..3).map(|c| (a[c] as f64 - b[c] as f64).powi(2)).sum::<f64>().sqrt()
+    (0..3)
+        .map(|c| (a[c] as f64 - b[c] as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Score an image against its caption (None when the caption is not a shapes caption).
@@ -65,7 +72,11 @@ pub fn score(img: &RgbImage, caption: &str) -> Option<Score> {
         .unwrap_or(0);
     // Shape colour coverage.
     let target = COLORS[labels.color].1;
-    let palette: Vec<[u8; 3]> = COLORS.iter().map(|c| c.1).chain(BACKGROUNDS.iter().map(|c| c.1)).collect();
+    let palette: Vec<[u8; 3]> = COLORS
+        .iter()
+        .map(|c| c.1)
+        .chain(BACKGROUNDS.iter().map(|c| c.1))
+        .collect();
     let mut hits = 0usize;
     for p in img.pixels() {
         let d = dist(p.0, target);
@@ -91,7 +102,11 @@ pub fn score(img: &RgbImage, caption: &str) -> Option<Score> {
             }
         }
     }
-    Some(Score { background_ok: bg_best == labels.background, color_ok, noise: acc / n.max(1) as f64 })
+    Some(Score {
+        background_ok: bg_best == labels.background,
+        color_ok,
+        noise: acc / n.max(1) as f64,
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +139,13 @@ mod tests {
         let s = score(&img, "a small red circle on a navy background").unwrap();
         assert!(s.noise > 40.0);
         assert!(!s.background_ok || !s.color_ok);
-        assert_eq!(parse_caption("a large orange triangle on a beige gradient background"), Some(CaptionLabels { color: 5, background: 4 }));
+        assert_eq!(
+            parse_caption("a large orange triangle on a beige gradient background"),
+            Some(CaptionLabels {
+                color: 5,
+                background: 4
+            })
+        );
         assert_eq!(parse_caption("a cat"), None);
     }
 }

@@ -147,6 +147,9 @@ pub struct PretrainArgs {
     /// Also write the final weights as f16 safetensors here (what is committed for `tiny`).
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// Stop after this many steps in this invocation (with a checkpoint); rerun to resume.
+    #[arg(long = "stop-after", value_name = "STEPS")]
+    pub stop_after: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +157,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelOpts,
     /// Few-step samplers to evaluate, comma-separated `name:steps`.
-    #[arg(long = "eval-samplers", default_value = "ddim:10,dpm++2m:10,euler:10", value_delimiter = ',')]
+    #[arg(
+        long = "eval-samplers",
+        default_value = "ddim:10,dpm++2m:10,euler-a:10",
+        value_delimiter = ','
+    )]
     pub eval_samplers: Vec<String>,
     /// The many-step reference sampler the few-step ones are compared with.
     #[arg(long = "reference-sampler", default_value = "ddim:50")]

@@ -104,12 +104,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// Run (or resume) pretraining. Writes `out/checkpoint/` (plugin state), `out/state.json`
-/// and `out/log.csv`; returns the log of the steps run in this call.
+/// and `out/log.csv`; returns the log of the steps run in this call. `stop_after` ends this
+/// call (with a checkpoint) after that many steps; calling again resumes, and the result is
+/// identical to an uninterrupted run.
 pub fn pretrain(
     model: &mut Model,
     data: &mut Batcher,
     cfg: &PretrainConfig,
     out: &Path,
+    stop_after: Option<u64>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<LogRow>> {
     std::fs::create_dir_all(out).map_err(io(out))?;
@@ -143,7 +146,10 @@ pub fn pretrain(
     let mut rows = Vec::new();
     let mut non_finite = 0;
     let mut ema_loss = f64::NAN;
-    for i in start..cfg.iters {
+    let end = stop_after
+        .map(|n| (start + n).min(cfg.iters))
+        .unwrap_or(cfg.iters);
+    for i in start..end {
         let batch = data.next_batch(cfg.batch, progress)?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         let captions: Vec<String> = batch
@@ -216,7 +222,7 @@ pub fn pretrain(
         .map_err(io(&log_path))?;
         rows.push(row);
         progress.update(i + 1, cfg.iters, &format!("loss {ema_loss:.4} lr {lr:.2e}"));
-        let last = i + 1 == cfg.iters;
+        let last = i + 1 == end;
         if (i + 1) % cfg.checkpoint_every == 0 || last {
             save_checkpoint(
                 model,

@@ -42,13 +42,26 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
         }))?,
     )?;
     let mut bar = crate::progress::Bar::new(cfg.iters, "pretrain", g.quiet);
-    let rows = adt_tuner::pretrain::pretrain(&mut model, &mut data, &cfg, &a.out, &mut bar)?;
+    let rows =
+        adt_tuner::pretrain::pretrain(&mut model, &mut data, &cfg, &a.out, a.stop_after, &mut bar)?;
     bar.finish();
     if let Some(last) = rows.last() {
         eprintln!(
             "finished step {} (loss {:.4}); {} bad records skipped",
             last.iter, last.loss, data.skipped
         );
+    }
+    let done = std::fs::read_to_string(a.out.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["iter"].as_u64())
+        .unwrap_or(0);
+    if done < cfg.iters {
+        eprintln!(
+            "stopped at step {done} of {}; rerun the same command to resume",
+            cfg.iters
+        );
+        return Ok(());
     }
     if let Some(export) = &a.export {
         let src = a.out.join("checkpoint/model.safetensors");
@@ -90,6 +103,7 @@ pub fn export_half(src: &std::path::Path, dst: &std::path::Path) -> anyhow::Resu
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let out = safetensors::serialize(views, meta.metadata().clone())?;
+    let out = adt_plugin_tiny::canonical_safetensors(out).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -37,7 +37,11 @@ fn score(images: &[image::RgbImage], prompts: &[String]) -> (f64, f64, f64) {
 }
 
 pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
-    let few: Vec<SamplerSpec> = a.eval_samplers.iter().map(|s| s.parse()).collect::<anyhow::Result<_>>()?;
+    let few: Vec<SamplerSpec> = a
+        .eval_samplers
+        .iter()
+        .map(|s| s.parse())
+        .collect::<anyhow::Result<_>>()?;
     let reference: SamplerSpec = a.reference_sampler.parse()?;
     if a.num == 0 {
         anyhow::bail!("-n must be at least 1");
@@ -47,12 +51,14 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let desc = model.describe()?;
     let guidance = a.guidance.unwrap_or(desc.default_guidance);
     let prompts = sampling::eval_prompts(a.num);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("failed to create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("failed to create {}", a.out.display()))?;
 
     // Real images of the same captions: the controls' values on data.
     let cfg = adt_datasets::shapes::ShapesConfig::DEFAULT;
-    let real: Vec<image::RgbImage> =
-        (0..a.num as u64).map(|i| adt_datasets::shapes::generate(cfg, 1_000_000 + i).image).collect();
+    let real: Vec<image::RgbImage> = (0..a.num as u64)
+        .map(|i| adt_datasets::shapes::generate(cfg, 1_000_000 + i).image)
+        .collect();
     sampling::write_images(&a.out.join("real"), &real, &prompts)?;
     let (rb, rc, rn) = score(&real, &prompts);
     let mut rows = vec![Row {
@@ -69,14 +75,31 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let [c, h, w] = desc.latent_shape;
     let mut rng = adt_tuner::rollout::rng(a.seed);
     let init = adt_tuner::rollout::gaussian(&[a.num, c, h, w], &mut rng);
-    let specs: Vec<(SamplerSpec, &'static str)> =
-        few.into_iter().map(|s| (s, "few-step")).chain(std::iter::once((reference, "many-step reference"))).collect();
+    let specs: Vec<(SamplerSpec, &'static str)> = few
+        .into_iter()
+        .map(|s| (s, "few-step"))
+        .chain(std::iter::once((reference, "many-step reference")))
+        .collect();
     for (spec, role) in &specs {
         let plan = sampling::plan(&reg, &desc, spec, None)?;
         let batches = a.num.div_ceil(a.batch.max(1)) as u64;
-        let bar = crate::progress::Bar::new(plan.evals.len() as u64 * batches, &spec.to_string(), g.quiet);
+        let bar = crate::progress::Bar::new(
+            plan.evals.len() as u64 * batches,
+            &spec.to_string(),
+            g.quiet,
+        );
         let t0 = std::time::Instant::now();
-        let out = sampling::generate(&mut model, &plan, &desc, &prompts, guidance, a.batch, a.seed, Some(&init), &bar)?;
+        let out = sampling::generate(
+            &mut model,
+            &plan,
+            &desc,
+            &prompts,
+            guidance,
+            a.batch,
+            a.seed,
+            Some(&init),
+            &bar,
+        )?;
         bar.finish();
         let secs = t0.elapsed().as_secs_f64();
         let dir = a.out.join(spec.to_string().replace(':', "-"));
@@ -99,11 +122,17 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         md,
         "Model `{}` (weights {}), guidance {guidance}, {} images per sampler, seed {}, same prompts and initial noise for every sampler.\n",
         desc.name,
-        desc.weights_hash.as_deref().map(|h| &h[..12.min(h.len())]).unwrap_or("random"),
+        desc.weights_hash
+            .as_deref()
+            .map(|h| &h[..12.min(h.len())])
+            .unwrap_or("random"),
         a.num,
         a.seed
     )?;
-    writeln!(md, "| sampler | role | background acc. | shape-colour acc. | residual noise | seconds |")?;
+    writeln!(
+        md,
+        "| sampler | role | background acc. | shape-colour acc. | residual noise | seconds |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     for r in &rows {
         writeln!(
@@ -117,7 +146,10 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         "\nBackground / shape-colour accuracy: the image's border colour / a region of the shape's colour match the caption. Residual noise: mean |pixel − 3×3 box blur| (0–255). FID and the tuning stages are not part of this run yet."
     )?;
     std::fs::write(a.out.join("summary.md"), &md)?;
-    std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&rows)?)?;
+    std::fs::write(
+        a.out.join("summary.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
     print!("{md}");
     eprintln!("wrote {}", a.out.display());
     Ok(())

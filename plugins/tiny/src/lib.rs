@@ -171,8 +171,51 @@ pub fn params_to_bytes(cfg: &TinyConfig, params: &Params, half: bool) -> PluginR
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("config".to_string(), serde_json::to_string(cfg)?);
     let views: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| PluginError(format!("cannot serialize weights: {e}")))
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| PluginError(format!("cannot serialize weights: {e}")))?;
+    canonical_safetensors(bytes)
+}
+
+/// Rewrite a safetensors file's JSON header with sorted keys, so that the same tensors and
+/// metadata always give the same bytes (the `safetensors` crate writes metadata from a
+/// `HashMap`, whose order changes from process to process).
+pub fn canonical_safetensors(mut bytes: Vec<u8>) -> PluginResult<Vec<u8>> {
+    if bytes.len() < 8 {
+        return Err(PluginError::msg("not a safetensors buffer"));
+    }
+    let n = u64::from_le_bytes(
+        bytes[..8]
+            .try_into()
+            .map_err(|_| PluginError::msg("bad header"))?,
+    ) as usize;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| PluginError::msg("truncated safetensors header"))?;
+    // Rebuild every object with keys inserted in sorted order (serde_json may be built with
+    // `preserve_order`, in which case insertion order is what gets written).
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(header)?;
+    let mut sorted = serde_json::to_vec(&sort(value))?;
+    if sorted.len() > n {
+        return Err(PluginError::msg(
+            "canonical header longer than the original",
+        ));
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(bytes)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -599,7 +642,7 @@ impl ModelPlugin for TinyModel {
         let views: Vec<(String, &Tensor)> = opt.iter().map(|(n, t)| (n.clone(), t)).collect();
         let bytes =
             safetensors::serialize(views, Some(meta)).map_err(|e| PluginError(e.to_string()))?;
-        write_atomic("optimizer.safetensors", &bytes)
+        write_atomic("optimizer.safetensors", &canonical_safetensors(bytes)?)
     }
 
     fn load_state(&mut self, dir: &Path) -> PluginResult<()> {

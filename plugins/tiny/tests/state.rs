@@ -129,3 +129,24 @@ fn wrong_weights_are_refused_clearly() {
             .contains("architecture")
     );
 }
+
+#[test]
+fn saved_bytes_are_canonical() {
+    // The same parameters always serialise to the same bytes (sorted header keys).
+    let a = model(5);
+    let first = params_to_bytes(a.config(), a.params(), false).unwrap();
+    for _ in 0..5 {
+        assert!(params_to_bytes(a.config(), a.params(), false).unwrap() == first);
+    }
+    let (n, _) = safetensors::SafeTensors::read_metadata(&first).unwrap();
+    assert!(n > 0);
+    let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+    let keys: Vec<usize> = ["\"__metadata__\"", "\"conv_in.bias\"", "\"conv_out.bias\""]
+        .iter()
+        .map(|k| header.find(k).unwrap())
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "header keys are sorted: {header}"
+    );
+}

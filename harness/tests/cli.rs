@@ -1,0 +1,273 @@
+//! The `adt-bench` binary as users run it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_adt-bench"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run adt-bench")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn plugins_list_shows_tiny_and_every_sampler() {
+    let o = run(&["plugins", "list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tiny ") && l.contains("model") && l.contains("built-in")),
+        "{out}"
+    );
+    for s in [
+        "ddim",
+        "ddpm",
+        "euler",
+        "euler-a",
+        "heun",
+        "dpm++2m",
+        "flow-euler",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{s} "))),
+            "sampler {s} missing:\n{out}"
+        );
+    }
+    let o = run(&["plugins", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["plugins"][0]["plugin"]["name"], "tiny");
+}
+
+#[test]
+fn plugins_check_refuses_a_non_plugin_with_exit_code_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("libadt_plugin_x.so");
+    std::fs::write(&p, b"not a library").unwrap();
+    let o = run(&["plugins", "check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not an adt-bench plugin"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn pngs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count()
+}
+
+#[test]
+fn sample_writes_pngs_and_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let o = run(&[
+        "-q",
+        "sample",
+        "--model",
+        "tiny",
+        "--sampler",
+        "ddim:4",
+        "--guidance",
+        "3",
+        "-n",
+        "3",
+        "--seed",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(pngs(&out), 4, "3 images + grid.png");
+    let img = image::open(out.join("000000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 32));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sample.json")).unwrap()).unwrap();
+    assert_eq!(meta["sampler"], "ddim:4");
+    assert_eq!(
+        std::fs::read_to_string(out.join("prompts.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn init_latents_fix_the_result_whatever_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two latents of shape [3, 32, 32] from a fixed pattern.
+    let data: Vec<u8> = (0..2 * 3 * 32 * 32)
+        .flat_map(|i| (((i * 37 % 101) as f32 - 50.0) / 30.0).to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3, 32, 32], &data)
+            .unwrap();
+    let file = dir.path().join("noise.safetensors");
+    std::fs::write(
+        &file,
+        safetensors::serialize(vec![("latents".to_string(), view)], None).unwrap(),
+    )
+    .unwrap();
+    let mut outs = Vec::new();
+    for seed in ["1", "2"] {
+        let out = dir.path().join(format!("s{seed}"));
+        let o = run(&[
+            "-q",
+            "sample",
+            "--sampler",
+            "ddim:3",
+            "--seed",
+            seed,
+            "--init-latents",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(pngs(&out), 3);
+        outs.push(std::fs::read(out.join("000001.png")).unwrap());
+    }
+    assert_eq!(
+        outs[0], outs[1],
+        "deterministic sampler + given noise: the seed must not matter"
+    );
+    // Wrong shape is refused clearly.
+    let bad = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![1, 3, 8, 8],
+        &data[..3 * 64 * 4],
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        safetensors::serialize(vec![("latents".to_string(), bad)], None).unwrap(),
+    )
+    .unwrap();
+    let o = run(&[
+        "-q",
+        "sample",
+        "--init-latents",
+        file.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("the model needs [N, 3, 32, 32]"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn bad_sampler_and_bad_data_are_clear_errors() {
+    let o = run(&["sample", "--sampler", "ddim", "-n", "1"]);
+    assert!(
+        text(&o).contains("must be written name:steps"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["sample", "--sampler", "plms:10", "-n", "1"]);
+    assert!(text(&o).contains("no sampler named `plms`"), "{}", text(&o));
+    let o = run(&["pretrain", "--data", "/no/such/folder", "--iters", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+}
+
+#[test]
+fn pretrain_is_deterministic_and_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "-q",
+            "pretrain",
+            "--iters",
+            "4",
+            "--batch",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        out
+    };
+    let a = go("a", &[]);
+    let b = go("b", &["--stop-after", "2"]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["iter"], 2);
+    go("b", &[]);
+    let ckpt = |d: &Path| std::fs::read(d.join("checkpoint/model.safetensors")).unwrap();
+    assert!(
+        ckpt(&a) == ckpt(&b),
+        "an interrupted and resumed run must equal an uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join("log.csv")).unwrap(),
+        std::fs::read_to_string(b.join("log.csv")).unwrap()
+    );
+    // Different settings in the same folder are refused, not mixed.
+    let o = run(&[
+        "pretrain",
+        "--iters",
+        "5",
+        "--batch",
+        "2",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("different settings"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn pretrain_stops_with_exit_code_5_when_training_diverges() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p");
+    let o = run(&[
+        "pretrain",
+        "--iters",
+        "20",
+        "--batch",
+        "2",
+        "--lr",
+        "1e30",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(
+        text(&o).contains("non-finite steps in a row"),
+        "{}",
+        text(&o)
+    );
+}
