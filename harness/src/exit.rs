@@ -16,14 +16,14 @@ pub const DIVERGED: u8 = 5;
 /// Map an error chain to an exit code.
 pub fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(h) = cause.downcast_ref::<adt_plugin_host::Error>() {
-            if matches!(
+        if let Some(h) = cause.downcast_ref::<adt_plugin_host::Error>()
+            && matches!(
                 h,
                 adt_plugin_host::Error::NotAPlugin { .. }
                     | adt_plugin_host::Error::IncompatibleAbi { .. }
-            ) {
-                return PLUGIN_INCOMPATIBLE;
-            }
+            )
+        {
+            return PLUGIN_INCOMPATIBLE;
         }
         if cause.downcast_ref::<adt_datasets::Error>().is_some() {
             return DATASET_ERROR;

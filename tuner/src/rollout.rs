@@ -90,6 +90,10 @@ fn combine(
 /// Run a plan. `x0` is the clean latent for image-to-image starts (None: pure noise; then
 /// `start_alpha` must be ~0). `noise` is the start noise (drawn from `rng` when None);
 /// per-step noise is drawn from `rng`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a rollout has this many independent inputs"
+)]
 pub fn run(
     model: &mut Model,
     plan: &Plan,

@@ -11,9 +11,8 @@ pub fn run(g: &GlobalOpts, cmd: PluginsCmd) -> anyhow::Result<()> {
             let info = adt_plugin_host::check_library(&path)
                 .with_context(|| format!("failed to check {}", path.display()))?;
             println!(
-                "ok: {} {} `{}` {} (ABI {}, features {})",
+                "ok: {} plugin `{}` {} (ABI {}, features {})",
                 info.kind,
-                "plugin",
                 info.name,
                 info.version,
                 info.abi,

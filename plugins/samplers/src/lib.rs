@@ -229,7 +229,6 @@ impl Builder {
         });
     }
 
-    #[expect(clippy::too_many_arguments, reason = "a plan has this many parts")]
     fn finish(
         self,
         req: &PlanRequest,
@@ -237,8 +236,6 @@ impl Builder {
         sigmas: Option<Vec<f64>>,
         start_alpha: f64,
         start_sigma: f64,
-        _n: usize,
-        _m: usize,
     ) -> Plan {
         Plan {
             sampler: req.sampler.clone(),
@@ -343,7 +340,7 @@ fn ddim_like(req: &PlanRequest, ac: &[f64], ddpm: bool) -> Plan {
         let ap_state = if ddpm && prev < 0.0 { 1.0 } else { ap };
         b.end_step(next, ap_state.sqrt(), (1.0 - ap_state).sqrt());
     }
-    b.finish(req, ts, None, sa, ss, n, m)
+    b.finish(req, ts, None, sa, ss)
 }
 
 /// Euler, Euler-ancestral and Heun in the k-diffusion form, converted to VP states.
@@ -403,7 +400,7 @@ fn euler_family(req: &PlanRequest, ac: &[f64]) -> Plan {
         };
         b.end_step(next_ve * an, an, sgn);
     }
-    b.finish(req, ts, Some(sig), sa, ss, n, m)
+    b.finish(req, ts, Some(sig), sa, ss)
 }
 
 /// DPM-Solver++(2M) with `lower_order_final` and `final_sigmas_type = zero`.
@@ -451,7 +448,7 @@ fn dpmpp_2m(req: &PlanRequest, ac: &[f64]) -> Plan {
         prev = Some((x0, lambda(s)));
         b.end_step(next, an, sgn);
     }
-    b.finish(req, ts, Some(sig), sa, ss, n, m)
+    b.finish(req, ts, Some(sig), sa, ss)
 }
 
 /// Flow-matching Euler: x' = x + (s' − s)·v̂ with SD3's shifted sigmas.
@@ -470,5 +467,5 @@ fn flow_euler(req: &PlanRequest, n: usize, shift: f64) -> Plan {
         let v = eps - x0;
         b.end_step(x + v * (s_next - s), 1.0 - s_next, s_next);
     }
-    b.finish(req, ts, Some(sig), sa, ss, n, m)
+    b.finish(req, ts, Some(sig), sa, ss)
 }
