@@ -27,7 +27,17 @@ pub fn lib_name(krate: &str) -> String {
     }
 }
 
-/// Build the test plugins (once per test process) and return the folder holding them.
+/// The `adt-bench` executable built beside the test plugins.
+pub fn adt_bench() -> PathBuf {
+    build_plugins().join(if cfg!(windows) {
+        "adt-bench.exe"
+    } else {
+        "adt-bench"
+    })
+}
+
+/// Build the test plugins and the `adt-bench` binary (once per test process) and return the
+/// folder holding them.
 pub fn build_plugins() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {

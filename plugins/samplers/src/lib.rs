@@ -469,3 +469,97 @@ fn flow_euler(req: &PlanRequest, n: usize, shift: f64) -> Plan {
     }
     b.finish(req, ts, Some(sig), sa, ss)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(sampler: &str, steps: usize, start_index: usize, img2img: bool) -> PlanRequest {
+        let n = 1000;
+        let alphas_cumprod: Vec<f64> = (0..n)
+            .map(|i| 1.0 - 0.9 * (i as f64 + 1.0) / n as f64)
+            .collect();
+        PlanRequest {
+            sampler: sampler.into(),
+            steps,
+            schedule: NoiseSchedule::Discrete { alphas_cumprod },
+            parameterization: Parameterization::Eps,
+            spacing: Some(Spacing::Trailing),
+            steps_offset: 0,
+            start_index,
+            eta: 0.0,
+            set_alpha_to_one: Some(true),
+            img2img,
+        }
+    }
+
+    #[test]
+    fn image_to_image_starts_at_the_start_index() {
+        for sampler in ["ddim", "ddpm", "euler", "euler-a", "heun", "dpm++2m"] {
+            let full = Builtin::plan(&req(sampler, 10, 0, false)).unwrap();
+            let part = Builtin::plan(&req(sampler, 10, 4, false)).unwrap();
+            assert_eq!(part.steps.len(), 6, "{sampler}");
+            assert_eq!(
+                part.timesteps, full.timesteps,
+                "{sampler}: the schedule is the full one"
+            );
+            let first = &part.evals[0];
+            assert_eq!(first.t, full.timesteps[4], "{sampler}");
+            // The start is add_noise at that time: α x0 + σ ε with the evaluation's own scales.
+            assert!(
+                (part.start_alpha - first.alpha).abs() < 1e-12
+                    && (part.start_sigma - first.sigma).abs() < 1e-12
+            );
+            // Text-to-image starts from noise only.
+            assert_eq!(full.start_alpha, 0.0, "{sampler}");
+            let forced = Builtin::plan(&req(sampler, 10, 0, true)).unwrap();
+            assert!(
+                forced.start_alpha > 0.0,
+                "{sampler}: img2img at index 0 keeps the image"
+            );
+        }
+        assert!(Builtin::plan(&req("ddim", 10, 10, false)).is_err());
+    }
+
+    #[test]
+    fn stochastic_samplers_draw_noise_and_deterministic_ones_do_not() {
+        for (s, noisy) in [
+            ("ddim", false),
+            ("euler", false),
+            ("heun", false),
+            ("dpm++2m", false),
+            ("ddpm", true),
+            ("euler-a", true),
+        ] {
+            let p = Builtin::plan(&req(s, 8, 0, false)).unwrap();
+            assert_eq!(p.noise_draws > 0, noisy, "{s}");
+            let info = Builtin::list().into_iter().find(|i| i.name == s).unwrap();
+            assert_eq!(info.stochastic, noisy);
+            let evals_per_step = p.evals.len() as f64 / p.steps.len() as f64;
+            assert!(evals_per_step <= info.evals_per_step as f64);
+        }
+        let mut r = req("ddim", 8, 0, false);
+        r.eta = 1.0;
+        assert!(
+            Builtin::plan(&r).unwrap().noise_draws > 0,
+            "DDIM with η > 0 is stochastic"
+        );
+    }
+
+    #[test]
+    fn unknown_and_mismatched_samplers_are_refused_clearly() {
+        let e = Builtin::plan(&req("plms", 8, 0, false)).unwrap_err();
+        assert!(
+            e.0.contains("unknown sampler `plms`") && e.0.contains("dpm++2m"),
+            "{e}"
+        );
+        let e = Builtin::plan(&req("flow-euler", 8, 0, false)).unwrap_err();
+        assert!(e.0.contains("flow-matching"), "{e}");
+        let mut r = req("ddim", 8, 0, false);
+        r.schedule = NoiseSchedule::Flow {
+            num_train_timesteps: 1000,
+            shift: 3.0,
+        };
+        assert!(Builtin::plan(&r).unwrap_err().0.contains("discrete"));
+    }
+}
