@@ -264,6 +264,30 @@ pub(crate) fn decode_image(
         })
 }
 
+/// `path` itself, or the files directly in the folder `path` with extension `ext`, sorted.
+pub(crate) fn files_with_extension(path: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
 /// Whether a file name has one of the image extensions the loaders read.
 pub fn is_image_path(path: &Path) -> bool {
     path.extension()

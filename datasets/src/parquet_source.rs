@@ -4,7 +4,7 @@
 //! size streams; row groups are decoded one at a time.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
@@ -16,25 +16,7 @@ const CAPTION_COLUMNS: [&str; 4] = ["text", "caption", "prompt", "sentence"];
 
 /// Open a `.parquet` file or a directory of them (sorted by name).
 pub fn open(path: &Path) -> Result<RecordStream> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    if files.is_empty() {
-        return Err(Error::Empty {
-            path: path.to_path_buf(),
-        });
-    }
+    let files = crate::files_with_extension(path, "parquet")?;
     let mut readers = Vec::new();
     for f in files {
         let file = File::open(&f).map_err(|source| Error::Io {

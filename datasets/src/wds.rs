@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{Error, Record, RecordError, RecordStream, Result, decode_image};
 
@@ -14,25 +14,7 @@ use crate::{Error, Record, RecordError, RecordStream, Result, decode_image};
 /// A reader thread walks the shards and hands samples over a small bounded channel, so only a
 /// few samples are in memory at a time however large the shards are.
 pub fn open(path: &Path) -> Result<RecordStream> {
-    let shards: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "tar"))
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    if shards.is_empty() {
-        return Err(Error::Empty {
-            path: path.to_path_buf(),
-        });
-    }
+    let shards = crate::files_with_extension(path, "tar")?;
     for s in &shards {
         File::open(s).map_err(|source| Error::Io {
             path: s.clone(),

@@ -497,21 +497,7 @@ pub const fn sampler_api<T: SamplerPlugin>() -> SamplerApiV1 {
 #[macro_export]
 macro_rules! declare_model_plugin {
     ($vis:vis fn $header:ident, $ty:ty, name = $name:literal, version = $version:expr $(, features = $features:literal)? $(,)?) => {
-        $vis fn $header() -> &'static $crate::abi::PluginHeader {
-            static API: $crate::abi::ModelApiV1 = $crate::sdk::model_api::<$ty>();
-            static HEADER: $crate::abi::PluginHeader = $crate::abi::PluginHeader {
-                magic: $crate::abi::MAGIC,
-                abi_major: $crate::abi::ABI_MAJOR,
-                abi_minor: $crate::abi::ABI_MINOR,
-                header_size: ::std::mem::size_of::<$crate::abi::PluginHeader>() as u32,
-                kind: $crate::abi::PluginKind::Model as u32,
-                name: concat!($name, "\0").as_ptr() as *const ::std::ffi::c_char,
-                version: concat!($version, "\0").as_ptr() as *const ::std::ffi::c_char,
-                features: $crate::__features!($($features)?),
-                api: &API as *const $crate::abi::ModelApiV1 as *const ::std::ffi::c_void,
-            };
-            &HEADER
-        }
+        $crate::__declare_plugin!($vis fn $header, Model, ModelApiV1, $crate::sdk::model_api::<$ty>(), $name, $version, $crate::__features!($($features)?));
     };
 }
 
@@ -519,18 +505,26 @@ macro_rules! declare_model_plugin {
 #[macro_export]
 macro_rules! declare_sampler_plugin {
     ($vis:vis fn $header:ident, $ty:ty, name = $name:literal, version = $version:expr $(, features = $features:literal)? $(,)?) => {
+        $crate::__declare_plugin!($vis fn $header, Sampler, SamplerApiV1, $crate::sdk::sampler_api::<$ty>(), $name, $version, $crate::__features!($($features)?));
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __declare_plugin {
+    ($vis:vis fn $header:ident, $kind:ident, $table:ident, $api:expr, $name:literal, $version:expr, $features:expr) => {
         $vis fn $header() -> &'static $crate::abi::PluginHeader {
-            static API: $crate::abi::SamplerApiV1 = $crate::sdk::sampler_api::<$ty>();
+            static API: $crate::abi::$table = $api;
             static HEADER: $crate::abi::PluginHeader = $crate::abi::PluginHeader {
                 magic: $crate::abi::MAGIC,
                 abi_major: $crate::abi::ABI_MAJOR,
                 abi_minor: $crate::abi::ABI_MINOR,
                 header_size: ::std::mem::size_of::<$crate::abi::PluginHeader>() as u32,
-                kind: $crate::abi::PluginKind::Sampler as u32,
+                kind: $crate::abi::PluginKind::$kind as u32,
                 name: concat!($name, "\0").as_ptr() as *const ::std::ffi::c_char,
                 version: concat!($version, "\0").as_ptr() as *const ::std::ffi::c_char,
-                features: $crate::__features!($($features)?),
-                api: &API as *const $crate::abi::SamplerApiV1 as *const ::std::ffi::c_void,
+                features: $features,
+                api: &API as *const $crate::abi::$table as *const ::std::ffi::c_void,
             };
             &HEADER
         }

@@ -343,6 +343,12 @@ fn ddim_like(req: &PlanRequest, ac: &[f64], ddpm: bool) -> Plan {
     b.finish(req, ts, None, sa, ss)
 }
 
+/// VP scales (α, σ) of a k-diffusion sigma s: α = 1/√(1+s²), σ = s·α.
+fn vp(s: f64) -> (f64, f64) {
+    let a = 1.0 / (1.0 + s * s).sqrt();
+    (a, s * a)
+}
+
 /// Euler, Euler-ancestral and Heun in the k-diffusion form, converted to VP states.
 fn euler_family(req: &PlanRequest, ac: &[f64]) -> Plan {
     let n = ac.len();
@@ -353,11 +359,6 @@ fn euler_family(req: &PlanRequest, ac: &[f64]) -> Plan {
     let all = schedule::karras_sigmas(ac);
     let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
     sig.push(0.0);
-    // VP scales of a k-diffusion sigma: α = 1/√(1+s²), σ = s·α.
-    let vp = |s: f64| {
-        let a = 1.0 / (1.0 + s * s).sqrt();
-        (a, s * a)
-    };
     let max_sigma = sig.iter().cloned().fold(0.0, f64::max);
     let init_noise_sigma = match spacing {
         Spacing::Linspace | Spacing::Trailing => max_sigma,
@@ -411,10 +412,6 @@ fn dpmpp_2m(req: &PlanRequest, ac: &[f64]) -> Plan {
     let all = schedule::karras_sigmas(ac);
     let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
     sig.push(0.0);
-    let vp = |s: f64| {
-        let a = 1.0 / (1.0 + s * s).sqrt();
-        (a, s * a)
-    };
     let lambda = |s: f64| {
         let (a, sg) = vp(s);
         a.ln() - sg.ln()
