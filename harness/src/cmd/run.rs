@@ -73,8 +73,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
 
     // Same initial noise for every sampler, so differences are the sampler's.
     let [c, h, w] = desc.latent_shape;
-    let mut rng = adt_tuner::rollout::rng(a.seed);
-    let init = adt_tuner::rollout::gaussian(&[a.num, c, h, w], &mut rng);
+    let init = sampling::initial_noise(a.num, [c, h, w], a.seed);
     let specs: Vec<(SamplerSpec, &'static str)> = few
         .into_iter()
         .map(|s| (s, "few-step"))
