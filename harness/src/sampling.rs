@@ -174,7 +174,11 @@ pub fn generate(
     init: Option<&HostTensor>,
     bar: &crate::progress::Bar,
 ) -> anyhow::Result<Generated> {
-    let uncond = if guidance != 1.0 { Some(model.encode_prompts(&[String::new()])?) } else { None };
+    let uncond = if guidance != 1.0 {
+        Some(model.encode_prompts(&[String::new()])?)
+    } else {
+        None
+    };
     let mut images = Vec::with_capacity(prompts.len());
     let [c, h, w] = desc.latent_shape;
     // The initial noise of image i depends only on (seed, i), so a result does not depend on
@@ -191,7 +195,10 @@ pub fn generate(
         let start = bi * batch.max(1);
         let n = chunk.len();
         let cond = model.encode_prompts(chunk)?;
-        let mut rng = adt_tuner::rollout::rng(seed.wrapping_add(bi as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut rng = adt_tuner::rollout::rng(
+            seed.wrapping_add(bi as u64)
+                .wrapping_mul(0x2545_F491_4F6C_DD1D),
+        );
         let noise = slice_batch(init, start, n);
         let trace = adt_tuner::rollout::run(
             model,
@@ -199,7 +206,11 @@ pub fn generate(
             &[n, c, h, w],
             None,
             Some(&noise),
-            adt_tuner::rollout::Guidance { cond, uncond, scale: guidance },
+            adt_tuner::rollout::Guidance {
+                cond,
+                uncond,
+                scale: guidance,
+            },
             &mut rng,
             |_, _| bar.inc(),
         )?;
@@ -208,7 +219,11 @@ pub fn generate(
         let [_, ih, iw] = desc.image_shape;
         let per = 3 * ih * iw;
         for i in 0..n {
-            images.push(adt_datasets::transform::from_chw_signed(&decoded.data[i * per..(i + 1) * per], iw as u32, ih as u32));
+            images.push(adt_datasets::transform::from_chw_signed(
+                &decoded.data[i * per..(i + 1) * per],
+                iw as u32,
+                ih as u32,
+            ));
         }
     }
     if let Some(u) = uncond {
@@ -225,7 +240,10 @@ pub fn initial_noise(n: usize, latent: [usize; 3], seed: u64) -> HostTensor {
         let mut rng = adt_tuner::rollout::rng(seed ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         data.extend(adt_tuner::rollout::gaussian(&latent, &mut rng).data);
     }
-    HostTensor { shape: vec![n, latent[0], latent[1], latent[2]], data }
+    HostTensor {
+        shape: vec![n, latent[0], latent[1], latent[2]],
+        data,
+    }
 }
 
 /// A grid of images (ceil(√n) columns, 2-pixel gutters).

@@ -278,11 +278,34 @@ fn results_do_not_depend_on_the_batch_size() {
     let mut grids = Vec::new();
     for batch in ["1", "3"] {
         let out = dir.path().join(batch);
-        let o = run(&["-q", "sample", "--weights", "random", "--sampler", "dpm++2m:3", "-n", "3", "--batch", batch, "--out", out.to_str().unwrap()]);
+        let o = run(&[
+            "-q",
+            "sample",
+            "--weights",
+            "random",
+            "--sampler",
+            "dpm++2m:3",
+            "-n",
+            "3",
+            "--batch",
+            batch,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", text(&o));
-        grids.push(image::open(out.join("000002.png")).unwrap().to_rgb8().into_raw());
+        grids.push(
+            image::open(out.join("000002.png"))
+                .unwrap()
+                .to_rgb8()
+                .into_raw(),
+        );
     }
     // Batching changes float summation order only: allow 1/255 per pixel.
-    let max = grids[0].iter().zip(&grids[1]).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+    let max = grids[0]
+        .iter()
+        .zip(&grids[1])
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .max()
+        .unwrap();
     assert!(max <= 1, "max pixel difference {max}");
 }

@@ -235,6 +235,7 @@ fn every_sampler_draws_the_data_distribution() {
         ("euler", 200),
         ("heun", 50),
         ("dpm++2m", 50),
+        ("unipc", 30),
         ("ddpm", 250),
         ("euler-a", 250),
     ] {

@@ -1,4 +1,4 @@
-//! The built-in sampler plugin: `ddim`, `ddpm`, `euler`, `euler-a`, `heun`, `dpm++2m` and
+//! The built-in sampler plugin: `ddim`, `ddpm`, `euler`, `euler-a`, `heun`, `dpm++2m`, `unipc` and
 //! `flow-euler`, each written as an explicit linear scheme (a [`Plan`]): for every model
 //! evaluation its time and input, for every step the next state as a linear combination of
 //! states, model outputs and fresh noise. Timesteps, sigmas and update rules follow the
@@ -143,6 +143,7 @@ impl SamplerPlugin for Builtin {
                     "ddpm" => Ok(ddim_like(req, alphas_cumprod, true)),
                     "euler" | "euler-a" | "heun" => Ok(euler_family(req, alphas_cumprod)),
                     "dpm++2m" => Ok(dpmpp_2m(req, alphas_cumprod)),
+                    "unipc" => Ok(unipc(req, alphas_cumprod)),
                     "flow-euler" => Err(PluginError::msg(
                         "flow-euler needs a flow-matching model (schedule kind `flow`)",
                     )),
@@ -443,6 +444,98 @@ fn dpmpp_2m(req: &PlanRequest, ac: &[f64]) -> Plan {
             }
         };
         prev = Some((x0, lambda(s)));
+        b.end_step(next, an, sgn);
+    }
+    b.finish(req, ts, Some(sig), sa, ss)
+}
+
+/// UniPC with diffusers' defaults (`solver_order = 2`, `solver_type = bh2`, `predict_x0`,
+/// `lower_order_final`, corrector on every step). The model is evaluated at the predictor's
+/// state; the corrected state, which continues the trajectory, is a linear combination of the
+/// previous corrected state and x0-predictions, so it never needs to be materialised.
+fn unipc(req: &PlanRequest, ac: &[f64]) -> Plan {
+    let n = ac.len();
+    let m = req.steps;
+    let ts = schedule::dpm_timesteps(n, m, spacing_or(req, Spacing::Linspace), req.steps_offset);
+    let all = schedule::karras_sigmas(ac);
+    let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
+    sig.push(0.0);
+    let lambda = |s: f64| {
+        let (a, sg) = vp(s);
+        a.ln() - sg.ln()
+    };
+    let (a0, sg0) = vp(sig[req.start_index]);
+    let (sa, ss) = start_scales(req, a0, sg0, 1.0);
+    let mut b = Builder::new(req.parameterization);
+    // x0-predictions of the evaluations so far (most recent last).
+    let mut ms: Vec<Lin> = Vec::new();
+    let mut last_sample: Option<Lin> = None;
+    let mut prev_order = 0usize;
+    let mut lower_order_nums = 0usize;
+    for i in req.start_index..m {
+        let (a, sg) = vp(sig[i]);
+        let x_pred = b.state();
+        let (x0, _, _) = b.eval(ts[i], a, sg, x_pred.clone());
+        // UniC: correct the predicted state with this evaluation.
+        let x = match &last_sample {
+            Some(last) => {
+                let (s_t, s_s0) = (sig[i], sig[i - 1]);
+                let (alpha_t, sigma_t) = vp(s_t);
+                let (_, sigma_s0) = vp(s_s0);
+                let h = lambda(s_t) - lambda(s_s0);
+                let hh = -h;
+                let h_phi_1 = hh.exp_m1();
+                let b_h = hh.exp_m1();
+                let m0 = ms[ms.len() - 1].clone();
+                let base = last.clone() * (sigma_t / sigma_s0) - m0.clone() * (alpha_t * h_phi_1);
+                let d1_t = x0.clone() - m0.clone();
+                let corr = if prev_order == 1 {
+                    d1_t * 0.5
+                } else {
+                    // Order 2: one earlier output and the 2×2 system R ρ = b.
+                    let rk = (lambda(sig[i - 2]) - lambda(s_s0)) / h;
+                    let d1 = (ms[ms.len() - 2].clone() - m0) * (1.0 / rk);
+                    let phi_k1 = h_phi_1 / hh - 1.0;
+                    let b1 = phi_k1 / b_h;
+                    let phi_k2 = phi_k1 / hh - 0.5;
+                    let b2 = phi_k2 * 2.0 / b_h;
+                    // R = [[1, 1], [rk, 1]].
+                    let det = 1.0 - rk;
+                    let rho0 = (b1 - b2) / det;
+                    let rho1 = (b2 - rk * b1) / det;
+                    d1 * rho0 + d1_t * rho1
+                };
+                base - corr * (alpha_t * b_h)
+            }
+            None => x_pred,
+        };
+        ms.push(x0);
+        let order = 2.min(m - i).min(lower_order_nums + 1);
+        last_sample = Some(x.clone());
+        // UniP: predict the next state.
+        let (s0, s_t) = (sig[i], sig[i + 1]);
+        let (alpha_t, sigma_t) = vp(s_t);
+        let next = if s_t == 0.0 {
+            // σ' = 0 (always first order there): the update reduces to x̂0.
+            ms[ms.len() - 1].clone()
+        } else {
+            let (_, sigma_s0) = vp(s0);
+            let h = lambda(s_t) - lambda(s0);
+            let hh = -h;
+            let h_phi_1 = hh.exp_m1();
+            let b_h = hh.exp_m1();
+            let m0 = ms[ms.len() - 1].clone();
+            let mut next = x * (sigma_t / sigma_s0) - m0.clone() * (alpha_t * h_phi_1);
+            if order == 2 {
+                let rk = (lambda(sig[i - 1]) - lambda(s0)) / h;
+                let d1 = (ms[ms.len() - 2].clone() - m0) * (1.0 / rk);
+                next = next - d1 * (0.5 * alpha_t * b_h);
+            }
+            next
+        };
+        lower_order_nums = (lower_order_nums + 1).min(2);
+        prev_order = order;
+        let (an, sgn) = vp(s_t);
         b.end_step(next, an, sgn);
     }
     b.finish(req, ts, Some(sig), sa, ss)

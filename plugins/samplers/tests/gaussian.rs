@@ -191,6 +191,7 @@ fn ode_samplers_converge_at_their_order() {
         ("euler", 1.0),
         ("heun", 2.0),
         ("dpm++2m", 2.0),
+        ("unipc", 3.0),
     ] {
         for param in [Parameterization::Eps, Parameterization::V] {
             let spacing = spacing_for(sampler);
@@ -221,7 +222,7 @@ fn ode_samplers_converge_at_their_order() {
 
 #[test]
 fn many_steps_reach_the_data_distribution() {
-    for sampler in ["ddim", "euler", "heun", "dpm++2m"] {
+    for sampler in ["ddim", "euler", "heun", "dpm++2m", "unipc"] {
         let e = error(
             sampler,
             500,
