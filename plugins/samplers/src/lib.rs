@@ -350,6 +350,12 @@ fn vp(s: f64) -> (f64, f64) {
     (a, s * a)
 }
 
+/// Half log-SNR λ = ln α − ln σ of a k-diffusion sigma.
+fn lambda(s: f64) -> f64 {
+    let (a, sg) = vp(s);
+    a.ln() - sg.ln()
+}
+
 /// Euler, Euler-ancestral and Heun in the k-diffusion form, converted to VP states.
 fn euler_family(req: &PlanRequest, ac: &[f64]) -> Plan {
     let n = ac.len();
@@ -357,9 +363,7 @@ fn euler_family(req: &PlanRequest, ac: &[f64]) -> Plan {
     let default_spacing = Spacing::Linspace;
     let spacing = spacing_or(req, default_spacing);
     let ts = schedule::euler_timesteps(n, m, spacing, req.steps_offset);
-    let all = schedule::karras_sigmas(ac);
-    let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
-    sig.push(0.0);
+    let sig = schedule::sigmas_at(&ts, ac);
     let max_sigma = sig.iter().cloned().fold(0.0, f64::max);
     let init_noise_sigma = match spacing {
         Spacing::Linspace | Spacing::Trailing => max_sigma,
@@ -410,13 +414,7 @@ fn dpmpp_2m(req: &PlanRequest, ac: &[f64]) -> Plan {
     let n = ac.len();
     let m = req.steps;
     let ts = schedule::dpm_timesteps(n, m, spacing_or(req, Spacing::Linspace), req.steps_offset);
-    let all = schedule::karras_sigmas(ac);
-    let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
-    sig.push(0.0);
-    let lambda = |s: f64| {
-        let (a, sg) = vp(s);
-        a.ln() - sg.ln()
-    };
+    let sig = schedule::sigmas_at(&ts, ac);
     let (a0, sg0) = vp(sig[req.start_index]);
     let (sa, ss) = start_scales(req, a0, sg0, 1.0);
     let mut b = Builder::new(req.parameterization);
@@ -457,13 +455,7 @@ fn unipc(req: &PlanRequest, ac: &[f64]) -> Plan {
     let n = ac.len();
     let m = req.steps;
     let ts = schedule::dpm_timesteps(n, m, spacing_or(req, Spacing::Linspace), req.steps_offset);
-    let all = schedule::karras_sigmas(ac);
-    let mut sig: Vec<f64> = ts.iter().map(|&t| schedule::interp(t, &all)).collect();
-    sig.push(0.0);
-    let lambda = |s: f64| {
-        let (a, sg) = vp(s);
-        a.ln() - sg.ln()
-    };
+    let sig = schedule::sigmas_at(&ts, ac);
     let (a0, sg0) = vp(sig[req.start_index]);
     let (sa, ss) = start_scales(req, a0, sg0, 1.0);
     let mut b = Builder::new(req.parameterization);

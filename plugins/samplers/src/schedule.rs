@@ -26,23 +26,27 @@ pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     }
 }
 
+/// `leading` spacing: `count` multiples of `ratio`, descending, plus `steps_offset`.
+fn leading(ratio: usize, count: usize, steps_offset: usize) -> Vec<f64> {
+    (0..count)
+        .rev()
+        .map(|i| (i * ratio + steps_offset) as f64)
+        .collect()
+}
+
+/// `trailing` spacing: `np.round(np.arange(n, 0, -n/m)) - 1` (the same in every scheduler).
+fn trailing(n: usize, m: usize) -> Vec<f64> {
+    let ratio = n as f64 / m as f64;
+    (0..m)
+        .map(|i| round_half_even(n as f64 - i as f64 * ratio) - 1.0)
+        .collect()
+}
+
 /// Integer timesteps (DDIM, DDPM) for `m` steps of an `n`-step schedule, descending.
 pub fn integer_timesteps(n: usize, m: usize, spacing: Spacing, steps_offset: usize) -> Vec<f64> {
     match spacing {
-        Spacing::Leading => {
-            let ratio = n / m;
-            (0..m)
-                .rev()
-                .map(|i| (i * ratio) as f64 + steps_offset as f64)
-                .collect()
-        }
-        Spacing::Trailing => {
-            let ratio = n as f64 / m as f64;
-            // np.round(np.arange(n, 0, -ratio)) - 1
-            (0..m)
-                .map(|i| round_half_even(n as f64 - i as f64 * ratio) - 1.0)
-                .collect()
-        }
+        Spacing::Leading => leading(n / m, m, steps_offset),
+        Spacing::Trailing => trailing(n, m),
         Spacing::Linspace => linspace(0.0, (n - 1) as f64, m)
             .into_iter()
             .rev()
@@ -51,27 +55,17 @@ pub fn integer_timesteps(n: usize, m: usize, spacing: Spacing, steps_offset: usi
     }
 }
 
-/// Float timesteps of the Euler-family schedulers (`EulerDiscreteScheduler.set_timesteps`).
+/// Float timesteps of the Euler-family schedulers (`EulerDiscreteScheduler.set_timesteps`):
+/// as the integer ones except that `linspace` keeps fractional timesteps.
 pub fn euler_timesteps(n: usize, m: usize, spacing: Spacing, steps_offset: usize) -> Vec<f64> {
     match spacing {
         Spacing::Linspace => linspace(0.0, (n - 1) as f64, m).into_iter().rev().collect(),
-        Spacing::Leading => {
-            let ratio = n / m;
-            (0..m)
-                .rev()
-                .map(|i| ((i * ratio) as f64).round() + steps_offset as f64)
-                .collect()
-        }
-        Spacing::Trailing => {
-            let ratio = n as f64 / m as f64;
-            (0..m)
-                .map(|i| round_half_even(n as f64 - i as f64 * ratio) - 1.0)
-                .collect()
-        }
+        other => integer_timesteps(n, m, other, steps_offset),
     }
 }
 
-/// DPM-Solver's timesteps (`DPMSolverMultistepScheduler.set_timesteps`, no λ clipping).
+/// DPM-Solver's and UniPC's timesteps (`set_timesteps`, no λ clipping): m + 1 points, the
+/// last (t = 0) dropped.
 pub fn dpm_timesteps(n: usize, m: usize, spacing: Spacing, steps_offset: usize) -> Vec<f64> {
     match spacing {
         Spacing::Linspace => linspace(0.0, (n - 1) as f64, m + 1)
@@ -80,21 +74,21 @@ pub fn dpm_timesteps(n: usize, m: usize, spacing: Spacing, steps_offset: usize) 
             .take(m)
             .map(round_half_even)
             .collect(),
-        Spacing::Leading => {
-            let ratio = n / (m + 1);
-            (0..m + 1)
-                .rev()
-                .take(m)
-                .map(|i| (i * ratio) as f64 + steps_offset as f64)
-                .collect()
-        }
-        Spacing::Trailing => {
-            let ratio = n as f64 / m as f64;
-            (0..m)
-                .map(|i| round_half_even(n as f64 - i as f64 * ratio) - 1.0)
-                .collect()
-        }
+        Spacing::Leading => leading(n / (m + 1), m + 1, steps_offset)
+            .into_iter()
+            .take(m)
+            .collect(),
+        Spacing::Trailing => trailing(n, m),
     }
+}
+
+/// Sigmas at the given (possibly fractional) timesteps, interpolated as diffusers does, with
+/// the final 0 appended.
+pub fn sigmas_at(timesteps: &[f64], alphas_cumprod: &[f64]) -> Vec<f64> {
+    let all = karras_sigmas(alphas_cumprod);
+    let mut sig: Vec<f64> = timesteps.iter().map(|&t| interp(t, &all)).collect();
+    sig.push(0.0);
+    sig
 }
 
 /// The k-diffusion sigmas √((1−ᾱ)/ᾱ) of a discrete schedule.
