@@ -155,13 +155,7 @@ pub fn slice_batch(t: &HostTensor, start: usize, n: usize) -> HostTensor {
     }
 }
 
-/// Generated images with their prompts.
-pub struct Generated {
-    /// Images, sRGB.
-    pub images: Vec<RgbImage>,
-}
-
-/// Generate `prompts.len()` images in batches.
+/// Generate `prompts.len()` images in batches, with a progress bar labelled `label`.
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &mut Model,
@@ -172,8 +166,11 @@ pub fn generate(
     batch: usize,
     seed: u64,
     init: Option<&HostTensor>,
-    bar: &crate::progress::Bar,
-) -> anyhow::Result<Generated> {
+    label: &str,
+    quiet: bool,
+) -> anyhow::Result<Vec<RgbImage>> {
+    let batches = prompts.len().div_ceil(batch.max(1)) as u64;
+    let bar = crate::progress::Bar::new(plan.evals.len() as u64 * batches, label, quiet);
     let uncond = if guidance != 1.0 {
         Some(model.encode_prompts(&[String::new()])?)
     } else {
@@ -229,7 +226,8 @@ pub fn generate(
     if let Some(u) = uncond {
         model.release(u)?;
     }
-    Ok(Generated { images })
+    bar.finish();
+    Ok(images)
 }
 
 /// Initial noise for `n` images: image i from its own RNG seeded by (seed, i).

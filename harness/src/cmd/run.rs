@@ -71,9 +71,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         seconds: 0.0,
     }];
 
-    // Same initial noise for every sampler, so differences are the sampler's.
-    let [c, h, w] = desc.latent_shape;
-    let init = sampling::initial_noise(a.num, [c, h, w], a.seed);
+    // The initial noise of image i depends only on (seed, i): every sampler starts from the
+    // same noise, so differences are the sampler's.
     let specs: Vec<(SamplerSpec, &'static str)> = few
         .into_iter()
         .map(|s| (s, "few-step"))
@@ -81,12 +80,6 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         .collect();
     for (spec, role) in &specs {
         let plan = sampling::plan(&reg, &desc, spec, None)?;
-        let batches = a.num.div_ceil(a.batch.max(1)) as u64;
-        let bar = crate::progress::Bar::new(
-            plan.evals.len() as u64 * batches,
-            &spec.to_string(),
-            g.quiet,
-        );
         let t0 = std::time::Instant::now();
         let out = sampling::generate(
             &mut model,
@@ -96,14 +89,14 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             guidance,
             a.batch,
             a.seed,
-            Some(&init),
-            &bar,
+            None,
+            &spec.to_string(),
+            g.quiet,
         )?;
-        bar.finish();
         let secs = t0.elapsed().as_secs_f64();
         let dir = a.out.join(spec.to_string().replace(':', "-"));
-        sampling::write_images(&dir, &out.images, &prompts)?;
-        let (b, cacc, nz) = score(&out.images, &prompts);
+        sampling::write_images(&dir, &out, &prompts)?;
+        let (b, cacc, nz) = score(&out, &prompts);
         rows.push(Row {
             sampler: spec.to_string(),
             role,

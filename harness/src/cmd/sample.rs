@@ -39,9 +39,6 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         None => sampling::eval_prompts(n),
     };
     let guidance = a.guidance.unwrap_or(desc.default_guidance);
-    let evals_per_image_batch = plan.evals.len() as u64;
-    let batches = n.div_ceil(a.batch.max(1)) as u64;
-    let bar = crate::progress::Bar::new(evals_per_image_batch * batches, "sample", g.quiet);
     let out = sampling::generate(
         &mut model,
         &plan,
@@ -51,10 +48,10 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         a.batch,
         a.seed,
         init.as_ref(),
-        &bar,
+        "sample",
+        g.quiet,
     )?;
-    bar.finish();
-    sampling::write_images(&a.out, &out.images, &prompts)?;
+    sampling::write_images(&a.out, &out, &prompts)?;
     let meta = serde_json::json!({
         "model": desc.name, "weights_hash": desc.weights_hash, "sampler": spec.to_string(),
         "spacing": plan_spacing(&a.spacing, &desc), "guidance": guidance, "seed": a.seed, "n": n, "batch": a.batch,
