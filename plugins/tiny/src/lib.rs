@@ -456,9 +456,11 @@ impl ModelPlugin for TinyModel {
 
     fn denoise(&mut self, args: &DenoiseArgs<'_>) -> PluginResult<HostTensor> {
         let x = self.tensor(args.x)?;
-        // The graph built here is dropped at once; `denoise` never accumulates gradients.
-        let out = self.output(args, &x)?;
-        Self::host(&out.detach())
+        // No gradient here: build no autograd graph (tracking is restored on every path).
+        self.params.track = false;
+        let out = self.output(args, &x);
+        self.params.track = true;
+        Self::host(&out?)
     }
 
     fn denoise_vjp(

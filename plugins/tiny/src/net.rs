@@ -45,6 +45,10 @@ impl Default for TinyConfig {
 pub struct Params {
     /// Name → variable.
     pub vars: BTreeMap<String, Var>,
+    /// Whether a forward pass records the autograd graph through the parameters. Off for
+    /// gradient-free evaluation (sampling), so no graph is built and activations are freed as
+    /// soon as they are used.
+    pub track: bool,
 }
 
 struct Init<'a> {
@@ -145,14 +149,23 @@ impl Params {
         i.conv("upsample1", c2, c2, 3, false)?;
         i.norm("norm_out", c1)?;
         i.conv("conv_out", c1, 3, 3, true)?;
-        Ok(Params { vars: i.vars })
+        Ok(Params {
+            vars: i.vars,
+            track: true,
+        })
     }
 
-    fn get(&self, name: &str) -> Result<&Tensor> {
-        self.vars
+    fn get(&self, name: &str) -> Result<Tensor> {
+        let v = self
+            .vars
             .get(name)
-            .map(|v| v.as_tensor())
-            .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))?;
+        // `detach` shares the storage, so it always sees the current weights.
+        Ok(if self.track {
+            v.as_tensor().clone()
+        } else {
+            v.as_tensor().detach()
+        })
     }
 
     /// Total number of scalars.
@@ -164,7 +177,7 @@ impl Params {
 fn linear(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
     let w = p.get(&format!("{name}.weight"))?;
     let b = p.get(&format!("{name}.bias"))?;
-    x.matmul(&w.t()?)?.broadcast_add(b)
+    x.matmul(&w.t()?)?.broadcast_add(&b)
 }
 
 /// Convolution (stride 1, "same" padding) whose backward pass is two forward convolutions.
@@ -244,7 +257,7 @@ fn conv_raw(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 fn conv(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
     let w = p.get(&format!("{name}.weight"))?;
     let b = p.get(&format!("{name}.bias"))?;
-    conv_raw(x, w)?.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
+    conv_raw(x, &w)?.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
 }
 
 /// 2× downsampling: space-to-depth (each 2×2 block becomes 4·C channels), then a 1×1 conv
