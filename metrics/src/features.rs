@@ -1,0 +1,151 @@
+//! Images to Inception features: preprocessing by [`Mode`] (in parallel), batched forward
+//! passes, and a feature cache keyed by content.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use rayon::prelude::*;
+use sha2::Digest;
+
+use crate::arch::{DIMS, INPUT};
+use crate::inception::{Act, Inception};
+use crate::{Error, Mode, Result};
+
+/// Computes features of image streams.
+pub struct Extractor<'a> {
+    net: &'a Inception,
+    mode: Mode,
+    batch: usize,
+}
+
+impl<'a> Extractor<'a> {
+    /// An extractor with `batch` images per forward pass.
+    pub fn new(net: &'a Inception, mode: Mode, batch: usize) -> Self {
+        Extractor {
+            net,
+            mode,
+            batch: batch.max(1),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Features of a slice of images (`n × 2048`).
+    pub fn features(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(images.len() * DIMS);
+        for chunk in images.chunks(self.batch) {
+            out.extend(self.batch_features(chunk)?);
+        }
+        Ok(out)
+    }
+
+    /// Features of an image stream; `progress` is called with the number of images done after
+    /// every batch.
+    pub fn features_stream(
+        &self,
+        images: &mut dyn Iterator<Item = RgbImage>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        let mut batch = Vec::with_capacity(self.batch);
+        let mut done = 0;
+        loop {
+            batch.clear();
+            for _ in 0..self.batch {
+                match images.next() {
+                    Some(img) => batch.push(img),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            out.extend(self.batch_features(&batch)?);
+            done += batch.len();
+            progress(done);
+        }
+        Ok(out)
+    }
+
+    /// One forward pass.
+    pub fn batch_features(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        let per = INPUT * INPUT * 3;
+        let mut data = vec![0f32; images.len() * per];
+        data.par_chunks_mut(per)
+            .zip(images.par_iter())
+            .for_each(|(dst, img)| crate::preprocess::preprocess_into(img, self.mode, dst));
+        let x = Act {
+            n: images.len(),
+            h: INPUT,
+            w: INPUT,
+            c: 3,
+            data,
+        };
+        self.net.features(&x)
+    }
+}
+
+/// A content key for a feature set: the images' identity, the mode, the weights and this
+/// crate's version (a change to the network code invalidates every cached set).
+pub fn set_key(content: &str, mode: Mode, weights_sha256: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(content.as_bytes());
+    h.update(b"\0");
+    h.update(mode.name().as_bytes());
+    h.update(b"\0");
+    h.update(weights_sha256.as_bytes());
+    h.update(b"\0");
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    crate::weights::hex(&h.finalize())
+}
+
+/// Hash of a folder's images: relative paths and file bytes, in sorted order.
+pub fn hash_files(root: &Path, files: &[PathBuf]) -> Result<String> {
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        let rel = f.strip_prefix(root).unwrap_or(f);
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(crate::weights::hex(&h.finalize()))
+}
+
+/// Where cached features of a set live.
+pub fn cache_file(key: &str) -> PathBuf {
+    crate::weights::cache_dir()
+        .join("features")
+        .join(format!("{key}.safetensors"))
+}
+
+/// Load cached features (`None` when absent or unreadable: the cache is only a cache).
+pub fn load_cached(key: &str) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(cache_file(key)).ok()?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).ok()?;
+    let t = st.tensor("features").ok()?;
+    if t.dtype() != safetensors::Dtype::F32 || t.shape().len() != 2 || t.shape()[1] != DIMS {
+        return None;
+    }
+    Some(
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// Store features in the cache (atomically).
+pub fn store_cached(key: &str, features: &[f32]) -> Result<()> {
+    let n = features.len() / DIMS;
+    let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, DIMS], &bytes)
+        .map_err(|e| Error::Mismatch(e.to_string()))?;
+    let out = safetensors::serialize([("features", view)], None)
+        .map_err(|e| Error::Mismatch(e.to_string()))?;
+    crate::weights::write_atomic(&cache_file(key), &out)
+}

@@ -1,0 +1,407 @@
+//! `.npz` statistics files as pytorch-fid (`np.savez_compressed(mu=, sigma=)`) and clean-fid
+//! (`np.savez`) write them: a zip of `.npy` arrays, stored or deflated. We read `mu` / `sigma`
+//! (float64 or float32, C or Fortran order) and optional `feats` (clean-fid's KID key), and
+//! write `mu`, `sigma`, `n` (sample count), optional `feats`, and `meta` (the mode, weights
+//! hash and feature count as JSON bytes in a uint8 array, which `np.load` reads without pickle).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::stats::Gaussian;
+use crate::{Error, Result};
+
+/// The values of one array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// `<f8`.
+    F64(Vec<f64>),
+    /// `<f4`.
+    F32(Vec<f32>),
+    /// `<i8`.
+    I64(Vec<i64>),
+    /// `|u1`.
+    U8(Vec<u8>),
+}
+
+/// One array (C order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    /// Shape (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Data,
+}
+
+impl Array {
+    /// Values as f64 whatever the stored type.
+    pub fn to_f64(&self) -> Vec<f64> {
+        match &self.data {
+            Data::F64(v) => v.clone(),
+            Data::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U8(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+}
+
+/// Read every array of an `.npz` file.
+pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>> {
+    let bad = |problem: String| Error::Stats {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f))
+        .map_err(|e| bad(format!("not an .npz (zip) file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("entry {i}: {e}")))?;
+        let name = entry
+            .name()
+            .map_err(|e| bad(format!("entry {i}: {e}")))?
+            .to_string();
+        let Some(key) = name.strip_suffix(".npy") else {
+            continue;
+        };
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        let arr = parse_npy(&bytes).map_err(|p| bad(format!("{name}: {p}")))?;
+        out.insert(key.to_string(), arr);
+    }
+    Ok(out)
+}
+
+fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err("not a .npy array".into());
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 => {
+            if b.len() < 12 {
+                return Err("truncated header".into());
+            }
+            (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+        }
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    let header = std::str::from_utf8(b.get(start..start + hlen).ok_or("truncated header")?)
+        .map_err(|_| "header is not text")?;
+    let field = |key: &str| -> std::result::Result<&str, String> {
+        let at = header
+            .find(&format!("'{key}'"))
+            .ok_or(format!("header lacks {key}"))?;
+        Ok(header[at + key.len() + 2..].trim_start_matches([':', ' ']))
+    };
+    let descr = field("descr")?;
+    let descr = descr
+        .trim_start_matches('\'')
+        .split('\'')
+        .next()
+        .unwrap_or("");
+    let fortran = field("fortran_order")?.starts_with("True");
+    let shape_s = field("shape")?;
+    let shape_s = &shape_s[1..shape_s.find(')').ok_or("bad shape")?];
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("bad shape ({shape_s})"))?;
+    let n: usize = shape.iter().product();
+    let body = &b[start + hlen..];
+    let need = |size: usize| -> std::result::Result<&[u8], String> {
+        body.get(..n * size).ok_or(format!(
+            "holds {} bytes, shape needs {}",
+            body.len(),
+            n * size
+        ))
+    };
+    let data = match descr {
+        "<f8" => Data::F64(
+            need(8)?
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        "<f4" => Data::F32(
+            need(4)?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+                .collect(),
+        ),
+        "<i8" => Data::I64(
+            need(8)?
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        "|u1" | "<u1" => Data::U8(need(1)?.to_vec()),
+        other => return Err(format!("unsupported dtype {other}")),
+    };
+    let mut arr = Array { shape, data };
+    if fortran && arr.shape.len() == 2 {
+        arr = transpose_fortran(arr);
+    } else if fortran && arr.shape.len() > 2 {
+        return Err("Fortran-order arrays of rank > 2 are not supported".into());
+    }
+    Ok(arr)
+}
+
+fn transpose_fortran(a: Array) -> Array {
+    let (r, c) = (a.shape[0], a.shape[1]);
+    fn t<T: Copy>(v: &[T], r: usize, c: usize) -> Vec<T> {
+        // Fortran: element (i, j) at j*r + i.
+        (0..r * c).map(|k| v[(k % c) * r + k / c]).collect()
+    }
+    let data = match &a.data {
+        Data::F64(v) => Data::F64(t(v, r, c)),
+        Data::F32(v) => Data::F32(t(v, r, c)),
+        Data::I64(v) => Data::I64(t(v, r, c)),
+        Data::U8(v) => Data::U8(t(v, r, c)),
+    };
+    Array {
+        shape: a.shape,
+        data,
+    }
+}
+
+fn npy_bytes(a: &Array) -> Vec<u8> {
+    let (descr, body): (&str, Vec<u8>) = match &a.data {
+        Data::F64(v) => ("<f8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Data::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Data::I64(v) => ("<i8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Data::U8(v) => ("|u1", v.clone()),
+    };
+    let shape = match a.shape.len() {
+        0 => "()".to_string(),
+        1 => format!("({},)", a.shape[0]),
+        _ => format!(
+            "({})",
+            a.shape
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // numpy pads so that the data starts at a multiple of 64, header ends with '\n'.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + body.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Write arrays as an `.npz` (deflated when `compress`, like `np.savez_compressed`), atomically.
+pub fn write_npz(path: &Path, arrays: &[(&str, Array)], compress: bool) -> Result<()> {
+    let method = if compress {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(method)
+        .large_file(true);
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, a) in arrays {
+            w.start_file(format!("{name}.npy"), opts)
+                .map_err(|e| Error::Stats {
+                    path: path.to_path_buf(),
+                    problem: e.to_string(),
+                })?;
+            w.write_all(&npy_bytes(a)).map_err(|e| Error::io(path, e))?;
+        }
+        w.finish().map_err(|e| Error::Stats {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+    }
+    crate::weights::write_atomic(path, &buf.into_inner())
+}
+
+/// What a statistics file holds.
+#[derive(Debug, Clone)]
+pub struct StatsFile {
+    /// μ and Σ.
+    pub gaussian: Gaussian,
+    /// Raw features (for KID), `n × d`, when stored.
+    pub features: Option<Vec<f32>>,
+    /// Our metadata (mode, weights hash …), when the file is ours.
+    pub meta: Option<serde_json::Value>,
+}
+
+/// Read `mu` / `sigma` (and `feats`, `n`, `meta` when present) from an `.npz`.
+pub fn read_stats(path: &Path) -> Result<StatsFile> {
+    let arrays = read_npz(path)?;
+    let bad = |problem: String| Error::Stats {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mu = arrays
+        .get("mu")
+        .ok_or_else(|| bad("no array `mu` (expected pytorch-fid / clean-fid statistics)".into()))?;
+    let sigma = arrays
+        .get("sigma")
+        .ok_or_else(|| bad("no array `sigma`".into()))?;
+    let d = mu.shape.first().copied().unwrap_or(0);
+    if mu.shape.len() != 1 || sigma.shape != [d, d] {
+        return Err(bad(format!(
+            "`mu` has shape {:?} and `sigma` {:?}; expected [d] and [d, d]",
+            mu.shape, sigma.shape
+        )));
+    }
+    let gaussian = Gaussian {
+        mu: mu.to_f64(),
+        sigma: sigma.to_f64(),
+        count: arrays
+            .get("n")
+            .and_then(|a| a.to_f64().first().map(|&v| v as u64)),
+    };
+    if gaussian
+        .mu
+        .iter()
+        .chain(&gaussian.sigma)
+        .any(|v| !v.is_finite())
+    {
+        return Err(bad("`mu` or `sigma` holds non-finite values".into()));
+    }
+    let features = match arrays.get("feats") {
+        Some(a) if a.shape.len() == 2 && a.shape[1] == d => {
+            Some(a.to_f64().into_iter().map(|v| v as f32).collect())
+        }
+        Some(a) => return Err(bad(format!("`feats` has shape {:?}", a.shape))),
+        None => None,
+    };
+    let meta = match arrays.get("meta") {
+        Some(Array {
+            data: Data::U8(b), ..
+        }) => serde_json::from_slice(b).ok(),
+        _ => None,
+    };
+    Ok(StatsFile {
+        gaussian,
+        features,
+        meta,
+    })
+}
+
+/// Write statistics readable by pytorch-fid and clean-fid (`mu`, `sigma`), plus `n`, optional
+/// `feats` and `meta`.
+pub fn write_stats(
+    path: &Path,
+    g: &Gaussian,
+    features: Option<&[f32]>,
+    meta: &serde_json::Value,
+) -> Result<()> {
+    let d = g.dim();
+    let mut arrays = vec![
+        (
+            "mu",
+            Array {
+                shape: vec![d],
+                data: Data::F64(g.mu.clone()),
+            },
+        ),
+        (
+            "sigma",
+            Array {
+                shape: vec![d, d],
+                data: Data::F64(g.sigma.clone()),
+            },
+        ),
+    ];
+    if let Some(n) = g.count {
+        arrays.push((
+            "n",
+            Array {
+                shape: vec![],
+                data: Data::I64(vec![n as i64]),
+            },
+        ));
+    }
+    if let Some(f) = features {
+        arrays.push((
+            "feats",
+            Array {
+                shape: vec![f.len() / d, d],
+                data: Data::F32(f.to_vec()),
+            },
+        ));
+    }
+    arrays.push((
+        "meta",
+        Array {
+            shape: vec![],
+            data: Data::U8(Vec::new()),
+        },
+    ));
+    let meta_bytes = serde_json::to_vec(meta).unwrap_or_default();
+    if let Some(last) = arrays.last_mut() {
+        last.1 = Array {
+            shape: vec![meta_bytes.len()],
+            data: Data::U8(meta_bytes),
+        };
+    }
+    write_npz(path, &arrays, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.npz");
+        let g = Gaussian {
+            mu: vec![1.0, 2.0, 3.0],
+            sigma: (0..9).map(|i| i as f64 * 0.5).collect(),
+            count: Some(42),
+        };
+        let feats = vec![0.5f32; 6];
+        write_stats(&p, &g, Some(&feats), &serde_json::json!({"mode": "clean"})).unwrap();
+        let s = read_stats(&p).unwrap();
+        assert_eq!(s.gaussian, g);
+        assert_eq!(s.features.as_deref(), Some(&feats[..]));
+        assert_eq!(s.meta.unwrap()["mode"], "clean");
+    }
+
+    #[test]
+    fn fortran_order_is_transposed() {
+        let hdr = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }";
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+        b.extend_from_slice(hdr.as_bytes());
+        // Column-major storage of [[0,1,2],[3,4,5]].
+        for v in [0.0f64, 3.0, 1.0, 4.0, 2.0, 5.0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let a = parse_npy(&b).unwrap();
+        assert_eq!(a.data, Data::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+    }
+
+    #[test]
+    fn truncated_array_is_an_error() {
+        let hdr = "{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }";
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+        b.extend_from_slice(hdr.as_bytes());
+        b.extend_from_slice(&1.0f64.to_le_bytes());
+        assert!(parse_npy(&b).unwrap_err().contains("bytes"));
+    }
+}

