@@ -55,6 +55,108 @@ pub enum Command {
     Sample(SampleArgs),
     /// Train a model with its plain diffusion loss (how the built-in tiny weights were made).
     Pretrain(PretrainArgs),
+    /// Fréchet Inception Distance (and KID) between two image sets or statistics files.
+    ///
+    /// Inputs are image folders (searched recursively for png, jpg, webp), `.npz` statistics
+    /// files with `mu` and `sigma` (as pytorch-fid and clean-fid write them), or a built-in
+    /// data set (`builtin:shapes`). The Inception network is the TF 2015-12-05 graph every
+    /// FID reference uses; its weights are fetched once into the cache if absent.
+    ///
+    /// Examples:
+    ///   adt-bench fid real/ generated/
+    ///   adt-bench fid real/ generated/ --mode pytorch-fid --kid --json
+    ///   adt-bench fid real/ --save-stats real.npz   then   adt-bench fid real.npz generated/
+    #[command(verbatim_doc_comment)]
+    Fid(FidArgs),
+    /// Benchmarks that print their ratio against a reference measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct FidArgs {
+    /// Two inputs to compare, or one with --save-stats.
+    #[arg(value_name = "INPUT", num_args = 0..=2)]
+    pub inputs: Vec<String>,
+    /// Input pipeline: `clean` (clean-fid: PIL bicubic in float, (x-128)/128), `pytorch-fid`
+    /// (bilinear without antialias, 2x-1) or `tf-legacy` (TF1 bilinear, (x-128)/128). FIDs of
+    /// different modes are not comparable; the mode is printed and stored with every result.
+    #[arg(long, default_value = "clean")]
+    pub mode: String,
+    /// Also compute KID (clean-fid's estimator: 100 subsets of up to 1000 features).
+    #[arg(long)]
+    pub kid: bool,
+    /// Seed of KID's subset sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of KID subsets.
+    #[arg(long = "kid-subsets", default_value_t = 100)]
+    pub kid_subsets: usize,
+    /// KID subset size (capped by the smaller set).
+    #[arg(long = "kid-subset-size", default_value_t = 1000)]
+    pub kid_subset_size: usize,
+    /// Print JSON (FID, diagnostics, mode, weights hash, warnings).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the statistics of the one input to this `.npz` (mu, sigma, n, feats, meta).
+    #[arg(long = "save-stats", value_name = "FILE.npz")]
+    pub save_stats: Option<PathBuf>,
+    /// Inception weights: pytorch-fid's .pth, a TorchScript archive or safetensors
+    /// (default: ADT_INCEPTION_WEIGHTS, then the cache).
+    #[arg(long = "inception-weights", value_name = "PATH")]
+    pub inception_weights: Option<PathBuf>,
+    /// Never download weights; fail with instructions instead.
+    #[arg(long = "no-download")]
+    pub no_download: bool,
+    /// Only make sure the weights are present (fetch and convert them), print where, and exit.
+    #[arg(long = "fetch-weights")]
+    pub fetch_weights: bool,
+    /// Images per forward pass (results do not depend on it).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Skip undecodable images and count them instead of stopping at the first.
+    #[arg(long = "skip-bad")]
+    pub skip_bad: bool,
+    /// Images drawn from a built-in data set.
+    #[arg(short = 'n', long = "num", default_value_t = 2048)]
+    pub num: usize,
+    /// Neither read nor write the statistics cache.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Inception throughput at 299×299 and the time of FID's trace-sqrt step for 2048-d,
+    /// each beside its reference (PyTorch on the same weights and thread count; numpy's eigh
+    /// route) when Python with torch / numpy is available.
+    Inception(BenchInceptionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchInceptionArgs {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Timed batches (after one warm-up batch).
+    #[arg(long, default_value_t = 4)]
+    pub batches: usize,
+    /// Threads for both sides (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Python interpreter with torch for the PyTorch reference (default: ADT_TORCH_PYTHON,
+    /// then python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The reference script (default: ../shared/bench/torch_inception_baseline.py).
+    #[arg(long = "torch-script")]
+    pub torch_script: Option<PathBuf>,
+    /// Inception weights (as for `fid`).
+    #[arg(long = "inception-weights", value_name = "PATH")]
+    pub inception_weights: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,18 @@ pub const DATASET_ERROR: u8 = 4;
 /// Training diverged (non-finite losses).
 pub const DIVERGED: u8 = 5;
 
+/// A data error found by the harness itself (a bad image, too few images).
+#[derive(Debug)]
+pub struct DataError(pub String);
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DataError {}
+
 /// Map an error chain to an exit code.
 pub fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
@@ -25,7 +37,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         {
             return PLUGIN_INCOMPATIBLE;
         }
-        if cause.downcast_ref::<adt_datasets::Error>().is_some() {
+        if cause.downcast_ref::<adt_datasets::Error>().is_some()
+            || cause.downcast_ref::<DataError>().is_some()
+        {
             return DATASET_ERROR;
         }
         if let Some(adt_tuner::Error::Diverged { .. }) = cause.downcast_ref::<adt_tuner::Error>() {

@@ -49,6 +49,11 @@ impl Bar {
         self.bar.inc(1);
     }
 
+    /// Advance by `n`.
+    pub fn inc_by(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
     /// Finish and clear.
     pub fn finish(&self) {
         self.bar.finish_and_clear();

@@ -31,6 +31,7 @@ pub const DIMS: usize = 2048;
 /// Input resolution.
 pub const INPUT: usize = 299;
 
+#[allow(clippy::too_many_arguments)]
 const fn c(
     name: &'static str,
     cin: usize,

@@ -138,33 +138,59 @@ pub struct FidResult {
     pub min_eigenvalue: f64,
     /// Number of eigenvalues of Σ₁^½Σ₂Σ₁^½ above 1e-10·λ_max (the numerical rank).
     pub rank: usize,
+    /// How Σ₁ was factored: `cholesky` (full rank) or `eigen` (rank-deficient).
+    pub route: &'static str,
 }
 
-/// Σ^½ of a symmetric PSD matrix (negative eigenvalues from round-off clamped to 0).
-pub fn sqrtm_psd(sigma: &[f64], d: usize) -> Result<Mat<f64>> {
-    let m = MatRef::from_row_major_slice(sigma, d, d);
-    let evd = m
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::Linalg(format!("{e:?}")))?;
-    let u = evd.U();
-    let s = evd.S();
-    let mut us = u.to_owned();
-    for j in 0..d {
-        let l = s[j].max(0.0).sqrt();
-        for i in 0..d {
-            us[(i, j)] *= l;
+/// What FID needs of one side's covariance Σ₁: a factor F with Σ₁ = F Fᵀ, so that Σ₁Σ₂ is
+/// similar to the symmetric PSD matrix Fᵀ Σ₂ F and tr √(Σ₁Σ₂) = Σᵢ √λᵢ(Fᵀ Σ₂ F).
+///
+/// * Cholesky (F = L) when Σ₁ is numerically positive definite (N > d samples): one cheap
+///   factorisation;
+/// * eigen (F = U diag(√max(λ, 0))) otherwise — rank-deficient covariances (N ≤ d), with the
+///   round-off negatives clamped.
+///
+/// Either way the trace comes from one symmetric eigenvalue solve. Compute the factor once when
+/// one reference meets many candidates.
+pub struct SqrtFactor {
+    f: Mat<f64>,
+    route: &'static str,
+}
+
+impl SqrtFactor {
+    /// Factor a symmetric PSD `d × d` matrix (row-major).
+    pub fn new(sigma: &[f64], d: usize) -> Result<Self> {
+        let m = MatRef::from_row_major_slice(sigma, d, d);
+        if let Ok(llt) = m.llt(Side::Lower) {
+            return Ok(SqrtFactor {
+                f: llt.L().to_owned(),
+                route: "cholesky",
+            });
         }
+        Self::eigen(sigma, d)
     }
-    let mut out = Mat::<f64>::zeros(d, d);
-    faer::linalg::matmul::matmul(
-        &mut out,
-        Accum::Replace,
-        &us,
-        u.transpose(),
-        1.0,
-        Par::rayon(0),
-    );
-    Ok(out)
+
+    /// Factor through the eigendecomposition (always applicable to a PSD matrix).
+    pub fn eigen(sigma: &[f64], d: usize) -> Result<Self> {
+        let m = MatRef::from_row_major_slice(sigma, d, d);
+        let evd = m
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| Error::Linalg(format!("{e:?}")))?;
+        let s = evd.S();
+        let mut f = evd.U().to_owned();
+        for j in 0..d {
+            let l = s[j].max(0.0).sqrt();
+            for i in 0..d {
+                f[(i, j)] *= l;
+            }
+        }
+        Ok(SqrtFactor { f, route: "eigen" })
+    }
+
+    /// Which factorisation was used.
+    pub fn route(&self) -> &'static str {
+        self.route
+    }
 }
 
 /// FID between two Gaussians.
@@ -173,21 +199,30 @@ pub fn fid(a: &Gaussian, b: &Gaussian) -> Result<FidResult> {
     if b.dim() != d {
         return Err(Error::Mismatch(format!("dimension {d} vs {}", b.dim())));
     }
-    let half = sqrtm_psd(&a.sigma, d)?;
-    fid_with_sqrt(a, &half, b)
+    fid_with_factor(a, &SqrtFactor::new(&a.sigma, d)?, b)
 }
 
-/// FID with Σ_a^½ precomputed (cache it when one reference meets many candidates).
-pub fn fid_with_sqrt(a: &Gaussian, a_half: &Mat<f64>, b: &Gaussian) -> Result<FidResult> {
+/// FID with side `a` factored: eigenvalues of Fᵀ Σ_b F (two GEMMs, one symmetric solve).
+pub fn fid_with_factor(a: &Gaussian, fa: &SqrtFactor, b: &Gaussian) -> Result<FidResult> {
     let d = a.dim();
+    if b.dim() != d || fa.f.nrows() != d {
+        return Err(Error::Mismatch(format!("dimension {d} vs {}", b.dim())));
+    }
     let sb = MatRef::from_row_major_slice(&b.sigma, d, d);
     let mut t = Mat::<f64>::zeros(d, d);
-    faer::linalg::matmul::matmul(&mut t, Accum::Replace, a_half, sb, 1.0, Par::rayon(0));
+    faer::linalg::matmul::matmul(
+        &mut t,
+        Accum::Replace,
+        fa.f.transpose(),
+        sb,
+        1.0,
+        Par::rayon(0),
+    );
     let mut m = Mat::<f64>::zeros(d, d);
-    faer::linalg::matmul::matmul(&mut m, Accum::Replace, &t, a_half, 1.0, Par::rayon(0));
+    faer::linalg::matmul::matmul(&mut m, Accum::Replace, &t, &fa.f, 1.0, Par::rayon(0));
     // Symmetrise against round-off.
-    for i in 0..d {
-        for j in 0..i {
+    for j in 0..d {
+        for i in 0..j {
             let v = 0.5 * (m[(i, j)] + m[(j, i)]);
             m[(i, j)] = v;
             m[(j, i)] = v;
@@ -210,6 +245,7 @@ pub fn fid_with_sqrt(a: &Gaussian, a_half: &Mat<f64>, b: &Gaussian) -> Result<Fi
         cov_term,
         min_eigenvalue,
         rank,
+        route: fa.route,
     })
 }
 
@@ -384,8 +420,21 @@ mod tests {
                 .map(|(x, y)| x + y - 2.0 * (x * y).sqrt())
                 .sum::<f64>();
         let r = fid(&g1, &g2).unwrap();
+        assert_eq!(r.route, "cholesky");
         assert!((r.fid - exact).abs() < 1e-9 * exact, "{} vs {exact}", r.fid);
-        assert!(fid(&g1, &g1).unwrap().fid.abs() < 1e-8);
+        let e = fid_with_factor(&g1, &SqrtFactor::eigen(&g1.sigma, d).unwrap(), &g2).unwrap();
+        assert!(
+            (e.fid - exact).abs() < 1e-9 * exact,
+            "eigen route {} vs {exact}",
+            e.fid
+        );
+        let self_fid = fid(&g1, &g1).unwrap().fid;
+        eprintln!("self FID {self_fid:e}");
+        let trace: f64 = a.iter().sum();
+        assert!(
+            self_fid.abs() < 1e-9 * 2.0 * trace,
+            "{self_fid} vs trace {trace}"
+        );
     }
 
     #[test]

