@@ -229,7 +229,8 @@ pub fn torch_bilinear(src: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> 
 /// lerp along x on the two rows, then along y (torch-fidelity's `resample_manually`).
 pub fn tf1_bilinear(src: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> Vec<f32> {
     let idx = |in_size: usize, out_size: usize| -> Vec<(usize, usize, f32)> {
-        let scale = in_size as f32 / out_size as f32;
+        // torch-fidelity: the scale in double, rounded to float32, times a float32 index.
+        let scale = (in_size as f64 / out_size as f64) as f32;
         (0..out_size)
             .map(|d| {
                 let s = d as f32 * scale;
