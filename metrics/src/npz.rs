@@ -76,7 +76,8 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>> {
     Ok(out)
 }
 
-fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
+/// Parse one `.npy` array (versions 1–3; `<f8`, `<f4`, `<i8`, `|u1`; C or 2-D Fortran order).
+pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err("not a .npy array".into());
     }
