@@ -177,13 +177,12 @@ impl SqrtFactor {
             .self_adjoint_eigen(Side::Lower)
             .map_err(|e| Error::Linalg(format!("{e:?}")))?;
         let s = evd.S();
-        let mut f = evd.U().to_owned();
-        for j in 0..d {
-            let l = s[j].max(0.0).sqrt();
-            for i in 0..d {
-                f[(i, j)] *= l;
-            }
-        }
+        // Eigenvalues ascend; columns with λ ≤ 0 are zero in F and add only zero eigenvalues to
+        // Fᵀ Σ₂ F, so they are dropped exactly — a rank-r covariance (N ≤ d samples) leaves a
+        // smaller matrix to solve.
+        let first = (0..d).find(|&j| s[j] > 0.0).unwrap_or(d);
+        let u = evd.U();
+        let f = Mat::<f64>::from_fn(d, d - first, |i, j| u[(i, first + j)] * s[first + j].sqrt());
         Ok(SqrtFactor { f, route: "eigen" })
     }
 
@@ -209,7 +208,8 @@ pub fn fid_with_factor(a: &Gaussian, fa: &SqrtFactor, b: &Gaussian) -> Result<Fi
         return Err(Error::Mismatch(format!("dimension {d} vs {}", b.dim())));
     }
     let sb = MatRef::from_row_major_slice(&b.sigma, d, d);
-    let mut t = Mat::<f64>::zeros(d, d);
+    let r = fa.f.ncols();
+    let mut t = Mat::<f64>::zeros(r, d);
     faer::linalg::matmul::matmul(
         &mut t,
         Accum::Replace,
@@ -218,10 +218,10 @@ pub fn fid_with_factor(a: &Gaussian, fa: &SqrtFactor, b: &Gaussian) -> Result<Fi
         1.0,
         Par::rayon(0),
     );
-    let mut m = Mat::<f64>::zeros(d, d);
+    let mut m = Mat::<f64>::zeros(r, r);
     faer::linalg::matmul::matmul(&mut m, Accum::Replace, &t, &fa.f, 1.0, Par::rayon(0));
     // Symmetrise against round-off.
-    for j in 0..d {
+    for j in 0..r {
         for i in 0..j {
             let v = 0.5 * (m[(i, j)] + m[(j, i)]);
             m[(i, j)] = v;
