@@ -26,8 +26,8 @@ fn reads_numpy_written_statistics() {
         ("fortran_f32.npz", 1e-6),
     ] {
         let s = read_stats(&data(file)).unwrap();
-        for j in 0..3 {
-            assert!((s.gaussian.mu[j] - mu[j]).abs() < tol, "{file} mu[{j}]");
+        for (j, (got, want)) in s.gaussian.mu.iter().zip(&mu).enumerate() {
+            assert!((got - want).abs() < tol, "{file} mu[{j}]");
         }
         for a in 0..3 {
             for b in 0..3 {
