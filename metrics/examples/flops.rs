@@ -25,7 +25,7 @@ fn main() {
             Block::B { name, cin } => {
                 let v = b_convs(name, cin);
                 for s in &v {
-                    add(s, if s.name.ends_with("dbl_3") { hw } else { hw });
+                    add(s, hw);
                 }
                 hw = (hw - 3) / 2 + 1;
             }
