@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod data;
+pub mod paths;
 pub mod pretrain;
 pub mod rollout;
 
