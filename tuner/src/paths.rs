@@ -140,19 +140,35 @@ impl Denoiser for adt_plugin_host::Model {
     }
 }
 
+/// A finished rollout to differentiate.
+#[derive(Clone, Copy)]
+pub struct Rollout<'a> {
+    /// The plan it executed.
+    pub plan: &'a Plan,
+    /// What it kept.
+    pub trace: &'a Trace,
+    /// Its conditioning.
+    pub guidance: &'a Guidance,
+    /// Whether the unconditional branch of classifier-free guidance carries no gradient.
+    pub detach_uncond: bool,
+}
+
 /// Accumulate the parameter gradients of the trained evaluations `trained` under `adt` or
 /// `drtune`: one `denoise_vjp` per evaluation with its output cotangent. Returns the adjoint and
 /// the cotangent norm reaching each trained evaluation (in `trained` order).
 pub fn backward_linear(
     model: &mut dyn Denoiser,
-    plan: &Plan,
-    trace: &Trace,
-    guidance: &Guidance,
-    detach_uncond: bool,
+    r: Rollout<'_>,
     path: GradPath,
     trained: &[usize],
     g_final: &HostTensor,
 ) -> Result<(Adjoint, Vec<f64>)> {
+    let Rollout {
+        plan,
+        trace,
+        guidance,
+        detach_uncond,
+    } = r;
     let adj = linear_adjoint(plan, path, g_final)?;
     let mut norms = Vec::with_capacity(trained.len());
     for &k in trained {
@@ -188,12 +204,15 @@ pub fn backward_linear(
 /// cotangent, which flows on to the states and earlier outputs it was formed from.
 pub fn full_backward(
     model: &mut dyn Denoiser,
-    plan: &Plan,
-    trace: &Trace,
-    guidance: &Guidance,
-    detach_uncond: bool,
+    r: Rollout<'_>,
     g_final: &HostTensor,
 ) -> Result<Adjoint> {
+    let Rollout {
+        plan,
+        trace,
+        guidance,
+        detach_uncond,
+    } = r;
     let m = plan.steps.len();
     let mut states: Vec<Option<HostTensor>> = vec![None; m + 1];
     let mut outputs: Vec<Option<HostTensor>> = vec![None; plan.evals.len()];

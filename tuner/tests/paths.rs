@@ -5,7 +5,7 @@
 use adt_plugin_api::sdk::{DenoiseArgs, ModelPlugin, SamplerPlugin};
 use adt_plugin_api::{HostTensor, NoiseSchedule, Parameterization, Plan, PlanRequest, Src};
 use adt_plugin_host::Denoise;
-use adt_tuner::paths::{Denoiser, GradPath, full_backward, linear_adjoint};
+use adt_tuner::paths::{Denoiser, GradPath, Rollout, full_backward, linear_adjoint};
 use adt_tuner::rollout::{Guidance, Trace};
 
 /// SD's scaled-linear schedule.
@@ -217,7 +217,7 @@ fn full_path_equals_autograd_through_the_unrolled_sampler() {
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.8)
         .collect();
     let w: Vec<f32> = (0..n)
-        .map(|i| ((i * 104729 % 997) as f32 / 498.5 - 1.0))
+        .map(|i| (i * 104729 % 997) as f32 / 498.5 - 1.0)
         .collect();
     let g_final = HostTensor {
         shape: shape.clone(),
@@ -241,7 +241,17 @@ fn full_path_equals_autograd_through_the_unrolled_sampler() {
         &guidance,
     );
     direct.0.zero_grad().unwrap();
-    let adj = full_backward(&mut direct, &p, &trace, &guidance, false, &g_final).unwrap();
+    let adj = full_backward(
+        &mut direct,
+        Rollout {
+            plan: &p,
+            trace: &trace,
+            guidance: &guidance,
+            detach_uncond: false,
+        },
+        &g_final,
+    )
+    .unwrap();
 
     // Autograd reference: the same plan unrolled as one candle graph.
     let dev = Device::Cpu;
