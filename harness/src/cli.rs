@@ -68,6 +68,20 @@ pub enum Command {
     ///   adt-bench fid real/ --save-stats real.npz   then   adt-bench fid real.npz generated/
     #[command(verbatim_doc_comment)]
     Fid(FidArgs),
+    /// Fine-tune a model with ADT or the plain fine-tuning baseline.
+    ///
+    /// ADT rolls the sampler out from an image-to-image start on real data, updates a siamese
+    /// discriminator every iteration and the model every H iterations with L_adv + λ·L_diff;
+    /// `ft` makes the same number of model updates with L_diff only. Writes `log.csv` and a
+    /// checkpoint to --out; rerunning with the same --out (or --resume DIR) resumes.
+    ///
+    /// Example: adt-bench tune --model tiny --method adt --sampler ddim:10 --iters 200 --out runs/adt
+    #[command(verbatim_doc_comment)]
+    Tune(TuneArgs),
+    /// Train the small frozen encoder the discriminator of the built-in model uses (on
+    /// `builtin:shapes`, to classify shape, colour, background and size) and write its weights.
+    /// This is how `tuner/weights/shapes-encoder.safetensors` was made.
+    TrainEncoder(TrainEncoderArgs),
     /// Benchmarks that print their ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -123,6 +137,121 @@ pub struct FidArgs {
     /// Neither read nor write the statistics cache.
     #[arg(long = "no-cache")]
     pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub model: ModelOpts,
+    /// `adt` or `ft`.
+    #[arg(long, default_value = "adt")]
+    pub method: String,
+    /// The sampler the rollouts use, `name:steps`.
+    #[arg(long, default_value = "ddim:10")]
+    pub sampler: String,
+    /// Training data (as for `pretrain`).
+    #[arg(long, default_value = "builtin:shapes")]
+    pub data: String,
+    /// Iterations (discriminator updates; the model is updated every --h of them).
+    #[arg(long, default_value_t = 200)]
+    pub iters: u64,
+    /// Examples per iteration.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Seed of everything random.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (log.csv, checkpoint/); an existing run there is resumed.
+    #[arg(long, default_value = "runs/tune")]
+    pub out: PathBuf,
+    /// Resume the run in this folder (same as --out DIR).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many iterations in this invocation (with a checkpoint).
+    #[arg(long = "stop-after", value_name = "ITERS")]
+    pub stop_after: Option<u64>,
+    /// Gradient path: `adt` (equal gradient at every step), `drtune`, `full` (no stop-gradient).
+    #[arg(long, default_value = "adt")]
+    pub path: String,
+    /// Trained evaluations per rollout.
+    #[arg(short = 'k', long, default_value_t = 3)]
+    pub k: usize,
+    /// Draw the trained evaluations at random instead of equally spaced with a random offset.
+    #[arg(long = "k-random")]
+    pub k_random: bool,
+    /// Start index: `uniform` over the sampler's steps, or a fixed index (0 = from noise).
+    #[arg(long, default_value = "uniform")]
+    pub start: String,
+    /// Guidance scale of the rollouts (default: 1, no guidance).
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f32,
+    /// The unconditional branch of guidance carries no gradient.
+    #[arg(long = "detach-uncond")]
+    pub detach_uncond: bool,
+    /// Weight λ of the diffusion loss.
+    #[arg(long, default_value_t = 0.5)]
+    pub lambda: f64,
+    /// A model update every H iterations.
+    #[arg(long, default_value_t = 5)]
+    pub h: u64,
+    /// Model learning rate (peak; warm-up then cosine to 10%).
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Discriminator learning rate.
+    #[arg(long = "d-lr", default_value_t = 2e-4)]
+    pub d_lr: f64,
+    /// Warm-up iterations.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    /// Model gradient clipping (global norm).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Iterations whose model gradients are accumulated into one update (≤ H).
+    #[arg(long, default_value_t = 1)]
+    pub accum: u64,
+    /// Discriminator objective: `siamese`, `hinge` or `non-saturating`.
+    #[arg(long = "disc-loss", default_value = "siamese")]
+    pub disc_loss: String,
+    /// Temperature of the siamese logits.
+    #[arg(long, default_value_t = 0.2)]
+    pub temperature: f64,
+    /// EMA rate of the twin heads.
+    #[arg(long, default_value_t = 0.99)]
+    pub tau: f64,
+    /// Colour augmentation strength.
+    #[arg(long = "aug-color", default_value_t = 0.2)]
+    pub aug_color: f64,
+    /// Stop after this many non-finite model updates in a row.
+    #[arg(long = "max-non-finite", default_value_t = 5)]
+    pub max_non_finite: u32,
+    /// Checkpoint every this many iterations.
+    #[arg(long = "checkpoint-every", default_value_t = 50)]
+    pub checkpoint_every: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainEncoderArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1200)]
+    pub iters: u64,
+    /// Examples per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Peak learning rate (warm-up, cosine decay).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Initialisation and data seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Held-out examples for the accuracy check.
+    #[arg(long, default_value_t = 2000)]
+    pub eval: usize,
+    /// Required held-out accuracy on every label (the command fails below it).
+    #[arg(long = "min-accuracy", default_value_t = 0.95)]
+    pub min_accuracy: f64,
+    /// Output file (f16 safetensors).
+    #[arg(long, default_value = "shapes-encoder.safetensors")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adamw;
+pub mod adt;
+pub mod backbone;
 pub mod data;
+pub mod disc;
 pub mod paths;
 pub mod pretrain;
 pub mod rollout;

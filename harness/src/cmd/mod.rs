@@ -6,6 +6,8 @@ pub mod plugins;
 pub mod pretrain;
 pub mod run;
 pub mod sample;
+pub mod train_encoder;
+pub mod tune;
 
 use anyhow::Context;
 
@@ -20,6 +22,8 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Pretrain(a) => pretrain::run(g, &a),
         Command::Run(a) => run::run(g, &a),
         Command::Fid(a) => fid::run(g, &a),
+        Command::TrainEncoder(a) => train_encoder::run(g, &a),
+        Command::Tune(a) => tune::run(g, &a),
         Command::Bench(crate::cli::BenchCmd::Inception(a)) => bench::inception(g, &a),
     }
 }

@@ -1,0 +1,124 @@
+//! `adt-bench tune`: ADT or the fine-tuning baseline on one model.
+
+use anyhow::{Context, bail};
+
+use adt_tuner::adt::{Method, StartDist, TuneConfig, Tuner, shapes_discriminator, tune};
+use adt_tuner::disc::{DiscConfig, DiscLoss};
+use adt_tuner::paths::GradPath;
+
+use crate::cli::{GlobalOpts, TuneArgs};
+use crate::sampling::{self, SamplerSpec};
+
+pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
+    let method = match a.method.as_str() {
+        "adt" => Method::Adt,
+        "ft" => Method::Ft,
+        m => bail!("unknown method `{m}` (adt or ft)"),
+    };
+    let path = GradPath::parse(&a.path)
+        .with_context(|| format!("unknown gradient path `{}` (adt, drtune, full)", a.path))?;
+    let loss = DiscLoss::parse(&a.disc_loss).with_context(|| {
+        format!(
+            "unknown discriminator loss `{}` (siamese, hinge, non-saturating)",
+            a.disc_loss
+        )
+    })?;
+    let start = match a.start.as_str() {
+        "uniform" => StartDist::Uniform,
+        s => StartDist::Fixed(
+            s.parse()
+                .with_context(|| format!("--start is `uniform` or an index, not `{s}`"))?,
+        ),
+    };
+    if a.h == 0 || a.accum == 0 || a.accum > a.h {
+        bail!("--h must be ≥ 1 and 1 ≤ --accum ≤ --h");
+    }
+    let spec: SamplerSpec = a.sampler.parse()?;
+    let out = a.resume.clone().unwrap_or_else(|| a.out.clone());
+    let reg = crate::registry::load(&g.plugin_path)?;
+    let mut model = super::open_model(&reg, &a.model)?;
+    let desc = model.describe()?;
+    let samplers = sampling::find_sampler(&reg, &spec.name)?;
+    let req = sampling::request(&desc, &spec, None, 0);
+    let data_spec =
+        adt_datasets::DataSpec::parse(&a.data).context("failed to open the training data")?;
+    let data = adt_tuner::data::Batcher::new(&data_spec, desc.image_shape[1] as u32)
+        .context("failed to open the training data")?;
+    let disc_cfg = DiscConfig {
+        loss,
+        lr: a.d_lr,
+        temperature: a.temperature,
+        tau: a.tau,
+        aug_color: a.aug_color,
+        ..DiscConfig::default()
+    };
+    let cfg = TuneConfig {
+        method,
+        iters: a.iters,
+        batch: a.batch,
+        seed: a.seed,
+        plan: req,
+        start,
+        k: a.k,
+        k_random: a.k_random,
+        path,
+        guidance: a.guidance,
+        detach_uncond: a.detach_uncond,
+        lambda: a.lambda,
+        h: a.h,
+        lr: a.lr,
+        warmup: a.warmup,
+        clip: a.clip,
+        accum: a.accum,
+        disc: disc_cfg.clone(),
+        max_non_finite: a.max_non_finite,
+        checkpoint_every: a.checkpoint_every,
+    };
+    let dev = candle_core::Device::Cpu;
+    let disc = match method {
+        Method::Adt => {
+            if desc.name != "tiny" {
+                bail!(
+                    "the discriminator backbone for `{}` (DINOv2) is not available yet; ADT runs \
+                     on the built-in model",
+                    desc.name
+                );
+            }
+            Some(shapes_discriminator(disc_cfg, a.seed, &dev)?)
+        }
+        Method::Ft => None,
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("failed to create {}", out.display()))?;
+    eprintln!(
+        "{} `{}` with {spec} on {data_spec}: {} iterations of {} (model update every {}), path {}, \
+         output in {}",
+        a.method,
+        desc.name,
+        a.iters,
+        a.batch,
+        a.h,
+        a.path,
+        out.display()
+    );
+    let mut bar = crate::progress::Bar::new(a.iters, &a.method, g.quiet);
+    let mut t = Tuner {
+        model: &mut model,
+        samplers: &samplers,
+        disc,
+        data,
+        device: dev,
+    };
+    let rows = tune(&mut t, &cfg, &out, a.stop_after, &mut bar)?;
+    bar.finish();
+    if let Some(r) = rows.last() {
+        eprintln!(
+            "iteration {}: D loss {:.4}, gap {:.4}, colour-mean error {:.4}; log in {}",
+            r.iter,
+            r.loss_d,
+            r.disc_gap,
+            r.color_mean_error,
+            out.join("log.csv").display()
+        );
+    }
+    Ok(())
+}
