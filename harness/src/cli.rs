@@ -260,6 +260,22 @@ pub enum BenchCmd {
     /// each beside its reference (PyTorch on the same weights and thread count; numpy's eigh
     /// route) when Python with torch / numpy is available.
     Inception(BenchInceptionArgs),
+    /// Peak memory of one ADT iteration on `tiny` with K = 1 and K = 8 trained evaluations
+    /// (and K = 0, the rollout and discriminator alone), each in a fresh process.
+    TuneMemory(BenchTuneMemoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTuneMemoryArgs {
+    /// Sampler of the rollout (at least 8 evaluations).
+    #[arg(long, default_value = "ddim:8")]
+    pub sampler: String,
+    /// Examples per iteration.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

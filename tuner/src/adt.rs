@@ -403,7 +403,8 @@ pub fn tune(
                         plans.insert(s, t.samplers.plan(&req)?);
                     }
                     let plan = &plans[&s];
-                    let caps: Vec<String> = idx.iter().map(|&j| batch.captions[j].clone()).collect();
+                    let caps: Vec<String> =
+                        idx.iter().map(|&j| batch.captions[j].clone()).collect();
                     let cond = t.model.encode_prompts(&caps)?;
                     let g = Guidance {
                         cond,
@@ -427,7 +428,10 @@ pub fn tune(
                 }
                 let fake_img = t.model.decode(&xhat)?;
                 row.color_mean_error = color_mean_error(&fake_img, &batch.images);
-                let disc = t.disc.as_mut().ok_or_else(|| Error::Invalid("no discriminator".into()))?;
+                let disc = t
+                    .disc
+                    .as_mut()
+                    .ok_or_else(|| Error::Invalid("no discriminator".into()))?;
                 let real_t = to_tensor(&batch.images, &t.device)?;
                 let fake_t = to_tensor(&fake_img, &t.device)?;
                 let dlr = disc.config().lr * cfg.lr_factor(i);
@@ -437,7 +441,8 @@ pub fn tune(
                 row.disc_fake = ds.fake;
                 row.disc_gap = ds.real - ds.fake;
                 if cfg.in_window(i) {
-                    let (la, g_img) = disc.generator_grad(&real_t, &fake_t, mix(cfg.seed, &[i, 4]))?;
+                    let (la, g_img) =
+                        disc.generator_grad(&real_t, &fake_t, mix(cfg.seed, &[i, 4]))?;
                     let g_img = from_tensor(&g_img)?;
                     let g_lat = t.model.decode_vjp(&xhat, &g_img)?;
                     acc_adv += la / divisor;
@@ -471,7 +476,8 @@ pub fn tune(
                                 }
                             }
                             path => {
-                                let trained = pick_trained(plan.evals.len(), cfg.k, cfg.k_random, &mut krng);
+                                let trained =
+                                    pick_trained(plan.evals.len(), cfg.k, cfg.k_random, &mut krng);
                                 let (_, norms) = backward_linear(t.model, r, path, &trained, &g)?;
                                 for (k, n) in trained.iter().zip(norms) {
                                     acc_norms.push((global_eval(plan, *k), n / scale));
@@ -496,7 +502,11 @@ pub fn tune(
         t.model.release(cond_all)?;
         if cfg.is_g_update(i) {
             row.g_update = true;
-            row.loss_adv = if cfg.method == Method::Adt { acc_adv } else { f64::NAN };
+            row.loss_adv = if cfg.method == Method::Adt {
+                acc_adv
+            } else {
+                f64::NAN
+            };
             row.loss_diff = acc_diff;
             row.eval_grad_norms = summarize_norms(&acc_norms);
             let stats = if acc_bad {
@@ -612,7 +622,9 @@ fn save_checkpoint(t: &mut Tuner<'_>, out: &Path, cfg: &TuneConfig, iter: u64) -
                 .unwrap_or(false);
             if !finite {
                 return Err(Error::Diverged {
-                    reason: format!("discriminator tensor {name} is not finite; checkpoint not written"),
+                    reason: format!(
+                        "discriminator tensor {name} is not finite; checkpoint not written"
+                    ),
                 });
             }
         }

@@ -96,7 +96,10 @@ impl ShapesEncoder {
     fn from_tensors(params: Vec<Tensor>) -> Result<Self> {
         let mut h = <sha2::Sha256 as sha2::Digest>::new();
         for t in &params {
-            let v = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(cerr)?;
+            let v = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(cerr)?;
             for x in v {
                 sha2::Digest::update(&mut h, x.to_le_bytes());
             }
@@ -159,16 +162,26 @@ impl ShapesEncoder {
     pub fn to_bytes(vars: &[Var], half: bool) -> Result<Vec<u8>> {
         let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, v) in Self::names().into_iter().zip(vars) {
-            let data = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(cerr)?;
+            let data = v
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(cerr)?;
             let bytes: Vec<u8> = if half {
-                data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+                data.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect()
             } else {
                 data.iter().flat_map(|x| x.to_le_bytes()).collect()
             };
             entries.push((name, v.as_tensor().dims().to_vec(), bytes));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let dtype = if half { safetensors::Dtype::F16 } else { safetensors::Dtype::F32 };
+        let dtype = if half {
+            safetensors::Dtype::F16
+        } else {
+            safetensors::Dtype::F32
+        };
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = entries
             .iter()
             .map(|(n, s, b)| {
@@ -213,7 +226,11 @@ fn blocks_with(params: &[Tensor], x: &Tensor) -> candle_core::Result<Vec<Tensor>
 
 fn logits_with(params: &[Tensor], x: &Tensor) -> candle_core::Result<Tensor> {
     let blocks = blocks_with(params, x)?;
-    let last = blocks.last().expect("taps").mean(D::Minus1)?.mean(D::Minus1)?;
+    let last = blocks
+        .last()
+        .expect("taps")
+        .mean(D::Minus1)?
+        .mean(D::Minus1)?;
     let n = params.len();
     candle_nn::Linear::new(params[n - 2].clone(), Some(params[n - 1].clone())).forward(&last)
 }
@@ -357,4 +374,58 @@ pub fn train_encoder(
     }
     let _ = DType::F32;
     Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_encoder_classifies_held_out_shapes() {
+        let dev = Device::Cpu;
+        let enc = ShapesEncoder::builtin(&dev).unwrap();
+        let acc = accuracy(&enc, 500, &dev).unwrap();
+        eprintln!("held-out accuracy (shape, colour, background, size): {acc:?}");
+        assert!(acc.iter().all(|&a| a >= 0.95), "{acc:?}");
+    }
+
+    #[test]
+    fn features_carry_gradient_to_the_images() {
+        let dev = Device::Cpu;
+        let enc = ShapesEncoder::builtin(&dev).unwrap();
+        let (x, _) = shapes_batch(ShapesConfig::DEFAULT, 0, 2, &dev).unwrap();
+        let x = Var::from_tensor(&x).unwrap();
+        let f = enc.features(x.as_tensor()).unwrap();
+        assert_eq!(f.len(), 3);
+        let loss = f
+            .iter()
+            .map(|t| t.sqr().unwrap().mean_all().unwrap())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
+        let g = loss.backward().unwrap();
+        let gx = g
+            .get(x.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(gx > 0.0);
+    }
+
+    #[test]
+    fn weights_with_a_missing_or_misshaped_tensor_are_refused_by_name() {
+        let dev = Device::Cpu;
+        let vars = ShapesEncoder::init_vars(0, &dev).unwrap();
+        let bytes = ShapesEncoder::to_bytes(&vars[..vars.len() - 1], false);
+        // Serialising fewer tensors than names drops the last one.
+        let bytes = bytes.unwrap();
+        let e = ShapesEncoder::from_bytes(&bytes, &dev)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("classifier.bias"), "{e}");
+    }
 }

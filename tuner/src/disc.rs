@@ -194,7 +194,13 @@ impl Discriminator {
         feats
             .iter()
             .enumerate()
-            .map(|(l, f)| Self::head(self.vars[2 * l].as_tensor(), self.vars[2 * l + 1].as_tensor(), f))
+            .map(|(l, f)| {
+                Self::head(
+                    self.vars[2 * l].as_tensor(),
+                    self.vars[2 * l + 1].as_tensor(),
+                    f,
+                )
+            })
             .collect()
     }
 
@@ -203,7 +209,9 @@ impl Discriminator {
         feats
             .iter()
             .enumerate()
-            .map(|(l, f)| Ok(Self::head(&self.ema[2 * l], &self.ema[2 * l + 1], &f.detach())?.detach()))
+            .map(|(l, f)| {
+                Ok(Self::head(&self.ema[2 * l], &self.ema[2 * l + 1], &f.detach())?.detach())
+            })
             .collect()
     }
 
@@ -289,9 +297,7 @@ impl Discriminator {
         lr: f64,
     ) -> crate::Result<DiscStats> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (ld, _, r, f) = self
-            .losses(real, &fake.detach(), &mut rng)
-            .map_err(cerr)?;
+        let (ld, _, r, f) = self.losses(real, &fake.detach(), &mut rng).map_err(cerr)?;
         let loss_d = ld.to_scalar::<f32>().map_err(cerr)? as f64;
         if !loss_d.is_finite() {
             return Ok(DiscStats {
@@ -331,15 +337,12 @@ impl Discriminator {
     ) -> crate::Result<(f64, Tensor)> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Var::from_tensor(fake).map_err(cerr)?;
-        let (_, la, _, _) = self
-            .losses(real, x.as_tensor(), &mut rng)
-            .map_err(cerr)?;
+        let (_, la, _, _) = self.losses(real, x.as_tensor(), &mut rng).map_err(cerr)?;
         let value = la.to_scalar::<f32>().map_err(cerr)? as f64;
         let grads = la.backward().map_err(cerr)?;
-        let g = grads
-            .get(x.as_tensor())
-            .cloned()
-            .ok_or_else(|| crate::Error::Invalid("no gradient reached the generated images".into()))?;
+        let g = grads.get(x.as_tensor()).cloned().ok_or_else(|| {
+            crate::Error::Invalid("no gradient reached the generated images".into())
+        })?;
         Ok((value, g))
     }
 
@@ -352,7 +355,9 @@ impl Discriminator {
         let s = self.cfg.aug_color;
         if s > 0.0 {
             let per = |rng: &mut ChaCha8Rng, r: f64| -> Vec<f32> {
-                (0..b).map(|_| (rng.random::<f64>() * 2.0 - 1.0) as f32 * r as f32).collect()
+                (0..b)
+                    .map(|_| (rng.random::<f64>() * 2.0 - 1.0) as f32 * r as f32)
+                    .collect()
             };
             let bright = Tensor::from_vec(per(rng, 0.2 * s), (b, 1, 1, 1), dev)?;
             x = x.broadcast_add(&bright)?;
@@ -361,7 +366,8 @@ impl Discriminator {
             x = (x.broadcast_sub(&mean_c)?.broadcast_mul(&(sat + 1.0)?)?).broadcast_add(&mean_c)?;
             let con = Tensor::from_vec(per(rng, 0.5 * s), (b, 1, 1, 1), dev)?;
             let mean_all = x.mean_keepdim(1)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            x = (x.broadcast_sub(&mean_all)?.broadcast_mul(&(con + 1.0)?)?).broadcast_add(&mean_all)?;
+            x = (x.broadcast_sub(&mean_all)?.broadcast_mul(&(con + 1.0)?)?)
+                .broadcast_add(&mean_all)?;
         }
         let t = (self.cfg.aug_translate * h as f64).round() as usize;
         if t > 0 {
@@ -401,7 +407,12 @@ impl Discriminator {
             .enumerate()
             .map(|(i, v)| (format!("var.{i}"), v.as_tensor().clone()))
             .collect();
-        out.extend(self.ema.iter().enumerate().map(|(i, t)| (format!("ema.{i}"), t.clone())));
+        out.extend(
+            self.ema
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("ema.{i}"), t.clone())),
+        );
         out.extend(self.opt.state("opt."));
         out
     }
@@ -412,7 +423,11 @@ impl Discriminator {
     }
 
     /// Restore [`Discriminator::state`].
-    pub fn restore(&mut self, get: &dyn Fn(&str) -> Option<Tensor>, steps: u64) -> Result<(), String> {
+    pub fn restore(
+        &mut self,
+        get: &dyn Fn(&str) -> Option<Tensor>,
+        steps: u64,
+    ) -> Result<(), String> {
         for (i, v) in self.vars.iter().enumerate() {
             let t = get(&format!("var.{i}")).ok_or(format!("missing var.{i}"))?;
             v.set(&t).map_err(|e| e.to_string())?;
@@ -430,7 +445,10 @@ impl Discriminator {
 
     /// The online head parameters (for tests).
     pub fn head_tensors(&self) -> Vec<Tensor> {
-        self.vars[..2 * self.blocks].iter().map(|v| v.as_tensor().clone()).collect()
+        self.vars[..2 * self.blocks]
+            .iter()
+            .map(|v| v.as_tensor().clone())
+            .collect()
     }
 }
 
@@ -484,7 +502,9 @@ mod tests {
 
     fn images(seed: u64, dev: &Device) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..4 * 3 * 16 * 16).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+        let v: Vec<f32> = (0..4 * 3 * 16 * 16)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
         Tensor::from_vec(v, (4, 3, 16, 16), dev).unwrap()
     }
 
@@ -495,7 +515,11 @@ mod tests {
     #[test]
     fn ema_twins_follow_the_rule() {
         let dev = Device::Cpu;
-        let cfg = DiscConfig { dim: 16, tau: 0.9, ..Default::default() };
+        let cfg = DiscConfig {
+            dim: 16,
+            tau: 0.9,
+            ..Default::default()
+        };
         let mut d = Discriminator::new(toy(&dev), cfg, 0, &dev).unwrap();
         let (real, fake) = (images(1, &dev), images(2, &dev));
         for step in 0..3 {
@@ -515,7 +539,12 @@ mod tests {
     fn discriminator_learns_to_separate_and_the_generator_gradient_reaches_the_images() {
         let dev = Device::Cpu;
         for loss in [DiscLoss::Siamese, DiscLoss::Hinge, DiscLoss::NonSaturating] {
-            let cfg = DiscConfig { dim: 16, loss, lr: 3e-3, ..Default::default() };
+            let cfg = DiscConfig {
+                dim: 16,
+                loss,
+                lr: 3e-3,
+                ..Default::default()
+            };
             let mut d = Discriminator::new(toy(&dev), cfg, 0, &dev).unwrap();
             let real = images(1, &dev);
             // "Generated" images: the real ones, darkened.
@@ -544,10 +573,18 @@ mod tests {
         let dev = Device::Cpu;
         let d = Discriminator::new(toy(&dev), DiscConfig::default(), 0, &dev).unwrap();
         let x = Var::from_tensor(&images(3, &dev)).unwrap();
-        let a = d.augment(x.as_tensor(), &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
-        let b = d.augment(x.as_tensor(), &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
+        let a = d
+            .augment(x.as_tensor(), &mut ChaCha8Rng::seed_from_u64(5))
+            .unwrap();
+        let b = d
+            .augment(x.as_tensor(), &mut ChaCha8Rng::seed_from_u64(5))
+            .unwrap();
         assert_eq!(flat(&a), flat(&b));
         let g = a.sum_all().unwrap().backward().unwrap();
-        assert!(flat(g.get(x.as_tensor()).unwrap()).iter().any(|v| *v != 0.0));
+        assert!(
+            flat(g.get(x.as_tensor()).unwrap())
+                .iter()
+                .any(|v| *v != 0.0)
+        );
     }
 }

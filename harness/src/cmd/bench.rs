@@ -269,3 +269,74 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `adt-bench bench tune-memory`.
+pub fn tune_memory(g: &GlobalOpts, a: &crate::cli::BenchTuneMemoryArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the adt-bench executable")?;
+    let dir = tempfile::tempdir()?;
+    let mut peaks = Vec::new();
+    for k in [0usize, 1, 8] {
+        if !g.quiet {
+            eprintln!("one ADT iteration with K = {k} …");
+        }
+        let out = std::process::Command::new(&exe)
+            .args([
+                "tune",
+                "--model",
+                "tiny",
+                "--method",
+                "adt",
+                "--sampler",
+                &a.sampler,
+            ])
+            .args(["--start", "0", "--iters", "1", "--h", "1", "--quiet"])
+            .args(["-k", &k.to_string(), "--batch", &a.batch.to_string()])
+            .arg("--out")
+            .arg(dir.path().join(format!("k{k}")))
+            .env("ADT_REPORT_PEAK_MEMORY", "1")
+            .output()
+            .context("cannot run adt-bench tune")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            anyhow::bail!("tune with K = {k} failed: {err}");
+        }
+        let kib: u64 = err
+            .lines()
+            .find_map(|l| l.strip_prefix("peak_rss_kib="))
+            .and_then(|v| v.trim().parse().ok())
+            .context("the child printed no peak memory (Linux /proc is needed)")?;
+        peaks.push((k, kib));
+    }
+    let mib = |k: u64| k as f64 / 1024.0;
+    let (p0, p1, p8) = (peaks[0].1, peaks[1].1, peaks[2].1);
+    let out = json!({
+        "sampler": a.sampler, "batch": a.batch,
+        "peak_rss_mib": { "k0": mib(p0), "k1": mib(p1), "k8": mib(p8) },
+        "ratio_k8_over_k1": p8 as f64 / p1 as f64,
+        "training_overhead_mib": { "k1": mib(p1.saturating_sub(p0)), "k8": mib(p8.saturating_sub(p0)) },
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "peak resident memory of one ADT iteration on tiny ({}, batch {}):",
+            a.sampler, a.batch
+        );
+        println!("  K = 0 (rollout + discriminator only) {:8.1} MiB", mib(p0));
+        println!(
+            "  K = 1                                {:8.1} MiB (+{:.1})",
+            mib(p1),
+            mib(p1.saturating_sub(p0))
+        );
+        println!(
+            "  K = 8                                {:8.1} MiB (+{:.1})",
+            mib(p8),
+            mib(p8.saturating_sub(p0))
+        );
+        println!(
+            "  ratio K=8 / K=1                      {:8.3}",
+            p8 as f64 / p1 as f64
+        );
+    }
+    Ok(())
+}

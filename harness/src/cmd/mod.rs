@@ -25,6 +25,7 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::TrainEncoder(a) => train_encoder::run(g, &a),
         Command::Tune(a) => tune::run(g, &a),
         Command::Bench(crate::cli::BenchCmd::Inception(a)) => bench::inception(g, &a),
+        Command::Bench(crate::cli::BenchCmd::TuneMemory(a)) => bench::tune_memory(g, &a),
     }
 }
 

@@ -34,7 +34,11 @@ pub fn run(g: &GlobalOpts, a: &TrainEncoderArgs) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     std::fs::write(&a.out, &bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
-    println!("wrote {} (sha256 of tensors {})", a.out.display(), enc.sha256());
+    println!(
+        "wrote {} (sha256 of tensors {})",
+        a.out.display(),
+        enc.sha256()
+    );
     if acc.iter().any(|&x| x < a.min_accuracy) {
         bail!("accuracy below {} on some label", a.min_accuracy);
     }

@@ -110,6 +110,12 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
     };
     let rows = tune(&mut t, &cfg, &out, a.stop_after, &mut bar)?;
     bar.finish();
+    if std::env::var_os("ADT_REPORT_PEAK_MEMORY").is_some() {
+        // For `adt-bench bench tune-memory`: the process's peak resident set.
+        if let Some(kib) = peak_rss_kib() {
+            eprintln!("peak_rss_kib={kib}");
+        }
+    }
     if let Some(r) = rows.last() {
         eprintln!(
             "iteration {}: D loss {:.4}, gap {:.4}, colour-mean error {:.4}; log in {}",
@@ -121,4 +127,13 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// VmHWM of this process (Linux), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
