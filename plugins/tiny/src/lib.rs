@@ -304,9 +304,13 @@ impl TinyModel {
     fn accumulate(&mut self, grads: &candle_core::backprop::GradStore) -> PluginResult<()> {
         for (name, var) in &self.params.vars {
             if let Some(g) = grads.get(var.as_tensor()) {
+                // candle does not detach the gradients of variables: they still reference the
+                // forward graph. Detach, or every accumulated gradient keeps its evaluation's
+                // activations alive until zero_grad (memory growing with K).
+                let g = g.detach();
                 let acc = match self.grads.remove(name) {
-                    Some(a) => (a + g).map_err(err)?,
-                    None => g.clone(),
+                    Some(a) => (a + g).map_err(err)?.detach(),
+                    None => g,
                 };
                 self.grads.insert(name.clone(), acc);
             }
