@@ -12,6 +12,7 @@ pub mod adamw;
 pub mod adt;
 pub mod backbone;
 pub mod data;
+pub mod dinov2;
 pub mod disc;
 pub mod paths;
 pub mod pretrain;
