@@ -5,7 +5,7 @@
 //! `align_corners=False`) using the official `scale_factor = (n + 0.1)/√N`.
 //!
 //! Weights load from Hugging Face `facebook/dinov2-*` names (`encoder.layer.N.attention…`, with
-//! separate q/k/v) or the original torch-hub names (`blocks.N.attn.qkv…`). The input is resized
+//! separate q/k/v, in the hub file's names and transformers 5's `q_proj`/`o_proj`) or the original torch-hub names (`blocks.N.attn.qkv…`). The input is resized
 //! to `image_size` (a multiple of the patch) by a differentiable bilinear resize written as two
 //! matrix products, and normalised with ImageNet mean/std from [-1, 1].
 
@@ -94,6 +94,15 @@ pub fn hf_to_original(name: &str) -> Option<String> {
         "mlp.fc1.bias" => "mlp.fc1.bias",
         "mlp.fc2.weight" => "mlp.fc2.weight",
         "mlp.fc2.bias" => "mlp.fc2.bias",
+        // transformers ≥ 5 state-dict names (the hub file keeps the older names below).
+        "attention.o_proj.weight" => "attn.proj.weight",
+        "attention.o_proj.bias" => "attn.proj.bias",
+        "attention.q_proj.weight" => "attn.q.weight",
+        "attention.q_proj.bias" => "attn.q.bias",
+        "attention.k_proj.weight" => "attn.k.weight",
+        "attention.k_proj.bias" => "attn.k.bias",
+        "attention.v_proj.weight" => "attn.v.weight",
+        "attention.v_proj.bias" => "attn.v.bias",
         // q/k/v are fused into qkv by the loader.
         "attention.attention.query.weight" => "attn.q.weight",
         "attention.attention.query.bias" => "attn.q.bias",
@@ -122,7 +131,11 @@ impl Dinov2 {
                 k
             };
             // f64 is kept (the gradient tests run in f64); anything else computes in f32.
-            let v = if v.dtype() == DType::F64 { v } else { v.to_dtype(DType::F32).map_err(cerr)? };
+            let v = if v.dtype() == DType::F64 {
+                v
+            } else {
+                v.to_dtype(DType::F32).map_err(cerr)?
+            };
             w.insert(name, v);
         }
         if hf {
@@ -130,10 +143,16 @@ impl Dinov2 {
                 let get = |s: &str| {
                     w.get(&format!("blocks.{i}.attn.{s}"))
                         .cloned()
-                        .ok_or_else(|| Error::Invalid(format!("dinov2 weights: missing tensor for block {i} attention {s}")))
+                        .ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "dinov2 weights: missing tensor for block {i} attention {s}"
+                            ))
+                        })
                 };
-                let qkv_w = Tensor::cat(&[get("q.weight")?, get("k.weight")?, get("v.weight")?], 0).map_err(cerr)?;
-                let qkv_b = Tensor::cat(&[get("q.bias")?, get("k.bias")?, get("v.bias")?], 0).map_err(cerr)?;
+                let qkv_w = Tensor::cat(&[get("q.weight")?, get("k.weight")?, get("v.weight")?], 0)
+                    .map_err(cerr)?;
+                let qkv_b = Tensor::cat(&[get("q.bias")?, get("k.bias")?, get("v.bias")?], 0)
+                    .map_err(cerr)?;
                 w.insert(format!("blocks.{i}.attn.qkv.weight"), qkv_w);
                 w.insert(format!("blocks.{i}.attn.qkv.bias"), qkv_b);
             }
@@ -141,7 +160,10 @@ impl Dinov2 {
         let h = cfg.hidden;
         let mut need: Vec<(String, Vec<usize>)> = vec![
             ("cls_token".into(), vec![1, 1, h]),
-            ("patch_embed.proj.weight".into(), vec![h, 3, cfg.patch, cfg.patch]),
+            (
+                "patch_embed.proj.weight".into(),
+                vec![h, 3, cfg.patch, cfg.patch],
+            ),
             ("patch_embed.proj.bias".into(), vec![h]),
             ("norm.weight".into(), vec![h]),
             ("norm.bias".into(), vec![h]),
@@ -167,7 +189,11 @@ impl Dinov2 {
         }
         for (name, shape) in &need {
             match w.get(name) {
-                None => return Err(Error::Invalid(format!("dinov2 weights: missing tensor `{name}`"))),
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "dinov2 weights: missing tensor `{name}`"
+                    )));
+                }
                 Some(t) if t.dims() != shape.as_slice() => {
                     return Err(Error::Invalid(format!(
                         "dinov2 weights: tensor `{name}` has shape {:?}, expected {shape:?}",
@@ -232,7 +258,11 @@ impl Dinov2 {
         // rows: [n, m] x [m, m*h] ; then columns.
         let g = r.matmul(&grid.reshape((m, m * h))?)?.reshape((n, m, h))?;
         let g = g.transpose(0, 1)?.contiguous()?.reshape((m, n * h))?;
-        let g = r.matmul(&g)?.reshape((n, n, h))?.transpose(0, 1)?.contiguous()?;
+        let g = r
+            .matmul(&g)?
+            .reshape((n, n, h))?
+            .transpose(0, 1)?
+            .contiguous()?;
         Tensor::cat(&[cls, g.reshape((1, n * n, h))?], 1)
     }
 
@@ -244,19 +274,27 @@ impl Dinov2 {
         // [-1, 1] → ImageNet-normalised, resized to s × s.
         let x = ((x + 1.0)? * 0.5)?;
         let x = if hh != s || ww != s {
-            let rh = Tensor::from_vec(bilinear_matrix(hh, s), (s, hh), x.device())?.to_dtype(x.dtype())?;
-            let rw = Tensor::from_vec(bilinear_matrix(ww, s), (s, ww), x.device())?.to_dtype(x.dtype())?;
+            let rh = Tensor::from_vec(bilinear_matrix(hh, s), (s, hh), x.device())?
+                .to_dtype(x.dtype())?;
+            let rw = Tensor::from_vec(bilinear_matrix(ww, s), (s, ww), x.device())?
+                .to_dtype(x.dtype())?;
             rh.broadcast_matmul(&x)?.broadcast_matmul(&rw.t()?)?
         } else {
             x
         };
-        let mean = Tensor::from_vec(vec![0.485f32, 0.456, 0.406], (1, 3, 1, 1), x.device())?.to_dtype(x.dtype())?;
-        let std = Tensor::from_vec(vec![0.229f32, 0.224, 0.225], (1, 3, 1, 1), x.device())?.to_dtype(x.dtype())?;
+        let mean = Tensor::from_vec(vec![0.485f32, 0.456, 0.406], (1, 3, 1, 1), x.device())?
+            .to_dtype(x.dtype())?;
+        let std = Tensor::from_vec(vec![0.229f32, 0.224, 0.225], (1, 3, 1, 1), x.device())?
+            .to_dtype(x.dtype())?;
         let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
         let n = s / c.patch;
         let p = x
             .conv2d(self.t("patch_embed.proj.weight"), 0, c.patch, 1, 1)?
-            .broadcast_add(&self.t("patch_embed.proj.bias").reshape((1, c.hidden, 1, 1))?)?;
+            .broadcast_add(
+                &self
+                    .t("patch_embed.proj.bias")
+                    .reshape((1, c.hidden, 1, 1))?,
+            )?;
         let p = p.flatten_from(2)?.transpose(1, 2)?; // [B, n², h]
         let cls = self.t("cls_token").broadcast_as((b, 1, c.hidden))?;
         let mut h = Tensor::cat(&[&cls, &p], 1)?.broadcast_add(&self.pos_embed(n)?)?;
@@ -267,7 +305,9 @@ impl Dinov2 {
             let y = self.layer_norm(&h, &format!("{pre}.norm1"))?;
             let qkv = self.linear(&y, &format!("{pre}.attn.qkv"))?; // [B, T, 3h]
             let t = qkv.dim(1)?;
-            let qkv = qkv.reshape((b, t, 3, c.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+            let qkv = qkv
+                .reshape((b, t, 3, c.heads, hd))?
+                .permute((2, 0, 3, 1, 4))?;
             let q = qkv.get(0)?.contiguous()?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
@@ -373,14 +413,22 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let mut t = |shape: &[usize], scale: f64| -> Tensor {
             let n: usize = shape.iter().product();
-            let v: Vec<f64> = (0..n).map(|_| (rng.random::<f64>() * 2.0 - 1.0) * scale).collect();
-            Tensor::from_vec(v, shape, &dev).unwrap().to_dtype(dtype).unwrap()
+            let v: Vec<f64> = (0..n)
+                .map(|_| (rng.random::<f64>() * 2.0 - 1.0) * scale)
+                .collect();
+            Tensor::from_vec(v, shape, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
         };
         let h = cfg.hidden;
         let mut w = HashMap::new();
         w.insert("cls_token".to_string(), t(&[1, 1, h], 0.5));
         w.insert("pos_embed".to_string(), t(&[1, 10, h], 0.5));
-        w.insert("patch_embed.proj.weight".to_string(), t(&[h, 3, cfg.patch, cfg.patch], 0.2));
+        w.insert(
+            "patch_embed.proj.weight".to_string(),
+            t(&[h, 3, cfg.patch, cfg.patch], 0.2),
+        );
         w.insert("patch_embed.proj.bias".to_string(), t(&[h], 0.1));
         w.insert("norm.weight".to_string(), t(&[h], 1.0));
         w.insert("norm.bias".to_string(), t(&[h], 0.1));
@@ -413,8 +461,14 @@ mod tests {
         let inv: HashMap<String, String> = [
             ("cls_token", "embeddings.cls_token"),
             ("pos_embed", "embeddings.position_embeddings"),
-            ("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight"),
-            ("patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias"),
+            (
+                "patch_embed.proj.weight",
+                "embeddings.patch_embeddings.projection.weight",
+            ),
+            (
+                "patch_embed.proj.bias",
+                "embeddings.patch_embeddings.projection.bias",
+            ),
             ("norm.weight", "layernorm.weight"),
             ("norm.bias", "layernorm.bias"),
         ]
@@ -433,28 +487,48 @@ mod tests {
             let qkv = g("attn.qkv.weight");
             let qkvb = g("attn.qkv.bias");
             for (j, n) in ["query", "key", "value"].iter().enumerate() {
-                out.insert(p(&format!("attention.attention.{n}.weight")), qkv.narrow(0, j * h, h).unwrap());
-                out.insert(p(&format!("attention.attention.{n}.bias")), qkvb.narrow(0, j * h, h).unwrap());
+                out.insert(
+                    p(&format!("attention.attention.{n}.weight")),
+                    qkv.narrow(0, j * h, h).unwrap(),
+                );
+                out.insert(
+                    p(&format!("attention.attention.{n}.bias")),
+                    qkvb.narrow(0, j * h, h).unwrap(),
+                );
             }
             for (a, b) in [
-                ("norm1.weight", "norm1.weight"), ("norm1.bias", "norm1.bias"),
-                ("norm2.weight", "norm2.weight"), ("norm2.bias", "norm2.bias"),
-                ("attn.proj.weight", "attention.output.dense.weight"), ("attn.proj.bias", "attention.output.dense.bias"),
-                ("ls1.gamma", "layer_scale1.lambda1"), ("ls2.gamma", "layer_scale2.lambda1"),
-                ("mlp.fc1.weight", "mlp.fc1.weight"), ("mlp.fc1.bias", "mlp.fc1.bias"),
-                ("mlp.fc2.weight", "mlp.fc2.weight"), ("mlp.fc2.bias", "mlp.fc2.bias"),
+                ("norm1.weight", "norm1.weight"),
+                ("norm1.bias", "norm1.bias"),
+                ("norm2.weight", "norm2.weight"),
+                ("norm2.bias", "norm2.bias"),
+                ("attn.proj.weight", "attention.output.dense.weight"),
+                ("attn.proj.bias", "attention.output.dense.bias"),
+                ("ls1.gamma", "layer_scale1.lambda1"),
+                ("ls2.gamma", "layer_scale2.lambda1"),
+                ("mlp.fc1.weight", "mlp.fc1.weight"),
+                ("mlp.fc1.bias", "mlp.fc1.bias"),
+                ("mlp.fc2.weight", "mlp.fc2.weight"),
+                ("mlp.fc2.bias", "mlp.fc2.bias"),
             ] {
                 out.insert(p(b), g(a));
             }
         }
-        out.insert("embeddings.mask_token".into(), Tensor::zeros((1, h), DType::F32, &Device::Cpu).unwrap());
+        out.insert(
+            "embeddings.mask_token".into(),
+            Tensor::zeros((1, h), DType::F32, &Device::Cpu).unwrap(),
+        );
         out
     }
 
     fn input(dtype: DType, side: usize) -> Tensor {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let v: Vec<f64> = (0..2 * 3 * side * side).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
-        Tensor::from_vec(v, (2, 3, side, side), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+        let v: Vec<f64> = (0..2 * 3 * side * side)
+            .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, (2, 3, side, side), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
     }
 
     #[test]
@@ -462,8 +536,30 @@ mod tests {
         // torch.nn.functional.interpolate(g, scale_factor=((n+0.1)/m,)*2, mode="bicubic",
         // align_corners=False) on g = arange(m*m)**1.5, float64.
         for (m, n, want) in [
-            (3usize, 2usize, vec![0.9259072210845147, 3.4862849642075537, 12.356662734918459, 18.14090270405433]),
-            (5, 8, vec![-1.1209243012907817, -0.8590184533590252, -0.21029045534145513, 0.6268599907585728, 1.9863248537554312, 3.2144717475455886, 5.126933003243978, 6.41256752683151]),
+            (
+                3usize,
+                2usize,
+                vec![
+                    0.9259072210845147,
+                    3.4862849642075537,
+                    12.356662734918459,
+                    18.14090270405433,
+                ],
+            ),
+            (
+                5,
+                8,
+                vec![
+                    -1.1209243012907817,
+                    -0.8590184533590252,
+                    -0.21029045534145513,
+                    0.6268599907585728,
+                    1.9863248537554312,
+                    3.2144717475455886,
+                    5.126933003243978,
+                    6.41256752683151,
+                ],
+            ),
         ] {
             let r = bicubic_matrix(m, n, (n as f64 + 0.1) / m as f64);
             let g: Vec<f64> = (0..m * m).map(|i| (i as f64).powf(1.5)).collect();
@@ -476,7 +572,10 @@ mod tests {
                         v += r[y * m + i] as f64 * r[x * m + j] as f64 * g[i * m + j];
                     }
                 }
-                assert!((v - w).abs() < 1e-4 * w.abs().max(1.0), "{m}->{n} [{y},{x}]: {v} vs {w}");
+                assert!(
+                    (v - w).abs() < 1e-4 * w.abs().max(1.0),
+                    "{m}->{n} [{y},{x}]: {v} vs {w}"
+                );
             }
         }
     }
@@ -488,8 +587,20 @@ mod tests {
         let a = Dinov2::from_tensors(cfg.clone(), w.clone()).unwrap();
         let b = Dinov2::from_tensors(cfg.clone(), to_hf(&w, &cfg)).unwrap();
         let x = input(DType::F32, 12);
-        let fa = a.forward_features(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let fb = b.forward_features(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let fa = a
+            .forward_features(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let fb = b
+            .forward_features(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(fa, fb);
         let mut broken = to_hf(&w, &cfg);
         broken.remove("encoder.layer.1.mlp.fc2.bias");
@@ -506,23 +617,111 @@ mod tests {
         let x = input(DType::F64, 12);
         let loss = |x: &Tensor| -> Tensor {
             let f = net.features(x).unwrap();
-            let mut acc = (f[0].sqr().unwrap().mean_all().unwrap() + f[1].tanh().unwrap().sum_all().unwrap()).unwrap();
-            acc = (acc + net.forward_features(x).unwrap().sin().unwrap().sum_all().unwrap()).unwrap();
+            let mut acc = (f[0].sqr().unwrap().mean_all().unwrap()
+                + f[1].tanh().unwrap().sum_all().unwrap())
+            .unwrap();
+            acc = (acc
+                + net
+                    .forward_features(x)
+                    .unwrap()
+                    .sin()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap())
+            .unwrap();
             acc
         };
         let xv = candle_core::Var::from_tensor(&x).unwrap();
         let g = loss(xv.as_tensor()).backward().unwrap();
-        let gx = g.get(xv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let gx = g
+            .get(xv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         for _ in 0..3 {
             let v: Vec<f64> = (0..gx.len()).map(|_| rng.random::<f64>() - 0.5).collect();
             let vt = Tensor::from_vec(v.clone(), x.dims(), &Device::Cpu).unwrap();
             let h = 1e-5;
-            let lp = loss(&(&x + (&vt * h).unwrap()).unwrap()).to_scalar::<f64>().unwrap();
-            let lm = loss(&(&x - (&vt * h).unwrap()).unwrap()).to_scalar::<f64>().unwrap();
+            let lp = loss(&(&x + (&vt * h).unwrap()).unwrap())
+                .to_scalar::<f64>()
+                .unwrap();
+            let lm = loss(&(&x - (&vt * h).unwrap()).unwrap())
+                .to_scalar::<f64>()
+                .unwrap();
             let fd = (lp - lm) / (2.0 * h);
             let ad: f64 = gx.iter().zip(&v).map(|(a, b)| a * b).sum();
-            assert!((fd - ad).abs() <= 1e-6 * fd.abs().max(1.0), "fd {fd} vs autograd {ad}");
+            assert!(
+                (fd - ad).abs() <= 1e-6 * fd.abs().max(1.0),
+                "fd {fd} vs autograd {ad}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_hugging_face_transformers() {
+        // tests/data/make_dinov2_tiny.py: a random tiny Dinov2Model and its outputs.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/dinov2_tiny.safetensors");
+        let all = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let (test, weights): (HashMap<_, _>, HashMap<_, _>) =
+            all.into_iter().partition(|(k, _)| k.starts_with("test."));
+        let cfg = Dinov2Config {
+            patch: 4,
+            hidden: 16,
+            layers: 2,
+            heads: 2,
+            mlp: 64,
+            eps: 1e-6,
+            image_size: 12,
+            taps: vec![0, 1],
+        };
+        let net = Dinov2::from_tensors(cfg, weights).unwrap();
+        let pv = &test["test.pixel_values"];
+        // Our input is an image in [-1, 1]; undo the ImageNet normalisation the model applies.
+        let mean =
+            Tensor::from_vec(vec![0.485f32, 0.456, 0.406], (1, 3, 1, 1), &Device::Cpu).unwrap();
+        let std =
+            Tensor::from_vec(vec![0.229f32, 0.224, 0.225], (1, 3, 1, 1), &Device::Cpu).unwrap();
+        let x = ((pv
+            .broadcast_mul(&std)
+            .unwrap()
+            .broadcast_add(&mean)
+            .unwrap()
+            * 2.0)
+            .unwrap()
+            - 1.0)
+            .unwrap();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            eprintln!("{what}: max |Δ| {d:e}");
+            assert!(d < 1e-4, "{what}: {d}");
+        };
+        close(
+            &net.forward_features(&x).unwrap(),
+            &test["test.last_hidden_state"],
+            "last_hidden_state",
+        );
+        let feats = net.features(&x).unwrap();
+        for (i, f) in feats.iter().enumerate() {
+            let h = &test[&format!("test.hidden_states.{}", i + 1)];
+            let want = h
+                .narrow(1, 1, 9)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((2, 16, 3, 3))
+                .unwrap();
+            close(f, &want, &format!("block {i}"));
         }
     }
 
