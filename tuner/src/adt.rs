@@ -25,7 +25,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Batcher;
 use crate::disc::{DiscConfig, Discriminator};
-use crate::paths::{GradPath, Rollout, backward_linear, full_backward, l2, pick_trained};
+use crate::paths::{
+    GradPath, Rollout, backward_linear, full_backward, l2, pick_trained, step_state_of,
+};
 use crate::rollout::{self, Guidance};
 use crate::{Error, Progress, Result};
 
@@ -107,7 +109,7 @@ impl TuneConfig {
 
     /// Whether iteration `i` (0-based) ends with a generator update.
     pub fn is_g_update(&self, i: u64) -> bool {
-        (i + 1) % self.h.max(1) == 0
+        (i + 1).is_multiple_of(self.h.max(1))
     }
 
     /// Whether iteration `i` contributes generator gradients (the accumulation window).
@@ -139,9 +141,11 @@ pub struct LogRow {
     pub disc_gap: f64,
     /// Generator gradient norm (before clipping).
     pub grad_norm: f64,
-    /// Norm of the cotangent reaching the trained evaluations, by position in the sampler's
-    /// evaluation order: `index:norm` joined by `;`.
+    /// Norm of the gradient reaching x_{t_i} of each trained evaluation (‖∂L/∂x_{t_i}‖), by the
+    /// evaluation's position in the full schedule: `index:norm` joined by `;`.
     pub eval_grad_norms: String,
+    /// Norm of the cotangent on each trained evaluation's output (what its VJP receives).
+    pub eval_cotangent_norms: String,
     /// Mean |per-image colour mean of x̂0 − that of x0| in [0, 1] units.
     pub color_mean_error: f64,
     /// Generator learning rate.
@@ -152,11 +156,11 @@ pub struct LogRow {
     pub seconds: f64,
 }
 
-const LOG_HEADER: &str = "iter,g_update,loss_d,loss_adv,loss_diff,disc_real,disc_fake,disc_gap,grad_norm,eval_grad_norms,color_mean_error,lr,skipped,seconds";
+const LOG_HEADER: &str = "iter,g_update,loss_d,loss_adv,loss_diff,disc_real,disc_fake,disc_gap,grad_norm,eval_grad_norms,eval_cotangent_norms,color_mean_error,lr,skipped,seconds";
 
 fn log_line(r: &LogRow) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3}",
         r.iter,
         r.g_update,
         r.loss_d,
@@ -167,6 +171,7 @@ fn log_line(r: &LogRow) -> String {
         r.disc_gap,
         r.grad_norm,
         r.eval_grad_norms,
+        r.eval_cotangent_norms,
         r.color_mean_error,
         r.lr,
         r.skipped,
@@ -335,6 +340,7 @@ pub fn tune(
     let mut acc_adv = 0.0;
     let mut acc_diff = 0.0;
     let mut acc_norms: Vec<(usize, f64)> = Vec::new();
+    let mut acc_cot: Vec<(usize, f64)> = Vec::new();
     let mut acc_bad = false;
     for i in start..end {
         let t0 = std::time::Instant::now();
@@ -359,6 +365,7 @@ pub fn tune(
             acc_adv = 0.0;
             acc_diff = 0.0;
             acc_norms.clear();
+            acc_cot.clear();
             acc_bad = false;
         }
         let divisor = cfg.accum.clamp(1, cfg.h.max(1)) as f64;
@@ -396,11 +403,11 @@ pub fn tune(
                 };
                 let mut runs = Vec::new();
                 for (&s, idx) in &groups {
-                    if !plans.contains_key(&s) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = plans.entry(s) {
                         let mut req = cfg.plan.clone();
                         req.start_index = s;
                         req.img2img = true;
-                        plans.insert(s, t.samplers.plan(&req)?);
+                        e.insert(t.samplers.plan(&req)?);
                     }
                     let plan = &plans[&s];
                     let caps: Vec<String> =
@@ -471,16 +478,26 @@ pub fn tune(
                                 let adj = full_backward(t.model, r, &g)?;
                                 for (k, o) in adj.outputs.iter().enumerate() {
                                     if let Some(o) = o {
-                                        acc_norms.push((global_eval(plan, k), l2(o) / scale));
+                                        acc_cot.push((global_eval(plan, k), l2(o) / scale));
+                                    }
+                                    if let Some(st) =
+                                        step_state_of(plan, k).and_then(|j| adj.states[j].as_ref())
+                                    {
+                                        acc_norms.push((global_eval(plan, k), l2(st) / scale));
                                     }
                                 }
                             }
                             path => {
                                 let trained =
                                     pick_trained(plan.evals.len(), cfg.k, cfg.k_random, &mut krng);
-                                let (_, norms) = backward_linear(t.model, r, path, &trained, &g)?;
+                                let (adj, norms) = backward_linear(t.model, r, path, &trained, &g)?;
                                 for (k, n) in trained.iter().zip(norms) {
-                                    acc_norms.push((global_eval(plan, *k), n / scale));
+                                    acc_cot.push((global_eval(plan, *k), n / scale));
+                                    if let Some(st) =
+                                        step_state_of(plan, *k).and_then(|j| adj.states[j].as_ref())
+                                    {
+                                        acc_norms.push((global_eval(plan, *k), l2(st) / scale));
+                                    }
                                 }
                             }
                         }
@@ -509,6 +526,7 @@ pub fn tune(
             };
             row.loss_diff = acc_diff;
             row.eval_grad_norms = summarize_norms(&acc_norms);
+            row.eval_cotangent_norms = summarize_norms(&acc_cot);
             let stats = if acc_bad {
                 t.model.zero_grad()?;
                 None

@@ -267,6 +267,11 @@ pub fn full_backward(
     })
 }
 
+/// The state a plan evaluation's step starts from (x_{t_i} of that evaluation).
+pub fn step_state_of(plan: &Plan, k: usize) -> Option<usize> {
+    plan.steps.iter().position(|s| s.evals.contains(&k))
+}
+
 /// Euclidean norm.
 pub fn l2(t: &HostTensor) -> f64 {
     t.data
