@@ -309,3 +309,40 @@ fn results_do_not_depend_on_the_batch_size() {
         .unwrap();
     assert!(max <= 1, "max pixel difference {max}");
 }
+
+#[test]
+fn tune_writes_a_csv_and_parquet_log_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ft");
+    let o = out.to_str().unwrap();
+    let args = [
+        "tune",
+        "--model",
+        "tiny",
+        "--method",
+        "ft",
+        "--sampler",
+        "ddim:4",
+        "--iters",
+        "4",
+        "--h",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        o,
+        "--quiet",
+    ];
+    let r = run(&[&args[..], &["--stop-after", "2"]].concat());
+    assert!(r.status.success(), "{}", text(&r));
+    let r = run(&args);
+    assert!(r.status.success(), "{}", text(&r));
+    let csv = std::fs::read_to_string(out.join("log.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "header + 4 rows:\n{csv}");
+    assert!(out.join("log.parquet").exists());
+    assert!(out.join("checkpoint/state.json").exists());
+    // Bad settings are usage errors with a clear message.
+    let r = run(&["tune", "--method", "gan", "--out", o]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("unknown method"), "{}", text(&r));
+}

@@ -108,8 +108,16 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
         data,
         device: dev,
     };
-    let rows = tune(&mut t, &cfg, &out, a.stop_after, &mut bar)?;
+    let result = tune(&mut t, &cfg, &out, a.stop_after, &mut bar);
     bar.finish();
+    // The log as parquet too (also after a failure: the rows so far are the diagnosis).
+    let csv = out.join("log.csv");
+    if csv.exists()
+        && let Err(e) = adt_reports::csv_to_parquet(&csv)
+    {
+        eprintln!("warning: could not write log.parquet: {e}");
+    }
+    let rows = result?;
     if std::env::var_os("ADT_REPORT_PEAK_MEMORY").is_some() {
         // For `adt-bench bench tune-memory`: the process's peak resident set.
         if let Some(kib) = peak_rss_kib() {
@@ -117,14 +125,25 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(r) = rows.last() {
-        eprintln!(
-            "iteration {}: D loss {:.4}, gap {:.4}, colour-mean error {:.4}; log in {}",
-            r.iter,
-            r.loss_d,
-            r.disc_gap,
-            r.color_mean_error,
-            out.join("log.csv").display()
-        );
+        match method {
+            Method::Adt => eprintln!(
+                "iteration {}: D loss {:.4}, gap {:.4}, colour-mean error {:.4}; log in {}",
+                r.iter,
+                r.loss_d,
+                r.disc_gap,
+                r.color_mean_error,
+                out.join("log.csv").display()
+            ),
+            Method::Ft => {
+                let last = rows.iter().rev().find(|r| r.g_update);
+                eprintln!(
+                    "iteration {}: diffusion loss {:.4}; log in {}",
+                    r.iter,
+                    last.map_or(f64::NAN, |r| r.loss_diff),
+                    out.join("log.csv").display()
+                )
+            }
+        }
     }
     Ok(())
 }
