@@ -120,7 +120,20 @@ pub fn pretrain(
     let state_path = out.join("state.json");
     let log_path = out.join("log.csv");
     let mut start = 0;
-    if let Ok(text) = std::fs::read_to_string(&state_path) {
+    // The checkpoint folder holds its own state.json (written with it and swapped in with it);
+    // runs made before that kept it beside the folder.
+    let resume = [
+        (ckpt.clone(), ckpt.join("state.json")),
+        (
+            out.join("checkpoint.old"),
+            out.join("checkpoint.old").join("state.json"),
+        ),
+        (ckpt.clone(), state_path.clone()),
+    ]
+    .into_iter()
+    .find(|(_, s)| s.exists());
+    if let Some((ckpt, state_path)) = resume {
+        let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
         let st: State = serde_json::from_str(&text)
             .map_err(|e| Error::Invalid(format!("{}: {e}", state_path.display())))?;
         if st.config != *cfg {
@@ -238,15 +251,28 @@ pub fn pretrain(
 }
 
 fn save_checkpoint(model: &Model, out: &Path, state: &State) -> Result<()> {
-    // The plugin writes each file atomically; state.json is written last, so a crash between
-    // the two leaves a state that points at an older-or-equal checkpoint, never a newer one.
-    let ckpt: PathBuf = out.join("checkpoint");
-    model.save_state(&ckpt)?;
-    let tmp = out.join(".state.json.tmp");
+    // Weights, optimizer and state are written together into `checkpoint.tmp` and swapped in
+    // with renames, so a crash leaves either the previous checkpoint or the new one, never
+    // weights newer than the recorded step.
+    let tmp = out.join("checkpoint.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    model.save_state(&tmp)?;
     let text = serde_json::to_string_pretty(state).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::write(tmp.join("state.json"), &text).map_err(io(&tmp))?;
+    let cur: PathBuf = out.join("checkpoint");
+    let old = out.join("checkpoint.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if cur.exists() {
+        std::fs::rename(&cur, &old).map_err(io(&cur))?;
+    }
+    std::fs::rename(&tmp, &cur).map_err(io(&cur))?;
+    let _ = std::fs::remove_dir_all(&old);
+    // A copy beside the folder for tools that look there (`pretrain` reports progress from it).
+    let side = out.join(".state.json.tmp");
+    std::fs::write(&side, text).map_err(io(&side))?;
     let dst = out.join("state.json");
-    std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+    std::fs::rename(&side, &dst).map_err(io(&dst))?;
     Ok(())
 }
 
