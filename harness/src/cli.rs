@@ -78,6 +78,11 @@ pub enum Command {
     /// Example: adt-bench tune --model tiny --method adt --sampler ddim:10 --iters 200 --out runs/adt
     #[command(verbatim_doc_comment)]
     Tune(TuneArgs),
+    /// Discriminator two-sample probe: train a fresh discriminator of the built-in model on half
+    /// of the (real, generated) pairs and report how well it separates the other half. Lower
+    /// held-out gap = generated images harder to tell from real ones. Pairs are matched by
+    /// order (e.g. `sample` output against `builtin:shapes?offset=1000000`, the same captions).
+    Probe(ProbeArgs),
     /// Train the small frozen encoder the discriminator of the built-in model uses (on
     /// `builtin:shapes`, to classify shape, colour, background and size) and write its weights.
     /// This is how `tuner/weights/shapes-encoder.safetensors` was made.
@@ -227,6 +232,26 @@ pub struct TuneArgs {
     /// Checkpoint every this many iterations.
     #[arg(long = "checkpoint-every", default_value_t = 50)]
     pub checkpoint_every: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Real images: a folder or a data source.
+    pub real: String,
+    /// Generated images, in the same order.
+    pub generated: String,
+    /// Pairs to use (at most).
+    #[arg(short = 'n', long = "num", default_value_t = 512)]
+    pub num: usize,
+    /// Discriminator steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Seed (discriminator initialisation and augmentation).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -320,6 +320,20 @@ impl Discriminator {
         })
     }
 
+    /// The losses and similarities on a batch without any update (held-out evaluation).
+    pub fn eval_stats(&self, real: &Tensor, fake: &Tensor, seed: u64) -> crate::Result<DiscStats> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (ld, _, r, f) = self
+            .losses(&real.detach(), &fake.detach(), &mut rng)
+            .map_err(cerr)?;
+        Ok(DiscStats {
+            loss_d: ld.to_scalar::<f32>().map_err(cerr)? as f64,
+            real: r,
+            fake: f,
+            grad_norm: 0.0,
+        })
+    }
+
     fn update_ema(&mut self) -> candle_core::Result<()> {
         let tau = self.cfg.tau;
         for (e, v) in self.ema.iter_mut().zip(&self.vars) {

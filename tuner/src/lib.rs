@@ -16,6 +16,7 @@ pub mod dinov2;
 pub mod disc;
 pub mod paths;
 pub mod pretrain;
+pub mod probe;
 pub mod rollout;
 
 /// Errors of the tuner.

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod fid;
 pub mod plugins;
 pub mod pretrain;
+pub mod probe;
 pub mod run;
 pub mod sample;
 pub mod train_encoder;
@@ -24,6 +25,7 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Fid(a) => fid::run(g, &a),
         Command::TrainEncoder(a) => train_encoder::run(g, &a),
         Command::Tune(a) => tune::run(g, &a),
+        Command::Probe(a) => probe::run(g, &a),
         Command::Bench(crate::cli::BenchCmd::Inception(a)) => bench::inception(g, &a),
         Command::Bench(crate::cli::BenchCmd::TuneMemory(a)) => bench::tune_memory(g, &a),
     }
