@@ -657,15 +657,7 @@ fn save_checkpoint(t: &mut Tuner<'_>, out: &Path, cfg: &TuneConfig, iter: u64) -
     };
     let text = serde_json::to_string_pretty(&st).map_err(|e| Error::Invalid(e.to_string()))?;
     std::fs::write(tmp.join("state.json"), text).map_err(io(&tmp))?;
-    let cur = out.join("checkpoint");
-    let old = out.join("checkpoint.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if cur.exists() {
-        std::fs::rename(&cur, &old).map_err(io(&cur))?;
-    }
-    std::fs::rename(&tmp, &cur).map_err(io(&cur))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    crate::swap_in_checkpoint(out, &tmp)
 }
 
 /// Shortcut for the built-in model: a discriminator on the committed shapes encoder.

@@ -56,6 +56,25 @@ pub enum Error {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Swap a completely written `tmp` folder in as `out/checkpoint`: the old one is renamed to
+/// `checkpoint.old` first and removed last, so a crash leaves a complete checkpoint under one
+/// of the two names (resume looks at both).
+pub(crate) fn swap_in_checkpoint(out: &std::path::Path, tmp: &std::path::Path) -> Result<()> {
+    let io = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, source }
+    };
+    let cur = out.join("checkpoint");
+    let old = out.join("checkpoint.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if cur.exists() {
+        std::fs::rename(&cur, &old).map_err(io(&cur))?;
+    }
+    std::fs::rename(tmp, &cur).map_err(io(&cur))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
 /// Progress reporting from long loops (the harness draws bars; tests ignore it).
 pub trait Progress {
     /// `done` of `total` units finished; `message` is a short status line.

@@ -6,7 +6,7 @@
 //! (`adt-bench pretrain --model tiny --data builtin:shapes`), and it works for any model plugin.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use adt_plugin_api::OptimConfig;
 use adt_plugin_host::Model;
@@ -260,14 +260,7 @@ fn save_checkpoint(model: &Model, out: &Path, state: &State) -> Result<()> {
     model.save_state(&tmp)?;
     let text = serde_json::to_string_pretty(state).map_err(|e| Error::Invalid(e.to_string()))?;
     std::fs::write(tmp.join("state.json"), &text).map_err(io(&tmp))?;
-    let cur: PathBuf = out.join("checkpoint");
-    let old = out.join("checkpoint.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if cur.exists() {
-        std::fs::rename(&cur, &old).map_err(io(&cur))?;
-    }
-    std::fs::rename(&tmp, &cur).map_err(io(&cur))?;
-    let _ = std::fs::remove_dir_all(&old);
+    crate::swap_in_checkpoint(out, &tmp)?;
     // A copy beside the folder for tools that look there (`pretrain` reports progress from it).
     let side = out.join(".state.json.tmp");
     std::fs::write(&side, text).map_err(io(&side))?;
