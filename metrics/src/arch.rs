@@ -6,8 +6,10 @@
 /// One convolution (always followed by batch norm without scale, eps 1e-3, and ReLU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvSpec {
-    /// pytorch-fid name prefix, e.g. `Mixed_5b.branch5x5_2`.
-    pub name: &'static str,
+    /// Block, e.g. `Mixed_5b` (or the stem layer, e.g. `Conv2d_1a_3x3`).
+    pub block: &'static str,
+    /// Branch within the block, e.g. `branch5x5_2` (empty for stem layers).
+    pub branch: &'static str,
     /// Input channels.
     pub cin: usize,
     /// Output channels.
@@ -24,6 +26,17 @@ pub struct ConvSpec {
     pub pw: usize,
 }
 
+impl ConvSpec {
+    /// The pytorch-fid name prefix, e.g. `Mixed_5b.branch5x5_2` or `Conv2d_1a_3x3`.
+    pub fn name(&self) -> String {
+        if self.branch.is_empty() {
+            self.block.to_string()
+        } else {
+            format!("{}.{}", self.block, self.branch)
+        }
+    }
+}
+
 /// Batch-norm epsilon of the TF graph.
 pub const BN_EPS: f64 = 1e-3;
 /// Feature dimension of `pool_3`.
@@ -33,7 +46,8 @@ pub const INPUT: usize = 299;
 
 #[allow(clippy::too_many_arguments)]
 const fn c(
-    name: &'static str,
+    block: &'static str,
+    branch: &'static str,
     cin: usize,
     cout: usize,
     kh: usize,
@@ -43,7 +57,8 @@ const fn c(
     pw: usize,
 ) -> ConvSpec {
     ConvSpec {
-        name,
+        block,
+        branch,
         cin,
         cout,
         kh,
@@ -111,12 +126,12 @@ pub enum Block {
 
 /// The whole network up to (not including) the final global average pool.
 pub const BLOCKS: [Block; 18] = [
-    Block::Conv(c("Conv2d_1a_3x3", 3, 32, 3, 3, 2, 0, 0)),
-    Block::Conv(c("Conv2d_2a_3x3", 32, 32, 3, 3, 1, 0, 0)),
-    Block::Conv(c("Conv2d_2b_3x3", 32, 64, 3, 3, 1, 1, 1)),
+    Block::Conv(c("Conv2d_1a_3x3", "", 3, 32, 3, 3, 2, 0, 0)),
+    Block::Conv(c("Conv2d_2a_3x3", "", 32, 32, 3, 3, 1, 0, 0)),
+    Block::Conv(c("Conv2d_2b_3x3", "", 32, 64, 3, 3, 1, 1, 1)),
     Block::MaxPool,
-    Block::Conv(c("Conv2d_3b_1x1", 64, 80, 1, 1, 1, 0, 0)),
-    Block::Conv(c("Conv2d_4a_3x3", 80, 192, 3, 3, 1, 0, 0)),
+    Block::Conv(c("Conv2d_3b_1x1", "", 64, 80, 1, 1, 1, 0, 0)),
+    Block::Conv(c("Conv2d_4a_3x3", "", 80, 192, 3, 3, 1, 0, 0)),
     Block::MaxPool,
     Block::A {
         name: "Mixed_5b",
@@ -170,51 +185,51 @@ pub const BLOCKS: [Block; 18] = [
 /// `[1x1] [5x5_1 → 5x5_2] [dbl_1 → dbl_2 → dbl_3] [pool → branch_pool]`.
 pub fn a_convs(name: &'static str, cin: usize, pool: usize) -> [ConvSpec; 7] {
     [
-        c(leak(name, "branch1x1"), cin, 64, 1, 1, 1, 0, 0),
-        c(leak(name, "branch5x5_1"), cin, 48, 1, 1, 1, 0, 0),
-        c(leak(name, "branch5x5_2"), 48, 64, 5, 5, 1, 2, 2),
-        c(leak(name, "branch3x3dbl_1"), cin, 64, 1, 1, 1, 0, 0),
-        c(leak(name, "branch3x3dbl_2"), 64, 96, 3, 3, 1, 1, 1),
-        c(leak(name, "branch3x3dbl_3"), 96, 96, 3, 3, 1, 1, 1),
-        c(leak(name, "branch_pool"), cin, pool, 1, 1, 1, 0, 0),
+        c(name, "branch1x1", cin, 64, 1, 1, 1, 0, 0),
+        c(name, "branch5x5_1", cin, 48, 1, 1, 1, 0, 0),
+        c(name, "branch5x5_2", 48, 64, 5, 5, 1, 2, 2),
+        c(name, "branch3x3dbl_1", cin, 64, 1, 1, 1, 0, 0),
+        c(name, "branch3x3dbl_2", 64, 96, 3, 3, 1, 1, 1),
+        c(name, "branch3x3dbl_3", 96, 96, 3, 3, 1, 1, 1),
+        c(name, "branch_pool", cin, pool, 1, 1, 1, 0, 0),
     ]
 }
 
 /// InceptionB: `[3x3 (s2)] [dbl_1 → dbl_2 → dbl_3 (s2)] [maxpool]`.
 pub fn b_convs(name: &'static str, cin: usize) -> [ConvSpec; 4] {
     [
-        c(leak(name, "branch3x3"), cin, 384, 3, 3, 2, 0, 0),
-        c(leak(name, "branch3x3dbl_1"), cin, 64, 1, 1, 1, 0, 0),
-        c(leak(name, "branch3x3dbl_2"), 64, 96, 3, 3, 1, 1, 1),
-        c(leak(name, "branch3x3dbl_3"), 96, 96, 3, 3, 2, 0, 0),
+        c(name, "branch3x3", cin, 384, 3, 3, 2, 0, 0),
+        c(name, "branch3x3dbl_1", cin, 64, 1, 1, 1, 0, 0),
+        c(name, "branch3x3dbl_2", 64, 96, 3, 3, 1, 1, 1),
+        c(name, "branch3x3dbl_3", 96, 96, 3, 3, 2, 0, 0),
     ]
 }
 
 /// InceptionC: `[1x1] [7x7_1 → 1×7 → 7×1] [dbl_1 → 7×1 → 1×7 → 7×1 → 1×7] [pool → branch_pool]`.
 pub fn c_convs(name: &'static str, c7: usize) -> [ConvSpec; 10] {
     [
-        c(leak(name, "branch1x1"), 768, 192, 1, 1, 1, 0, 0),
-        c(leak(name, "branch7x7_1"), 768, c7, 1, 1, 1, 0, 0),
-        c(leak(name, "branch7x7_2"), c7, c7, 1, 7, 1, 0, 3),
-        c(leak(name, "branch7x7_3"), c7, 192, 7, 1, 1, 3, 0),
-        c(leak(name, "branch7x7dbl_1"), 768, c7, 1, 1, 1, 0, 0),
-        c(leak(name, "branch7x7dbl_2"), c7, c7, 7, 1, 1, 3, 0),
-        c(leak(name, "branch7x7dbl_3"), c7, c7, 1, 7, 1, 0, 3),
-        c(leak(name, "branch7x7dbl_4"), c7, c7, 7, 1, 1, 3, 0),
-        c(leak(name, "branch7x7dbl_5"), c7, 192, 1, 7, 1, 0, 3),
-        c(leak(name, "branch_pool"), 768, 192, 1, 1, 1, 0, 0),
+        c(name, "branch1x1", 768, 192, 1, 1, 1, 0, 0),
+        c(name, "branch7x7_1", 768, c7, 1, 1, 1, 0, 0),
+        c(name, "branch7x7_2", c7, c7, 1, 7, 1, 0, 3),
+        c(name, "branch7x7_3", c7, 192, 7, 1, 1, 3, 0),
+        c(name, "branch7x7dbl_1", 768, c7, 1, 1, 1, 0, 0),
+        c(name, "branch7x7dbl_2", c7, c7, 7, 1, 1, 3, 0),
+        c(name, "branch7x7dbl_3", c7, c7, 1, 7, 1, 0, 3),
+        c(name, "branch7x7dbl_4", c7, c7, 7, 1, 1, 3, 0),
+        c(name, "branch7x7dbl_5", c7, 192, 1, 7, 1, 0, 3),
+        c(name, "branch_pool", 768, 192, 1, 1, 1, 0, 0),
     ]
 }
 
 /// InceptionD: `[3x3_1 → 3x3_2 (s2)] [7x7x3_1 → 1×7 → 7×1 → 3×3 (s2)] [maxpool]`.
 pub fn d_convs(name: &'static str) -> [ConvSpec; 6] {
     [
-        c(leak(name, "branch3x3_1"), 768, 192, 1, 1, 1, 0, 0),
-        c(leak(name, "branch3x3_2"), 192, 320, 3, 3, 2, 0, 0),
-        c(leak(name, "branch7x7x3_1"), 768, 192, 1, 1, 1, 0, 0),
-        c(leak(name, "branch7x7x3_2"), 192, 192, 1, 7, 1, 0, 3),
-        c(leak(name, "branch7x7x3_3"), 192, 192, 7, 1, 1, 3, 0),
-        c(leak(name, "branch7x7x3_4"), 192, 192, 3, 3, 2, 0, 0),
+        c(name, "branch3x3_1", 768, 192, 1, 1, 1, 0, 0),
+        c(name, "branch3x3_2", 192, 320, 3, 3, 2, 0, 0),
+        c(name, "branch7x7x3_1", 768, 192, 1, 1, 1, 0, 0),
+        c(name, "branch7x7x3_2", 192, 192, 1, 7, 1, 0, 3),
+        c(name, "branch7x7x3_3", 192, 192, 7, 1, 1, 3, 0),
+        c(name, "branch7x7x3_4", 192, 192, 3, 3, 2, 0, 0),
     ]
 }
 
@@ -222,15 +237,15 @@ pub fn d_convs(name: &'static str) -> [ConvSpec; 6] {
 /// [pool → branch_pool]`.
 pub fn e_convs(name: &'static str, cin: usize) -> [ConvSpec; 9] {
     [
-        c(leak(name, "branch1x1"), cin, 320, 1, 1, 1, 0, 0),
-        c(leak(name, "branch3x3_1"), cin, 384, 1, 1, 1, 0, 0),
-        c(leak(name, "branch3x3_2a"), 384, 384, 1, 3, 1, 0, 1),
-        c(leak(name, "branch3x3_2b"), 384, 384, 3, 1, 1, 1, 0),
-        c(leak(name, "branch3x3dbl_1"), cin, 448, 1, 1, 1, 0, 0),
-        c(leak(name, "branch3x3dbl_2"), 448, 384, 3, 3, 1, 1, 1),
-        c(leak(name, "branch3x3dbl_3a"), 384, 384, 1, 3, 1, 0, 1),
-        c(leak(name, "branch3x3dbl_3b"), 384, 384, 3, 1, 1, 1, 0),
-        c(leak(name, "branch_pool"), cin, 192, 1, 1, 1, 0, 0),
+        c(name, "branch1x1", cin, 320, 1, 1, 1, 0, 0),
+        c(name, "branch3x3_1", cin, 384, 1, 1, 1, 0, 0),
+        c(name, "branch3x3_2a", 384, 384, 1, 3, 1, 0, 1),
+        c(name, "branch3x3_2b", 384, 384, 3, 1, 1, 1, 0),
+        c(name, "branch3x3dbl_1", cin, 448, 1, 1, 1, 0, 0),
+        c(name, "branch3x3dbl_2", 448, 384, 3, 3, 1, 1, 1),
+        c(name, "branch3x3dbl_3a", 384, 384, 1, 3, 1, 0, 1),
+        c(name, "branch3x3dbl_3b", 384, 384, 3, 1, 1, 1, 0),
+        c(name, "branch_pool", cin, 192, 1, 1, 1, 0, 0),
     ]
 }
 
@@ -251,24 +266,6 @@ pub fn all_convs() -> Vec<ConvSpec> {
     v
 }
 
-/// Interned `block.branch` names (a fixed, small set: 94 strings for the process lifetime).
-fn leak(block: &str, branch: &str) -> &'static str {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
-    let key = format!("{block}.{branch}");
-    let mut map = NAMES
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = map.get(&key) {
-        return s;
-    }
-    let s: &'static str = Box::leak(key.clone().into_boxed_str());
-    map.insert(key, s);
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +276,7 @@ mod tests {
         assert_eq!(convs.len(), 94);
         // 94 convs × 5 tensors + fc.weight + fc.bias = 472, as in pytorch-fid's state dict.
         assert_eq!(convs.len() * 5 + 2, 472);
-        let names: std::collections::BTreeSet<_> = convs.iter().map(|c| c.name).collect();
+        let names: std::collections::BTreeSet<_> = convs.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), 94, "names are unique");
     }
 

@@ -1,5 +1,5 @@
 //! Images to Inception features: preprocessing by [`Mode`] (in parallel), batched forward
-//! passes, and a feature cache keyed by content.
+//! passes, and the content keys under which the harness caches a set's statistics.
 
 use std::path::{Path, PathBuf};
 
@@ -114,38 +114,4 @@ pub fn hash_files(root: &Path, files: &[PathBuf]) -> Result<String> {
         h.update(&bytes);
     }
     Ok(crate::weights::hex(&h.finalize()))
-}
-
-/// Where cached features of a set live.
-pub fn cache_file(key: &str) -> PathBuf {
-    crate::weights::cache_dir()
-        .join("features")
-        .join(format!("{key}.safetensors"))
-}
-
-/// Load cached features (`None` when absent or unreadable: the cache is only a cache).
-pub fn load_cached(key: &str) -> Option<Vec<f32>> {
-    let bytes = std::fs::read(cache_file(key)).ok()?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).ok()?;
-    let t = st.tensor("features").ok()?;
-    if t.dtype() != safetensors::Dtype::F32 || t.shape().len() != 2 || t.shape()[1] != DIMS {
-        return None;
-    }
-    Some(
-        t.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
-}
-
-/// Store features in the cache (atomically).
-pub fn store_cached(key: &str, features: &[f32]) -> Result<()> {
-    let n = features.len() / DIMS;
-    let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, DIMS], &bytes)
-        .map_err(|e| Error::Mismatch(e.to_string()))?;
-    let out = safetensors::serialize([("features", view)], None)
-        .map_err(|e| Error::Mismatch(e.to_string()))?;
-    crate::weights::write_atomic(&cache_file(key), &out)
 }

@@ -36,7 +36,8 @@ struct Conv {
 
 /// The network with folded weights.
 pub struct Inception {
-    convs: std::collections::HashMap<&'static str, Conv>,
+    /// Keyed by (block, branch).
+    convs: std::collections::HashMap<(&'static str, &'static str), Conv>,
     sha256: String,
 }
 
@@ -86,7 +87,7 @@ impl Inception {
                 }
             }
             convs.insert(
-                spec.name,
+                (spec.block, spec.branch),
                 Conv {
                     spec,
                     w,
@@ -119,7 +120,7 @@ impl Inception {
         for block in BLOCKS {
             let input = cur.as_ref().unwrap_or(x);
             let next = match block {
-                Block::Conv(s) => self.conv(input, s.name),
+                Block::Conv(s) => self.conv(input, &s),
                 Block::MaxPool => max_pool_3x3_s2(input),
                 Block::A { name, cin, pool } => self.block_a(input, &a_convs(name, cin, pool)),
                 Block::B { name, cin } => self.block_b(input, &b_convs(name, cin)),
@@ -133,32 +134,32 @@ impl Inception {
         Ok(global_avg_pool(&last))
     }
 
-    fn layer(&self, name: &str) -> &Conv {
-        &self.convs[name]
+    fn layer(&self, s: &ConvSpec) -> &Conv {
+        &self.convs[&(s.block, s.branch)]
     }
 
-    fn conv(&self, x: &Act, name: &str) -> Act {
-        let l = self.layer(name);
+    fn conv(&self, x: &Act, s: &ConvSpec) -> Act {
+        let l = self.layer(s);
         let (ho, wo) = out_hw(x, &l.spec);
         let mut out = Act::zeros(x.n, ho, wo, l.spec.cout);
         conv_into(x, l, &mut out, 0);
         out
     }
 
-    fn conv_to(&self, x: &Act, name: &str, out: &mut Act, c_off: usize) {
-        conv_into(x, self.layer(name), out, c_off);
+    fn conv_to(&self, x: &Act, s: &ConvSpec, out: &mut Act, c_off: usize) {
+        conv_into(x, self.layer(s), out, c_off);
     }
 
     fn block_a(&self, x: &Act, s: &[ConvSpec; 7]) -> Act {
         let c = s[0].cout + s[2].cout + s[5].cout + s[6].cout;
         let mut out = Act::zeros(x.n, x.h, x.w, c);
-        self.conv_to(x, s[0].name, &mut out, 0);
-        let t = self.conv(x, s[1].name);
-        self.conv_to(&t, s[2].name, &mut out, s[0].cout);
-        let t = self.conv(&self.conv(x, s[3].name), s[4].name);
-        self.conv_to(&t, s[5].name, &mut out, s[0].cout + s[2].cout);
+        self.conv_to(x, &s[0], &mut out, 0);
+        let t = self.conv(x, &s[1]);
+        self.conv_to(&t, &s[2], &mut out, s[0].cout);
+        let t = self.conv(&self.conv(x, &s[3]), &s[4]);
+        self.conv_to(&t, &s[5], &mut out, s[0].cout + s[2].cout);
         let p = pool_3x3_s1(x, PoolBranch::AvgExcludePad);
-        self.conv_to(&p, s[6].name, &mut out, c - s[6].cout);
+        self.conv_to(&p, &s[6], &mut out, c - s[6].cout);
         out
     }
 
@@ -166,25 +167,25 @@ impl Inception {
         let (ho, wo) = out_hw(x, &s[0]);
         let c = s[0].cout + s[3].cout + x.c;
         let mut out = Act::zeros(x.n, ho, wo, c);
-        self.conv_to(x, s[0].name, &mut out, 0);
-        let t = self.conv(&self.conv(x, s[1].name), s[2].name);
-        self.conv_to(&t, s[3].name, &mut out, s[0].cout);
+        self.conv_to(x, &s[0], &mut out, 0);
+        let t = self.conv(&self.conv(x, &s[1]), &s[2]);
+        self.conv_to(&t, &s[3], &mut out, s[0].cout);
         max_pool_3x3_s2_into(x, &mut out, s[0].cout + s[3].cout);
         out
     }
 
     fn block_c(&self, x: &Act, s: &[ConvSpec; 10]) -> Act {
         let mut out = Act::zeros(x.n, x.h, x.w, 768);
-        self.conv_to(x, s[0].name, &mut out, 0);
-        let t = self.conv(&self.conv(x, s[1].name), s[2].name);
-        self.conv_to(&t, s[3].name, &mut out, 192);
-        let mut t = self.conv(x, s[4].name);
+        self.conv_to(x, &s[0], &mut out, 0);
+        let t = self.conv(&self.conv(x, &s[1]), &s[2]);
+        self.conv_to(&t, &s[3], &mut out, 192);
+        let mut t = self.conv(x, &s[4]);
         for spec in &s[5..8] {
-            t = self.conv(&t, spec.name);
+            t = self.conv(&t, spec);
         }
-        self.conv_to(&t, s[8].name, &mut out, 384);
+        self.conv_to(&t, &s[8], &mut out, 384);
         let p = pool_3x3_s1(x, PoolBranch::AvgExcludePad);
-        self.conv_to(&p, s[9].name, &mut out, 576);
+        self.conv_to(&p, &s[9], &mut out, 576);
         out
     }
 
@@ -192,25 +193,25 @@ impl Inception {
         let (ho, wo) = out_hw(x, &s[1]);
         let c = s[1].cout + s[5].cout + x.c;
         let mut out = Act::zeros(x.n, ho, wo, c);
-        let t = self.conv(x, s[0].name);
-        self.conv_to(&t, s[1].name, &mut out, 0);
-        let t = self.conv(&self.conv(&self.conv(x, s[2].name), s[3].name), s[4].name);
-        self.conv_to(&t, s[5].name, &mut out, s[1].cout);
+        let t = self.conv(x, &s[0]);
+        self.conv_to(&t, &s[1], &mut out, 0);
+        let t = self.conv(&self.conv(&self.conv(x, &s[2]), &s[3]), &s[4]);
+        self.conv_to(&t, &s[5], &mut out, s[1].cout);
         max_pool_3x3_s2_into(x, &mut out, s[1].cout + s[5].cout);
         out
     }
 
     fn block_e(&self, x: &Act, s: &[ConvSpec; 9], pool: PoolBranch) -> Act {
         let mut out = Act::zeros(x.n, x.h, x.w, 2048);
-        self.conv_to(x, s[0].name, &mut out, 0);
-        let a = self.conv(x, s[1].name);
-        self.conv_to(&a, s[2].name, &mut out, 320);
-        self.conv_to(&a, s[3].name, &mut out, 704);
-        let b = self.conv(&self.conv(x, s[4].name), s[5].name);
-        self.conv_to(&b, s[6].name, &mut out, 1088);
-        self.conv_to(&b, s[7].name, &mut out, 1472);
+        self.conv_to(x, &s[0], &mut out, 0);
+        let a = self.conv(x, &s[1]);
+        self.conv_to(&a, &s[2], &mut out, 320);
+        self.conv_to(&a, &s[3], &mut out, 704);
+        let b = self.conv(&self.conv(x, &s[4]), &s[5]);
+        self.conv_to(&b, &s[6], &mut out, 1088);
+        self.conv_to(&b, &s[7], &mut out, 1472);
         let p = pool_3x3_s1(x, pool);
-        self.conv_to(&p, s[8].name, &mut out, 1856);
+        self.conv_to(&p, &s[8], &mut out, 1856);
         out
     }
 
@@ -224,68 +225,68 @@ impl Inception {
         let mut cur = x.to_dtype(DType::F32)?;
         for block in BLOCKS {
             cur = match block {
-                Block::Conv(s) => self.cconv(&cur, s.name, &dev)?,
+                Block::Conv(s) => self.cconv(&cur, &s, &dev)?,
                 Block::MaxPool => cur.max_pool2d_with_stride(3, 2)?,
                 Block::A { name, cin, pool } => {
                     let s = a_convs(name, cin, pool);
-                    let b0 = self.cconv(&cur, s[0].name, &dev)?;
-                    let b1 = self.cconv(&self.cconv(&cur, s[1].name, &dev)?, s[2].name, &dev)?;
-                    let b2 = self.cconv(&cur, s[3].name, &dev)?;
-                    let b2 = self.cconv(&self.cconv(&b2, s[4].name, &dev)?, s[5].name, &dev)?;
+                    let b0 = self.cconv(&cur, &s[0], &dev)?;
+                    let b1 = self.cconv(&self.cconv(&cur, &s[1], &dev)?, &s[2], &dev)?;
+                    let b2 = self.cconv(&cur, &s[3], &dev)?;
+                    let b2 = self.cconv(&self.cconv(&b2, &s[4], &dev)?, &s[5], &dev)?;
                     let p = cpool(&cur, PoolBranch::AvgExcludePad)?;
-                    let b3 = self.cconv(&p, s[6].name, &dev)?;
+                    let b3 = self.cconv(&p, &s[6], &dev)?;
                     Tensor::cat(&[b0, b1, b2, b3], 1)?
                 }
                 Block::B { name, cin } => {
                     let s = b_convs(name, cin);
-                    let b0 = self.cconv(&cur, s[0].name, &dev)?;
+                    let b0 = self.cconv(&cur, &s[0], &dev)?;
                     let mut t = cur.clone();
                     for spec in &s[1..4] {
-                        t = self.cconv(&t, spec.name, &dev)?;
+                        t = self.cconv(&t, spec, &dev)?;
                     }
                     let p = cur.max_pool2d_with_stride(3, 2)?;
                     Tensor::cat(&[b0, t, p], 1)?
                 }
                 Block::C { name, c7 } => {
                     let s = c_convs(name, c7);
-                    let b0 = self.cconv(&cur, s[0].name, &dev)?;
+                    let b0 = self.cconv(&cur, &s[0], &dev)?;
                     let mut t = cur.clone();
                     for spec in &s[1..4] {
-                        t = self.cconv(&t, spec.name, &dev)?;
+                        t = self.cconv(&t, spec, &dev)?;
                     }
                     let mut u = cur.clone();
                     for spec in &s[4..9] {
-                        u = self.cconv(&u, spec.name, &dev)?;
+                        u = self.cconv(&u, spec, &dev)?;
                     }
                     let p = cpool(&cur, PoolBranch::AvgExcludePad)?;
-                    let b3 = self.cconv(&p, s[9].name, &dev)?;
+                    let b3 = self.cconv(&p, &s[9], &dev)?;
                     Tensor::cat(&[b0, t, u, b3], 1)?
                 }
                 Block::D { name } => {
                     let s = d_convs(name);
                     let mut t = cur.clone();
                     for spec in &s[0..2] {
-                        t = self.cconv(&t, spec.name, &dev)?;
+                        t = self.cconv(&t, spec, &dev)?;
                     }
                     let mut u = cur.clone();
                     for spec in &s[2..6] {
-                        u = self.cconv(&u, spec.name, &dev)?;
+                        u = self.cconv(&u, spec, &dev)?;
                     }
                     let p = cur.max_pool2d_with_stride(3, 2)?;
                     Tensor::cat(&[t, u, p], 1)?
                 }
                 Block::E { name, cin, pool } => {
                     let s = e_convs(name, cin);
-                    let b0 = self.cconv(&cur, s[0].name, &dev)?;
-                    let a = self.cconv(&cur, s[1].name, &dev)?;
-                    let a1 = self.cconv(&a, s[2].name, &dev)?;
-                    let a2 = self.cconv(&a, s[3].name, &dev)?;
-                    let b = self.cconv(&cur, s[4].name, &dev)?;
-                    let b = self.cconv(&b, s[5].name, &dev)?;
-                    let b1 = self.cconv(&b, s[6].name, &dev)?;
-                    let b2 = self.cconv(&b, s[7].name, &dev)?;
+                    let b0 = self.cconv(&cur, &s[0], &dev)?;
+                    let a = self.cconv(&cur, &s[1], &dev)?;
+                    let a1 = self.cconv(&a, &s[2], &dev)?;
+                    let a2 = self.cconv(&a, &s[3], &dev)?;
+                    let b = self.cconv(&cur, &s[4], &dev)?;
+                    let b = self.cconv(&b, &s[5], &dev)?;
+                    let b1 = self.cconv(&b, &s[6], &dev)?;
+                    let b2 = self.cconv(&b, &s[7], &dev)?;
                     let p = cpool(&cur, pool)?;
-                    let b3 = self.cconv(&p, s[8].name, &dev)?;
+                    let b3 = self.cconv(&p, &s[8], &dev)?;
                     Tensor::cat(&[b0, a1, a2, b1, b2, b3], 1)?
                 }
             };
@@ -294,8 +295,8 @@ impl Inception {
         Ok(cur.mean_keepdim(3)?.mean_keepdim(2)?.reshape((n, DIMS))?)
     }
 
-    fn cconv(&self, x: &Tensor, name: &str, dev: &Device) -> Result<Tensor> {
-        let l = self.layer(name);
+    fn cconv(&self, x: &Tensor, s: &ConvSpec, dev: &Device) -> Result<Tensor> {
+        let l = self.layer(s);
         let s = l.spec;
         let w = Tensor::from_slice(&l.w_oihw, (s.cout, s.cin, s.kh, s.kw), dev)?;
         let b = Tensor::from_slice(&l.b, (1, s.cout, 1, 1), dev)?;

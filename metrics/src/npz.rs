@@ -344,20 +344,14 @@ pub fn write_stats(
             },
         ));
     }
+    let meta_bytes = serde_json::to_vec(meta).unwrap_or_default();
     arrays.push((
         "meta",
         Array {
-            shape: vec![],
-            data: Data::U8(Vec::new()),
-        },
-    ));
-    let meta_bytes = serde_json::to_vec(meta).unwrap_or_default();
-    if let Some(last) = arrays.last_mut() {
-        last.1 = Array {
             shape: vec![meta_bytes.len()],
             data: Data::U8(meta_bytes),
-        };
-    }
+        },
+    ));
     write_npz(path, &arrays, true)
 }
 

@@ -75,21 +75,21 @@ impl InceptionWeights {
         for spec in all_convs() {
             check(
                 &tensors,
-                &format!("{}.conv.weight", spec.name),
+                &format!("{}.conv.weight", spec.name()),
                 &[spec.cout, spec.cin, spec.kh, spec.kw],
                 true,
             )?;
             for p in ["bias", "running_mean", "running_var"] {
                 check(
                     &tensors,
-                    &format!("{}.bn.{p}", spec.name),
+                    &format!("{}.bn.{p}", spec.name()),
                     &[spec.cout],
                     true,
                 )?;
             }
             check(
                 &tensors,
-                &format!("{}.bn.weight", spec.name),
+                &format!("{}.bn.weight", spec.name()),
                 &[spec.cout],
                 false,
             )?;
@@ -114,12 +114,12 @@ impl InceptionWeights {
                 "bn.running_mean",
                 "bn.running_var",
             ] {
-                let t = &tensors[&format!("{}.{suffix}", spec.name)];
+                let t = &tensors[&format!("{}.{suffix}", spec.name())];
                 for v in &t.data {
                     h.update(v.to_le_bytes());
                 }
             }
-            let gamma = tensors.get(&format!("{}.bn.weight", spec.name));
+            let gamma = tensors.get(&format!("{}.bn.weight", spec.name()));
             for i in 0..spec.cout {
                 let g = gamma.map_or(1.0f32, |g| g.data[i]);
                 h.update(g.to_le_bytes());
@@ -151,11 +151,11 @@ impl InceptionWeights {
     /// Batch norm folded into the convolution: `(w', b')` with
     /// `w' = w·γ/√(var+eps)`, `b' = β − mean·γ/√(var+eps)`, computed in f64.
     pub fn folded(&self, spec: &ConvSpec) -> (Vec<f32>, Vec<f32>) {
-        let w = &self.tensors[&format!("{}.conv.weight", spec.name)].data;
-        let beta = &self.tensors[&format!("{}.bn.bias", spec.name)].data;
-        let mean = &self.tensors[&format!("{}.bn.running_mean", spec.name)].data;
-        let var = &self.tensors[&format!("{}.bn.running_var", spec.name)].data;
-        let gamma = self.tensors.get(&format!("{}.bn.weight", spec.name));
+        let w = &self.tensors[&format!("{}.conv.weight", spec.name())].data;
+        let beta = &self.tensors[&format!("{}.bn.bias", spec.name())].data;
+        let mean = &self.tensors[&format!("{}.bn.running_mean", spec.name())].data;
+        let var = &self.tensors[&format!("{}.bn.running_var", spec.name())].data;
+        let gamma = self.tensors.get(&format!("{}.bn.weight", spec.name()));
         let per = spec.cin * spec.kh * spec.kw;
         let mut wf = vec![0f32; w.len()];
         let mut bf = vec![0f32; spec.cout];
@@ -171,62 +171,31 @@ impl InceptionWeights {
     }
 
     /// The tensors as safetensors bytes with sorted names (byte-identical for equal weights).
-    pub fn to_safetensors(&self) -> Vec<u8> {
-        let mut header = String::from("{");
-        let mut offset = 0usize;
-        let meta = serde_json::json!({ "format": "pt", "network": "inception-2015-12-05",
-            "names": "pytorch-fid", "sha256": self.sha256 });
-        header.push_str(&format!("\"__metadata__\":{}", stringify_meta(&meta)));
-        for (name, t) in &self.tensors {
-            let len = t.data.len() * 4;
-            header.push(',');
-            header.push_str(&format!(
-                "{}:{{\"dtype\":\"F32\",\"shape\":{:?},\"data_offsets\":[{},{}]}}",
-                serde_json::Value::String(name.clone()),
-                t.shape,
-                offset,
-                offset + len
-            ));
-            offset += len;
-        }
-        header.push('}');
-        while header.len() % 8 != 0 {
-            header.push(' ');
-        }
-        let mut out = Vec::with_capacity(8 + header.len() + offset);
-        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        for t in self.tensors.values() {
-            for v in &t.data {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        out
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let bytes: Vec<(&String, &Raw, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n, t, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, t, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)
+                    .map(|v| ((*n).clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>();
+        // One metadata entry: the crate writes metadata from a HashMap, so a single key is what
+        // keeps the bytes identical for identical weights.
+        let meta = serde_json::json!({ "network": "inception-2015-12-05", "names": "pytorch-fid",
+            "sha256": self.sha256 });
+        let meta = std::collections::HashMap::from([("adt-bench".to_string(), meta.to_string())]);
+        views
+            .and_then(|v| safetensors::serialize(v, Some(meta)))
+            .map_err(|e| Error::Weights {
+                path: PathBuf::new(),
+                problem: format!("cannot serialise: {e}"),
+            })
     }
-}
-
-fn stringify_meta(meta: &serde_json::Value) -> String {
-    // safetensors metadata is a flat map of strings; keys sorted for stable bytes.
-    let mut m: Vec<(String, String)> = meta
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    m.sort();
-    let body: Vec<String> = m
-        .into_iter()
-        .map(|(k, v)| {
-            format!(
-                "{}:{}",
-                serde_json::Value::String(k),
-                serde_json::Value::String(v)
-            )
-        })
-        .collect();
-    format!("{{{}}}", body.join(","))
 }
 
 fn check(
@@ -272,47 +241,25 @@ pub fn read_tensors(path: &Path, head: &[u8]) -> Result<BTreeMap<String, Raw>> {
 }
 
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Raw>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+    let bad = |problem: String| Error::Weights {
         path: path.to_path_buf(),
-        problem: format!("not a valid safetensors file: {e}"),
-    })?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let data = match view.dtype() {
-            safetensors::Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            safetensors::Dtype::F64 => view
-                .data()
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            safetensors::Dtype::F16 => view
-                .data()
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::Weights {
-                    path: path.to_path_buf(),
-                    problem: format!("tensor `{name}` has unsupported dtype {other:?}"),
-                });
-            }
-        };
-        out.insert(
-            name,
-            Raw {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(out)
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
+        .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let data = t
+                .to_dtype(candle_core::DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let shape = t.dims().to_vec();
+            Ok((name, Raw { shape, data }))
+        })
+        .collect()
 }
 
 /// A `torch.save` zip (state dict) or a TorchScript archive.
@@ -352,11 +299,6 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
     if torchscript {
         walk_module(obj, String::new(), &mut found);
     } else {
-        let obj = match obj {
-            Object::Dict(_) => obj,
-            // A checkpoint dict holding the state dict under a key.
-            other => other,
-        };
         if let Object::Dict(kv) = obj {
             for (k, v) in kv {
                 if let Object::Unicode(k) = k {
@@ -622,7 +564,7 @@ pub fn fetch(dest: &Path) -> Result<String> {
             ));
             if digest.starts_with(PYTORCH_FID_SHA256_PREFIX) {
                 let w = InceptionWeights::load(&pth)?;
-                write_atomic(dest, &w.to_safetensors())?;
+                write_atomic(dest, &w.to_safetensors()?)?;
                 let _ = std::fs::remove_dir_all(&tmp);
                 return Ok(format!("downloaded {PYTORCH_FID_URL}"));
             }
@@ -667,7 +609,8 @@ pub fn fetch(dest: &Path) -> Result<String> {
             ));
         }
         let w = InceptionWeights::load(&archive).map_err(|e| e.to_string())?;
-        write_atomic(dest, &w.to_safetensors()).map_err(|e| e.to_string())?;
+        write_atomic(dest, &w.to_safetensors().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
         // Keep the archive too: `adt-bench bench inception` runs PyTorch on it.
         let keep = dir.join(TORCHSCRIPT_CACHE_FILE);
         let _ = std::fs::copy(&archive, &keep);
@@ -767,7 +710,7 @@ mod tests {
         let mut t = BTreeMap::new();
         for spec in all_convs() {
             t.insert(
-                format!("{}.conv.weight", spec.name),
+                format!("{}.conv.weight", spec.name()),
                 Raw {
                     shape: vec![spec.cout, spec.cin, spec.kh, spec.kw],
                     data: vec![0.0; spec.cout * spec.cin * spec.kh * spec.kw],
@@ -775,7 +718,7 @@ mod tests {
             );
             for p in ["bias", "running_mean", "running_var"] {
                 t.insert(
-                    format!("{}.bn.{p}", spec.name),
+                    format!("{}.bn.{p}", spec.name()),
                     Raw {
                         shape: vec![spec.cout],
                         data: vec![1.0; spec.cout],

@@ -116,39 +116,22 @@ impl ShapesEncoder {
         Self::from_tensors(vars.iter().map(|v| v.as_tensor().detach()).collect())
     }
 
-    /// Read safetensors bytes (f32 or f16), checking every tensor.
+    /// Read safetensors bytes (any float dtype), checking every tensor by name and shape.
     pub fn from_bytes(bytes: &[u8], dev: &Device) -> Result<Self> {
-        let st = safetensors::SafeTensors::deserialize(bytes)
+        let mut st = candle_core::safetensors::load_buffer(bytes, dev)
             .map_err(|e| Error::Invalid(format!("encoder weights: {e}")))?;
         let mut params = Vec::new();
         for (name, shape) in Self::names().into_iter().zip(Self::shapes()) {
-            let t = st
-                .tensor(&name)
-                .map_err(|_| Error::Invalid(format!("encoder weights: missing tensor `{name}`")))?;
-            if t.shape() != shape.as_slice() {
+            let t = st.remove(&name).ok_or_else(|| {
+                Error::Invalid(format!("encoder weights: missing tensor `{name}`"))
+            })?;
+            if t.dims() != shape.as_slice() {
                 return Err(Error::Invalid(format!(
                     "encoder weights: tensor `{name}` has shape {:?}, expected {shape:?}",
-                    t.shape()
+                    t.dims()
                 )));
             }
-            let data: Vec<f32> = match t.dtype() {
-                safetensors::Dtype::F32 => t
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                safetensors::Dtype::F16 => t
-                    .data()
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                d => {
-                    return Err(Error::Invalid(format!(
-                        "encoder weights: `{name}` has dtype {d:?}"
-                    )));
-                }
-            };
-            params.push(Tensor::from_vec(data, shape, dev).map_err(cerr)?);
+            params.push(t.to_dtype(DType::F32).map_err(cerr)?);
         }
         Self::from_tensors(params)
     }
@@ -372,7 +355,6 @@ pub fn train_encoder(
         opt.step(&grads, lr, 1.0).map_err(cerr)?;
         progress.update(step + 1, cfg.iters, &format!("loss {value:.4} lr {lr:.2e}"));
     }
-    let _ = DType::F32;
     Ok(vars)
 }
 

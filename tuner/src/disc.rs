@@ -363,7 +363,7 @@ impl Discriminator {
     /// Differentiable augmentation: colour (brightness, saturation, contrast), translation
     /// with zero (mid-gray) fill, cutout.
     pub fn augment(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
+        let (b, _, h, w) = x.dims4()?;
         let dev = x.device();
         let mut x = x.clone();
         let s = self.cfg.aug_color;
@@ -409,7 +409,6 @@ impl Discriminator {
             let m = Tensor::from_vec(mask, (b, 1, h, w), dev)?;
             x = x.broadcast_mul(&m)?;
         }
-        let _ = c;
         Ok(x)
     }
 
