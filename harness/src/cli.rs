@@ -92,6 +92,18 @@ pub enum Command {
     Bench(BenchCmd),
 }
 
+/// Where the FID Inception weights come from.
+#[derive(Debug, Args, Clone)]
+pub struct InceptionOpts {
+    /// Inception weights: pytorch-fid's .pth, a TorchScript archive or safetensors
+    /// (default: ADT_INCEPTION_WEIGHTS, then the cache).
+    #[arg(long = "inception-weights", value_name = "PATH")]
+    pub inception_weights: Option<PathBuf>,
+    /// Never download weights; fail with instructions instead.
+    #[arg(long = "no-download")]
+    pub no_download: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct FidArgs {
     /// Two inputs to compare, or one with --save-stats.
@@ -120,13 +132,8 @@ pub struct FidArgs {
     /// Write the statistics of the one input to this `.npz` (mu, sigma, n, feats, meta).
     #[arg(long = "save-stats", value_name = "FILE.npz")]
     pub save_stats: Option<PathBuf>,
-    /// Inception weights: pytorch-fid's .pth, a TorchScript archive or safetensors
-    /// (default: ADT_INCEPTION_WEIGHTS, then the cache).
-    #[arg(long = "inception-weights", value_name = "PATH")]
-    pub inception_weights: Option<PathBuf>,
-    /// Never download weights; fail with instructions instead.
-    #[arg(long = "no-download")]
-    pub no_download: bool,
+    #[command(flatten)]
+    pub inception: InceptionOpts,
     /// Only make sure the weights are present (fetch and convert them), print where, and exit.
     #[arg(long = "fetch-weights")]
     pub fetch_weights: bool,
@@ -321,9 +328,8 @@ pub struct BenchInceptionArgs {
     /// The reference script (default: ../shared/bench/torch_inception_baseline.py).
     #[arg(long = "torch-script")]
     pub torch_script: Option<PathBuf>,
-    /// Inception weights (as for `fid`).
-    #[arg(long = "inception-weights", value_name = "PATH")]
-    pub inception_weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub inception: InceptionOpts,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

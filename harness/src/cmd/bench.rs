@@ -13,7 +13,7 @@ use serde_json::json;
 use adt_metrics::arch::{DIMS, INPUT};
 use adt_metrics::inception::Act;
 use adt_metrics::stats::FeatureStats;
-use adt_metrics::weights::{self, Fetch};
+use adt_metrics::weights;
 
 use crate::cli::{BenchInceptionArgs, GlobalOpts};
 use crate::cmd::fid::Net;
@@ -77,7 +77,7 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
-    let mut net = Net::new(a.inception_weights.clone(), Fetch::Auto, g.quiet);
+    let mut net = Net::new(&a.inception, g.quiet);
     let (inc, sha, note) = net.get()?;
     let (sha, note) = (sha.to_string(), note.to_string());
 

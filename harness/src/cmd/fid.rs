@@ -12,7 +12,7 @@ use adt_metrics::stats::{FeatureStats, Gaussian};
 use adt_metrics::weights::{self, Fetch};
 use adt_metrics::{Inception, InceptionWeights, Mode};
 
-use crate::cli::{FidArgs, GlobalOpts};
+use crate::cli::{FidArgs, GlobalOpts, InceptionOpts};
 use crate::exit::DataError;
 use crate::progress::Bar;
 
@@ -45,12 +45,16 @@ pub struct Net {
 }
 
 impl Net {
-    /// Resolve lazily from an explicit path, the environment or the cache (downloading when
-    /// allowed).
-    pub fn new(explicit: Option<PathBuf>, fetch: Fetch, quiet: bool) -> Net {
+    /// Resolve lazily from an explicit path, the environment or the cache (downloading unless
+    /// `--no-download`).
+    pub fn new(o: &InceptionOpts, quiet: bool) -> Net {
         Net {
-            explicit,
-            fetch,
+            explicit: o.inception_weights.clone(),
+            fetch: if o.no_download {
+                Fetch::Never
+            } else {
+                Fetch::Auto
+            },
             quiet,
             net: None,
         }
@@ -82,8 +86,8 @@ impl Net {
     }
 }
 
-/// All image files under `root`, recursively, sorted.
-fn image_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// All files under `root`, recursively, sorted.
+fn files_under(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -161,22 +165,27 @@ pub fn set_stats(input: &str, net: &mut Net, o: &SetOptions) -> anyhow::Result<S
     }
     let spec = adt_datasets::DataSpec::parse(input)?;
     let unlimited = matches!(spec, adt_datasets::DataSpec::Shapes { .. });
-    // The set's identity: file contents for file sources, the spec and count for built-ins.
-    let content = match &spec {
-        adt_datasets::DataSpec::Shapes { .. } => format!("{spec}&n={}", o.num),
+    // The set's identity (file contents for file sources, the spec and count for built-ins)
+    // and its size for the progress bar (0 when unknown), from one listing.
+    let (content, total) = match &spec {
+        adt_datasets::DataSpec::Shapes { .. } => (format!("{spec}&n={}", o.num), o.num),
         adt_datasets::DataSpec::Folder { path }
         | adt_datasets::DataSpec::Parquet { path }
         | adt_datasets::DataSpec::WebDataset { path } => {
             let files = if path.is_dir() {
-                image_files(path)?
+                files_under(path)?
             } else {
                 vec![path.clone()]
             };
-            format!(
-                "{}:{}",
-                spec,
-                adt_metrics::features::hash_files(path, &files)?
-            )
+            let images = match spec {
+                adt_datasets::DataSpec::Folder { .. } => files
+                    .iter()
+                    .filter(|p| adt_datasets::is_image_path(p))
+                    .count(),
+                _ => 0,
+            };
+            let hash = adt_metrics::features::hash_files(path, &files)?;
+            (format!("{spec}:{hash}"), images)
         }
     };
     let (net_ref, wsha, _) = net.get()?;
@@ -203,17 +212,6 @@ pub fn set_stats(input: &str, net: &mut Net, o: &SetOptions) -> anyhow::Result<S
         });
     }
     let stream = adt_datasets::open(&spec)?;
-    let total = if unlimited {
-        o.num
-    } else {
-        match &spec {
-            adt_datasets::DataSpec::Folder { path } => image_files(path)?
-                .iter()
-                .filter(|p| adt_datasets::is_image_path(p))
-                .count(),
-            _ => 0,
-        }
-    };
     let stream: adt_datasets::RecordStream = if unlimited {
         Box::new(stream.take(o.num))
     } else {
@@ -338,12 +336,7 @@ fn set_warnings(s: &SetStats, mode: Mode) -> Vec<String> {
 }
 
 pub fn run(g: &GlobalOpts, a: &FidArgs) -> anyhow::Result<()> {
-    let fetch = if a.no_download {
-        Fetch::Never
-    } else {
-        Fetch::Auto
-    };
-    let mut net = Net::new(a.inception_weights.clone(), fetch, g.quiet);
+    let mut net = Net::new(&a.inception, g.quiet);
     if a.fetch_weights {
         let (_, sha, note) = net.get()?;
         if a.json {
