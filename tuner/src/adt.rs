@@ -112,11 +112,22 @@ impl TuneConfig {
         (i + 1).is_multiple_of(self.h.max(1))
     }
 
-    /// Whether iteration `i` contributes generator gradients (the accumulation window).
+    /// Iterations accumulated into one generator update (1 ≤ accum ≤ H).
+    pub fn accum_steps(&self) -> u64 {
+        self.accum.clamp(1, self.h.max(1))
+    }
+
+    /// Whether iteration `i` contributes generator gradients: the last `accum` iterations
+    /// before each update (the update happens at position H − 1 of each H).
     pub fn in_window(&self, i: u64) -> bool {
         let h = self.h.max(1);
-        let pos = i % h; // 0..h-1; the update happens at h-1
-        pos + self.accum.clamp(1, h) >= h
+        i % h + self.accum_steps() >= h
+    }
+
+    /// Whether iteration `i` opens an accumulation window (gradients are cleared there).
+    pub fn window_start(&self, i: u64) -> bool {
+        let h = self.h.max(1);
+        i % h + self.accum_steps() == h
     }
 }
 
@@ -359,8 +370,8 @@ pub fn tune(
             color_mean_error: f64::NAN,
             ..Default::default()
         };
-        let window_start = i % cfg.h.max(1) + cfg.accum.clamp(1, cfg.h.max(1)) == cfg.h.max(1);
-        if window_start {
+        let in_window = cfg.in_window(i);
+        if cfg.window_start(i) {
             t.model.zero_grad()?;
             acc_adv = 0.0;
             acc_diff = 0.0;
@@ -368,155 +379,146 @@ pub fn tune(
             acc_cot.clear();
             acc_bad = false;
         }
-        let divisor = cfg.accum.clamp(1, cfg.h.max(1)) as f64;
-        let cond_all = t.model.encode_prompts(&batch.captions)?;
-        let x0 = t.model.encode_images(&batch.images)?;
-        match cfg.method {
-            Method::Ft => {
-                if cfg.in_window(i) {
-                    let l = t.model.diffusion_loss(
-                        &x0,
-                        cond_all,
-                        mix(cfg.seed, &[i, 1]),
-                        1.0 / divisor,
-                    )?;
-                    acc_diff += l / divisor;
-                    acc_bad |= !l.is_finite();
-                }
+        let divisor = cfg.accum_steps() as f64;
+        // FT outside the accumulation window has nothing to do with this batch (it is drawn
+        // only so both methods see the same data stream).
+        let x0 = if cfg.method == Method::Adt || in_window {
+            Some(t.model.encode_images(&batch.images)?)
+        } else {
+            None
+        };
+        if let (Method::Adt, Some(x0)) = (cfg.method, &x0) {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, &[i, 0]));
+            let m = cfg.plan.steps;
+            let starts: Vec<usize> = (0..cfg.batch)
+                .map(|_| match cfg.start {
+                    StartDist::Uniform => rng.random_range(0..m),
+                    StartDist::Fixed(s) => s.min(m - 1),
+                })
+                .collect();
+            let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (j, &s) in starts.iter().enumerate() {
+                groups.entry(s).or_default().push(j);
             }
-            Method::Adt => {
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, &[i, 0]));
-                let m = cfg.plan.steps;
-                let starts: Vec<usize> = (0..cfg.batch)
-                    .map(|_| match cfg.start {
-                        StartDist::Uniform => rng.random_range(0..m),
-                        StartDist::Fixed(s) => s.min(m - 1),
-                    })
-                    .collect();
-                let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-                for (j, &s) in starts.iter().enumerate() {
-                    groups.entry(s).or_default().push(j);
+            let mut xhat = HostTensor {
+                shape: x0.shape.clone(),
+                data: vec![0.0; x0.data.len()],
+            };
+            let mut runs = Vec::new();
+            for (&s, idx) in &groups {
+                if let std::collections::btree_map::Entry::Vacant(e) = plans.entry(s) {
+                    let mut req = cfg.plan.clone();
+                    req.start_index = s;
+                    req.img2img = true;
+                    e.insert(t.samplers.plan(&req)?);
                 }
-                let mut xhat = HostTensor {
-                    shape: x0.shape.clone(),
-                    data: vec![0.0; x0.data.len()],
+                let plan = &plans[&s];
+                let caps: Vec<String> = idx.iter().map(|&j| batch.captions[j].clone()).collect();
+                let cond = t.model.encode_prompts(&caps)?;
+                let g = Guidance {
+                    cond,
+                    uncond,
+                    scale: cfg.guidance,
                 };
-                let mut runs = Vec::new();
-                for (&s, idx) in &groups {
-                    if let std::collections::btree_map::Entry::Vacant(e) = plans.entry(s) {
-                        let mut req = cfg.plan.clone();
-                        req.start_index = s;
-                        req.img2img = true;
-                        e.insert(t.samplers.plan(&req)?);
+                let sub = slice(x0, idx);
+                let mut rrng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, &[i, 2, s as u64]));
+                let trace = rollout::run(
+                    t.model,
+                    plan,
+                    &sub.shape,
+                    Some(&sub),
+                    None,
+                    g,
+                    &mut rrng,
+                    |_, _| {},
+                )?;
+                scatter(&mut xhat, idx, trace.result());
+                runs.push((s, idx.clone(), cond, trace));
+            }
+            let fake_img = t.model.decode(&xhat)?;
+            row.color_mean_error = color_mean_error(&fake_img, &batch.images);
+            let disc = t
+                .disc
+                .as_mut()
+                .ok_or_else(|| Error::Invalid("no discriminator".into()))?;
+            let real_t = to_tensor(&batch.images, &t.device)?;
+            let fake_t = to_tensor(&fake_img, &t.device)?;
+            let dlr = disc.config().lr * cfg.lr_factor(i);
+            let ds = disc.train_step(&real_t, &fake_t, mix(cfg.seed, &[i, 3]), dlr)?;
+            row.loss_d = ds.loss_d;
+            row.disc_real = ds.real;
+            row.disc_fake = ds.fake;
+            row.disc_gap = ds.real - ds.fake;
+            if in_window {
+                let (la, g_img) = disc.generator_grad(&real_t, &fake_t, mix(cfg.seed, &[i, 4]))?;
+                let g_img = from_tensor(&g_img)?;
+                let g_lat = t.model.decode_vjp(&xhat, &g_img)?;
+                acc_adv += la / divisor;
+                acc_bad |= !la.is_finite();
+                let scale = 1.0 / divisor;
+                for (s, idx, cond, trace) in &runs {
+                    let plan = &plans[s];
+                    let mut g = slice(&g_lat, idx);
+                    for v in &mut g.data {
+                        *v *= scale as f32;
                     }
-                    let plan = &plans[&s];
-                    let caps: Vec<String> =
-                        idx.iter().map(|&j| batch.captions[j].clone()).collect();
-                    let cond = t.model.encode_prompts(&caps)?;
-                    let g = Guidance {
-                        cond,
+                    let guidance = Guidance {
+                        cond: *cond,
                         uncond,
                         scale: cfg.guidance,
                     };
-                    let sub = slice(&x0, idx);
-                    let mut rrng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, &[i, 2, s as u64]));
-                    let trace = rollout::run(
-                        t.model,
+                    let r = Rollout {
                         plan,
-                        &sub.shape,
-                        Some(&sub),
-                        None,
-                        g,
-                        &mut rrng,
-                        |_, _| {},
-                    )?;
-                    scatter(&mut xhat, idx, trace.result());
-                    runs.push((s, idx.clone(), cond, trace));
-                }
-                let fake_img = t.model.decode(&xhat)?;
-                row.color_mean_error = color_mean_error(&fake_img, &batch.images);
-                let disc = t
-                    .disc
-                    .as_mut()
-                    .ok_or_else(|| Error::Invalid("no discriminator".into()))?;
-                let real_t = to_tensor(&batch.images, &t.device)?;
-                let fake_t = to_tensor(&fake_img, &t.device)?;
-                let dlr = disc.config().lr * cfg.lr_factor(i);
-                let ds = disc.train_step(&real_t, &fake_t, mix(cfg.seed, &[i, 3]), dlr)?;
-                row.loss_d = ds.loss_d;
-                row.disc_real = ds.real;
-                row.disc_fake = ds.fake;
-                row.disc_gap = ds.real - ds.fake;
-                if cfg.in_window(i) {
-                    let (la, g_img) =
-                        disc.generator_grad(&real_t, &fake_t, mix(cfg.seed, &[i, 4]))?;
-                    let g_img = from_tensor(&g_img)?;
-                    let g_lat = t.model.decode_vjp(&xhat, &g_img)?;
-                    acc_adv += la / divisor;
-                    acc_bad |= !la.is_finite();
-                    let scale = 1.0 / divisor;
-                    for (s, idx, cond, trace) in &runs {
-                        let plan = &plans[s];
-                        let mut g = slice(&g_lat, idx);
-                        for v in &mut g.data {
-                            *v *= scale as f32;
+                        trace,
+                        guidance: &guidance,
+                        detach_uncond: cfg.detach_uncond,
+                    };
+                    let mut krng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, &[i, 5, *s as u64]));
+                    let (adj, trained) = match cfg.path {
+                        GradPath::Full => {
+                            let adj = full_backward(t.model, r, &g)?;
+                            let all = (0..plan.evals.len())
+                                .filter(|&k| adj.outputs[k].is_some())
+                                .collect();
+                            (adj, all)
                         }
-                        let guidance = Guidance {
-                            cond: *cond,
-                            uncond,
-                            scale: cfg.guidance,
-                        };
-                        let r = Rollout {
-                            plan,
-                            trace,
-                            guidance: &guidance,
-                            detach_uncond: cfg.detach_uncond,
-                        };
-                        let mut krng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, &[i, 5, *s as u64]));
-                        match cfg.path {
-                            GradPath::Full => {
-                                let adj = full_backward(t.model, r, &g)?;
-                                for (k, o) in adj.outputs.iter().enumerate() {
-                                    if let Some(o) = o {
-                                        acc_cot.push((global_eval(plan, k), l2(o) / scale));
-                                    }
-                                    if let Some(st) =
-                                        step_state_of(plan, k).and_then(|j| adj.states[j].as_ref())
-                                    {
-                                        acc_norms.push((global_eval(plan, k), l2(st) / scale));
-                                    }
-                                }
-                            }
-                            path => {
-                                let trained =
-                                    pick_trained(plan.evals.len(), cfg.k, cfg.k_random, &mut krng);
-                                let (adj, norms) = backward_linear(t.model, r, path, &trained, &g)?;
-                                for (k, n) in trained.iter().zip(norms) {
-                                    acc_cot.push((global_eval(plan, *k), n / scale));
-                                    if let Some(st) =
-                                        step_state_of(plan, *k).and_then(|j| adj.states[j].as_ref())
-                                    {
-                                        acc_norms.push((global_eval(plan, *k), l2(st) / scale));
-                                    }
-                                }
-                            }
+                        path => {
+                            let trained =
+                                pick_trained(plan.evals.len(), cfg.k, cfg.k_random, &mut krng);
+                            (backward_linear(t.model, r, path, &trained, &g)?, trained)
+                        }
+                    };
+                    for k in trained {
+                        let at = global_eval(plan, k);
+                        if let Some(o) = &adj.outputs[k] {
+                            acc_cot.push((at, l2(o) / scale));
+                        }
+                        if let Some(st) =
+                            step_state_of(plan, k).and_then(|j| adj.states[j].as_ref())
+                        {
+                            acc_norms.push((at, l2(st) / scale));
                         }
                     }
-                    let l = t.model.diffusion_loss(
-                        &x0,
-                        cond_all,
-                        mix(cfg.seed, &[i, 1]),
-                        cfg.lambda / divisor,
-                    )?;
-                    acc_diff += l / divisor;
-                    acc_bad |= !l.is_finite();
-                }
-                for (_, _, cond, _) in runs {
-                    t.model.release(cond)?;
                 }
             }
+            for (_, _, cond, _) in runs {
+                t.model.release(cond)?;
+            }
         }
-        t.model.release(cond_all)?;
+        if in_window && let Some(x0) = &x0 {
+            // λ·L_diff for ADT, L_diff alone for FT, on fresh noise.
+            let weight = match cfg.method {
+                Method::Adt => cfg.lambda,
+                Method::Ft => 1.0,
+            };
+            let cond_all = t.model.encode_prompts(&batch.captions)?;
+            let l =
+                t.model
+                    .diffusion_loss(x0, cond_all, mix(cfg.seed, &[i, 1]), weight / divisor)?;
+            t.model.release(cond_all)?;
+            acc_diff += l / divisor;
+            acc_bad |= !l.is_finite();
+        }
         if cfg.is_g_update(i) {
             row.g_update = true;
             row.loss_adv = if cfg.method == Method::Adt {

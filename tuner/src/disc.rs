@@ -247,43 +247,61 @@ impl Discriminator {
         acc.expect("at least one block") / self.blocks as f64
     }
 
-    /// Discriminator loss and the generator's adversarial loss on one batch: `real` x0 and
-    /// `fake` x̂0 (generated from that x0), `[B, 3, S, S]` in [-1, 1].
-    fn losses(
+    /// The discriminator loss on one batch — `real` x0 and `fake` x̂0 generated from that x0,
+    /// `[B, 3, S, S]` in [-1, 1] — with the mean real and fake statistics (similarities for the
+    /// siamese form, logits for the projected ones).
+    fn d_loss(
         &self,
         real: &Tensor,
         fake: &Tensor,
         rng: &mut ChaCha8Rng,
-    ) -> candle_core::Result<(Tensor, Tensor, f64, f64)> {
-        let a1 = self.augment(real, rng)?;
-        let a2 = self.augment(real, rng)?;
-        let af = self.augment(fake, rng)?;
-        let f1 = self.backbone.features(&a1)?;
-        let f2 = self.backbone.features(&a2)?;
-        let ff = self.backbone.features(&af)?;
+    ) -> candle_core::Result<(Tensor, f64, f64)> {
         match self.cfg.loss {
             DiscLoss::Siamese => {
                 let t = self.cfg.temperature;
+                let f1 = self.backbone.features(&self.augment(real, rng)?)?;
+                let f2 = self.backbone.features(&self.augment(real, rng)?)?;
+                let ff = self.backbone.features(&self.augment(fake, rng)?)?;
                 let s_rr = self.similarity(&f1, &f2)?;
                 let s_gr = self.similarity(&ff, &f2)?;
                 let ld = (softplus(&(s_rr.neg()? / t)?)? + softplus(&(&s_gr / t)?)?)?.mean_all()?;
-                let la = softplus(&(s_gr.neg()? / t)?)?.mean_all()?;
-                let (r, f) = (mean(&s_rr)?, mean(&s_gr)?);
-                Ok((ld, la, r, f))
+                Ok((ld, mean(&s_rr)?, mean(&s_gr)?))
             }
-            DiscLoss::Hinge => {
-                let lr = self.logit(&f1)?;
-                let lf = self.logit(&ff)?;
-                let ld = ((1.0 - &lr)?.relu()?.mean_all()? + (&lf + 1.0)?.relu()?.mean_all()?)?;
-                let la = lf.neg()?.mean_all()?;
-                Ok((ld, la, mean(&lr)?, mean(&lf)?))
+            DiscLoss::Hinge | DiscLoss::NonSaturating => {
+                let lr = self.logit(&self.backbone.features(&self.augment(real, rng)?)?)?;
+                let lf = self.logit(&self.backbone.features(&self.augment(fake, rng)?)?)?;
+                let ld = if self.cfg.loss == DiscLoss::Hinge {
+                    ((1.0 - &lr)?.relu()?.mean_all()? + (&lf + 1.0)?.relu()?.mean_all()?)?
+                } else {
+                    (softplus(&lr.neg()?)? + softplus(&lf)?)?.mean_all()?
+                };
+                Ok((ld, mean(&lr)?, mean(&lf)?))
             }
+        }
+    }
+
+    /// The generator's adversarial loss on one batch (only the terms that depend on `fake`).
+    fn g_loss(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        rng: &mut ChaCha8Rng,
+    ) -> candle_core::Result<Tensor> {
+        match self.cfg.loss {
+            DiscLoss::Siamese => {
+                let t = self.cfg.temperature;
+                let fr = self.backbone.features(&self.augment(real, rng)?)?;
+                let ff = self.backbone.features(&self.augment(fake, rng)?)?;
+                let s_gr = self.similarity(&ff, &fr)?;
+                softplus(&(s_gr.neg()? / t)?)?.mean_all()
+            }
+            DiscLoss::Hinge => self
+                .logit(&self.backbone.features(&self.augment(fake, rng)?)?)?
+                .neg()?
+                .mean_all(),
             DiscLoss::NonSaturating => {
-                let lr = self.logit(&f1)?;
-                let lf = self.logit(&ff)?;
-                let ld = (softplus(&lr.neg()?)? + softplus(&lf)?)?.mean_all()?;
-                let la = softplus(&lf.neg()?)?.mean_all()?;
-                Ok((ld, la, mean(&lr)?, mean(&lf)?))
+                let lf = self.logit(&self.backbone.features(&self.augment(fake, rng)?)?)?;
+                softplus(&lf.neg()?)?.mean_all()
             }
         }
     }
@@ -297,7 +315,7 @@ impl Discriminator {
         lr: f64,
     ) -> crate::Result<DiscStats> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (ld, _, r, f) = self.losses(real, &fake.detach(), &mut rng).map_err(cerr)?;
+        let (ld, r, f) = self.d_loss(real, &fake.detach(), &mut rng).map_err(cerr)?;
         let loss_d = ld.to_scalar::<f32>().map_err(cerr)? as f64;
         if !loss_d.is_finite() {
             return Ok(DiscStats {
@@ -323,8 +341,8 @@ impl Discriminator {
     /// The losses and similarities on a batch without any update (held-out evaluation).
     pub fn eval_stats(&self, real: &Tensor, fake: &Tensor, seed: u64) -> crate::Result<DiscStats> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (ld, _, r, f) = self
-            .losses(&real.detach(), &fake.detach(), &mut rng)
+        let (ld, r, f) = self
+            .d_loss(&real.detach(), &fake.detach(), &mut rng)
             .map_err(cerr)?;
         Ok(DiscStats {
             loss_d: ld.to_scalar::<f32>().map_err(cerr)? as f64,
@@ -351,7 +369,7 @@ impl Discriminator {
     ) -> crate::Result<(f64, Tensor)> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Var::from_tensor(fake).map_err(cerr)?;
-        let (_, la, _, _) = self.losses(real, x.as_tensor(), &mut rng).map_err(cerr)?;
+        let la = self.g_loss(real, x.as_tensor(), &mut rng).map_err(cerr)?;
         let value = la.to_scalar::<f32>().map_err(cerr)? as f64;
         let grads = la.backward().map_err(cerr)?;
         let g = grads.get(x.as_tensor()).cloned().ok_or_else(|| {

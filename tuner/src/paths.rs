@@ -16,7 +16,7 @@
 //! ([`linear_adjoint`]); the tuner then asks the plugin for one vector–Jacobian product per
 //! trained evaluation. `full` needs the model for the input cotangents ([`full_backward`]).
 
-use adt_plugin_api::{HostTensor, Plan, Src};
+use adt_plugin_api::{HostTensor, Plan, Src, Term};
 use adt_plugin_host::Denoise;
 
 use crate::rollout::{Guidance, Trace};
@@ -81,32 +81,54 @@ pub fn linear_adjoint(plan: &Plan, path: GradPath, g_final: &HostTensor) -> Resu
         ));
     }
     let m = plan.steps.len();
-    let mut states: Vec<Option<HostTensor>> = vec![None; m + 1];
-    let mut outputs: Vec<Option<HostTensor>> = vec![None; plan.evals.len()];
-    states[m] = Some(g_final.clone());
+    let mut adj = Adjoint::start(plan, g_final);
     for j in (0..m).rev() {
-        let Some(g) = states[j + 1].clone() else {
+        let Some(g) = adj.states[j + 1].clone() else {
             continue;
         };
-        for term in &plan.steps[j].next {
+        // drtune keeps every state term; adt passes the previous state through unchanged
+        // (identity) and stops the gradient of older states referenced by multistep formulas.
+        adj.spread(&plan.steps[j].next, &g, |i, coef| match path {
+            GradPath::Adt => (i == j).then_some(1.0),
+            _ => Some(coef),
+        });
+    }
+    Ok(adj)
+}
+
+impl Adjoint {
+    /// Nothing but ∂L/∂x̂0 on the last state.
+    fn start(plan: &Plan, g_final: &HostTensor) -> Adjoint {
+        let m = plan.steps.len();
+        let mut states = vec![None; m + 1];
+        states[m] = Some(g_final.clone());
+        Adjoint {
+            states,
+            outputs: vec![None; plan.evals.len()],
+            inputs: vec![None; plan.evals.len()],
+        }
+    }
+
+    /// Backward through one linear combination whose result has cotangent `g`: outputs get
+    /// `coef·g`; state `i` gets `state_coef(i, coef)·g` where that is `Some`; noise nothing.
+    fn spread(
+        &mut self,
+        terms: &[Term],
+        g: &HostTensor,
+        state_coef: impl Fn(usize, f64) -> Option<f64>,
+    ) {
+        for term in terms {
             match term.src {
-                Src::State(i) => match path {
-                    GradPath::Drtune => axpy(&mut states[i], term.coef, &g),
-                    // The previous state passes the gradient unchanged (identity); older states
-                    // referenced by multistep formulas are stop-gradient.
-                    GradPath::Adt if i == j => axpy(&mut states[i], 1.0, &g),
-                    _ => {}
-                },
-                Src::Out(k) => axpy(&mut outputs[k], term.coef, &g),
+                Src::State(i) => {
+                    if let Some(c) = state_coef(i, term.coef) {
+                        axpy(&mut self.states[i], c, g);
+                    }
+                }
+                Src::Out(k) => axpy(&mut self.outputs[k], term.coef, g),
                 Src::Noise(_) => {}
             }
         }
     }
-    Ok(Adjoint {
-        states,
-        inputs: vec![None; plan.evals.len()],
-        outputs,
-    })
 }
 
 /// Anything that evaluates the denoiser and its vector–Jacobian product: the plugin
@@ -153,50 +175,48 @@ pub struct Rollout<'a> {
     pub detach_uncond: bool,
 }
 
+impl<'a> Rollout<'a> {
+    /// The call of evaluation `k` as it was made in the rollout (`t` holds its time per
+    /// example, see [`Rollout::times`]).
+    fn call(&self, k: usize, t: &'a [f32]) -> Denoise<'a> {
+        Denoise {
+            x: &self.trace.inputs[k],
+            t,
+            cond: self.guidance.cond,
+            uncond: self.guidance.uncond,
+            guidance: self.guidance.scale,
+            detach_uncond: self.detach_uncond,
+        }
+    }
+
+    /// The model time of evaluation `k`, once per example.
+    fn times(&self, k: usize) -> Result<Vec<f32>> {
+        let e = self
+            .plan
+            .evals
+            .get(k)
+            .ok_or_else(|| Error::Invalid(format!("evaluation {k} is not in the plan")))?;
+        Ok(vec![e.t as f32; self.trace.inputs[k].shape[0]])
+    }
+}
+
 /// Accumulate the parameter gradients of the trained evaluations `trained` under `adt` or
-/// `drtune`: one `denoise_vjp` per evaluation with its output cotangent. Returns the adjoint and
-/// the cotangent norm reaching each trained evaluation (in `trained` order).
+/// `drtune`: one `denoise_vjp` per evaluation with its output cotangent. Returns the adjoint.
 pub fn backward_linear(
     model: &mut dyn Denoiser,
     r: Rollout<'_>,
     path: GradPath,
     trained: &[usize],
     g_final: &HostTensor,
-) -> Result<(Adjoint, Vec<f64>)> {
-    let Rollout {
-        plan,
-        trace,
-        guidance,
-        detach_uncond,
-    } = r;
-    let adj = linear_adjoint(plan, path, g_final)?;
-    let mut norms = Vec::with_capacity(trained.len());
+) -> Result<Adjoint> {
+    let adj = linear_adjoint(r.plan, path, g_final)?;
     for &k in trained {
-        let e = plan
-            .evals
-            .get(k)
-            .ok_or_else(|| Error::Invalid(format!("trained evaluation {k} not in the plan")))?;
-        let Some(g) = &adj.outputs[k] else {
-            norms.push(0.0);
-            continue;
-        };
-        norms.push(l2(g));
-        let b = trace.inputs[k].shape[0];
-        let t = vec![e.t as f32; b];
-        model.denoise_vjp(
-            &Denoise {
-                x: &trace.inputs[k],
-                t: &t,
-                cond: guidance.cond,
-                uncond: guidance.uncond,
-                guidance: guidance.scale,
-                detach_uncond,
-            },
-            g,
-            false,
-        )?;
+        let t = r.times(k)?;
+        if let Some(g) = &adj.outputs[k] {
+            model.denoise_vjp(&r.call(k, &t), g, false)?;
+        }
     }
-    Ok((adj, norms))
+    Ok(adj)
 }
 
 /// Reverse mode through the whole rollout with no stop-gradient: every evaluation is recomputed
@@ -207,64 +227,26 @@ pub fn full_backward(
     r: Rollout<'_>,
     g_final: &HostTensor,
 ) -> Result<Adjoint> {
-    let Rollout {
-        plan,
-        trace,
-        guidance,
-        detach_uncond,
-    } = r;
-    let m = plan.steps.len();
-    let mut states: Vec<Option<HostTensor>> = vec![None; m + 1];
-    let mut outputs: Vec<Option<HostTensor>> = vec![None; plan.evals.len()];
-    let mut inputs: Vec<Option<HostTensor>> = vec![None; plan.evals.len()];
-    states[m] = Some(g_final.clone());
-    for j in (0..m).rev() {
+    let plan = r.plan;
+    let mut adj = Adjoint::start(plan, g_final);
+    for j in (0..plan.steps.len()).rev() {
         let step = &plan.steps[j];
-        if let Some(g) = states[j + 1].clone() {
-            for term in &step.next {
-                match term.src {
-                    Src::State(i) => axpy(&mut states[i], term.coef, &g),
-                    Src::Out(k) => axpy(&mut outputs[k], term.coef, &g),
-                    Src::Noise(_) => {}
-                }
-            }
+        if let Some(g) = adj.states[j + 1].clone() {
+            adj.spread(&step.next, &g, |_, c| Some(c));
         }
         for &k in step.evals.iter().rev() {
-            let Some(g) = outputs[k].clone() else {
+            let Some(g) = adj.outputs[k].clone() else {
                 continue;
             };
-            let e = &plan.evals[k];
-            let b = trace.inputs[k].shape[0];
-            let t = vec![e.t as f32; b];
+            let t = r.times(k)?;
             let gu = model
-                .denoise_vjp(
-                    &Denoise {
-                        x: &trace.inputs[k],
-                        t: &t,
-                        cond: guidance.cond,
-                        uncond: guidance.uncond,
-                        guidance: guidance.scale,
-                        detach_uncond,
-                    },
-                    &g,
-                    true,
-                )?
+                .denoise_vjp(&r.call(k, &t), &g, true)?
                 .ok_or_else(|| Error::Invalid("model returned no input cotangent".into()))?;
-            for term in &e.input {
-                match term.src {
-                    Src::State(i) => axpy(&mut states[i], term.coef, &gu),
-                    Src::Out(k2) => axpy(&mut outputs[k2], term.coef, &gu),
-                    Src::Noise(_) => {}
-                }
-            }
-            inputs[k] = Some(gu);
+            adj.spread(&plan.evals[k].input, &gu, |_, c| Some(c));
+            adj.inputs[k] = Some(gu);
         }
     }
-    Ok(Adjoint {
-        states,
-        outputs,
-        inputs,
-    })
+    Ok(adj)
 }
 
 /// The state a plan evaluation's step starts from (x_{t_i} of that evaluation).
