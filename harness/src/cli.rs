@@ -191,7 +191,8 @@ pub struct TuneArgs {
     /// Draw the trained evaluations at random instead of equally spaced with a random offset.
     #[arg(long = "k-random")]
     pub k_random: bool,
-    /// Start index: `uniform` over the sampler's steps, or a fixed index (0 = from noise).
+    /// Start index: `uniform` over the sampler's steps, a fixed index (0 = from noise), or an
+    /// inclusive range `LO..HI` (e.g. `0..3`: mostly high-noise starts).
     #[arg(long, default_value = "uniform")]
     pub start: String,
     /// Guidance scale of the rollouts (default: 1, no guidance).
@@ -253,6 +254,11 @@ pub struct ProbeArgs {
     /// Discriminator steps.
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
+    /// The probe's objective: `non-saturating` (real vs generated logits, unpaired: a classifier
+    /// two-sample test of realism), `hinge`, or `siamese` (each generated image against the real
+    /// image of the same index: also measures content mismatch).
+    #[arg(long, default_value = "non-saturating")]
+    pub loss: String,
     /// Seed (discriminator initialisation and augmentation).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -49,6 +49,9 @@ pub enum StartDist {
     Uniform,
     /// Always this index (0 = from pure noise at the first timestep).
     Fixed(usize),
+    /// Uniform over the indices `lo..=hi` (clamped to the schedule): e.g. `0..=2` keeps the
+    /// rollouts close to text-to-image.
+    Range(usize, usize),
 }
 
 /// Settings of a tuning run (saved with the checkpoint; a resume must match them).
@@ -394,6 +397,10 @@ pub fn tune(
                 .map(|_| match cfg.start {
                     StartDist::Uniform => rng.random_range(0..m),
                     StartDist::Fixed(s) => s.min(m - 1),
+                    StartDist::Range(lo, hi) => {
+                        let hi = hi.min(m - 1);
+                        rng.random_range(lo.min(hi)..=hi)
+                    }
                 })
                 .collect();
             let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();

@@ -352,6 +352,46 @@ impl Discriminator {
         })
     }
 
+    /// Per-example "realness" scores on a batch without any update: for the projected forms the
+    /// logits of the un-augmented images; for the siamese form s_rr (two augmentations of each
+    /// real image) and s_gr (each generated image against its real one). Higher = more real.
+    pub fn scores(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        seed: u64,
+    ) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (real, fake) = (real.detach(), fake.detach());
+        let (r, f) = match self.cfg.loss {
+            DiscLoss::Siamese => {
+                let f1 = self
+                    .backbone
+                    .features(&self.augment(&real, &mut rng).map_err(cerr)?)
+                    .map_err(cerr)?;
+                let f2 = self
+                    .backbone
+                    .features(&self.augment(&real, &mut rng).map_err(cerr)?)
+                    .map_err(cerr)?;
+                let ff = self
+                    .backbone
+                    .features(&self.augment(&fake, &mut rng).map_err(cerr)?)
+                    .map_err(cerr)?;
+                (
+                    self.similarity(&f1, &f2).map_err(cerr)?,
+                    self.similarity(&ff, &f2).map_err(cerr)?,
+                )
+            }
+            DiscLoss::Hinge | DiscLoss::NonSaturating => (
+                self.logit(&self.backbone.features(&real).map_err(cerr)?)
+                    .map_err(cerr)?,
+                self.logit(&self.backbone.features(&fake).map_err(cerr)?)
+                    .map_err(cerr)?,
+            ),
+        };
+        Ok((r.to_vec1().map_err(cerr)?, f.to_vec1().map_err(cerr)?))
+    }
+
     fn update_ema(&mut self) -> candle_core::Result<()> {
         let tau = self.cfg.tau;
         for (e, v) in self.ema.iter_mut().zip(&self.vars) {

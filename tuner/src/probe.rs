@@ -1,33 +1,63 @@
-//! A discriminator two-sample probe: how well can a *fresh* discriminator (same architecture,
-//! same settings, same seed) learn to separate a set of generated images from the real images
-//! they correspond to? Train on one half of the pairs, report the similarity gap on the other
-//! half. Lower held-out gap = generated images harder to tell from real ones. Unlike the gap in
-//! a tuning log, this does not depend on the discriminator the generator was trained against.
+//! A discriminator two-sample probe (a classifier two-sample test): how well can a *fresh*
+//! discriminator — same backbone and heads, trained from scratch — learn to tell a set of
+//! generated images from real ones? Train on one half, score the other half. Held-out accuracy
+//! 0.5 (AUC 0.5) = indistinguishable to this discriminator; 1.0 = fully separable. Unlike the gap
+//! in a tuning log, this does not depend on the discriminator the generator was trained against.
+//!
+//! The default is the projected non-saturating form (real vs generated logits, unpaired): it
+//! measures realism only. The siamese form compares each generated image with the real image of
+//! the same index, so for text-to-image samples it also measures content mismatch.
 
 use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 
-use crate::disc::{DiscConfig, Discriminator};
+use crate::disc::{DiscConfig, DiscLoss, Discriminator};
 use crate::{Error, Result};
 
 /// The probe's result.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ProbeResult {
-    /// Pairs used for training.
+    /// The discriminator's objective.
+    pub loss: DiscLoss,
+    /// Images per set used for training.
     pub train_pairs: usize,
-    /// Held-out pairs.
+    /// Held-out images per set.
     pub eval_pairs: usize,
     /// Discriminator steps.
     pub steps: usize,
-    /// Held-out real−fake gap after training (mean over held-out batches).
+    /// Held-out accuracy: logit sign for the projected forms, s_rr > s_gr per pair for the
+    /// siamese form.
+    pub heldout_accuracy: f64,
+    /// Held-out AUC of the real scores against the generated scores (Mann–Whitney).
+    pub heldout_auc: f64,
+    /// Held-out mean real score − mean generated score.
     pub heldout_gap: f64,
-    /// Held-out discriminator loss after training.
-    pub heldout_loss_d: f64,
     /// Training-batch gap at the last step.
     pub train_gap: f64,
 }
 
-/// Train a fresh discriminator on pairs `(real[i], fake[i])` of the first half and evaluate it
-/// on the second half. Images `[N, 3, S, S]` in [-1, 1].
+/// P(r > f) + ½·P(r = f) over all pairs of a real and a generated score.
+pub fn auc(real: &[f32], fake: &[f32]) -> f64 {
+    let mut fs: Vec<f32> = fake.to_vec();
+    fs.sort_by(f32::total_cmp);
+    let mut total = 0.0;
+    for &r in real {
+        let below = fs.partition_point(|&f| f < r);
+        let not_above = fs.partition_point(|&f| f <= r);
+        total += below as f64 + 0.5 * (not_above - below) as f64;
+    }
+    total / (real.len() as f64 * fake.len().max(1) as f64)
+}
+
+fn ierr(e: candle_core::Error) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+/// Train a fresh discriminator on the first half of `real` and `fake` (shuffled minibatches;
+/// index i of both sets forms a pair for the siamese form) and score the second half.
+/// Images `[N, 3, S, S]` in [-1, 1].
 pub fn separability(
     make: &dyn Fn() -> Result<Discriminator>,
     real: &Tensor,
@@ -36,7 +66,7 @@ pub fn separability(
     batch: usize,
     seed: u64,
 ) -> Result<ProbeResult> {
-    let n = real.dim(0).map_err(|e| Error::Invalid(e.to_string()))?;
+    let n = real.dim(0).map_err(ierr)?;
     if fake.dims() != real.dims() || n < 4 {
         return Err(Error::Invalid(format!(
             "the probe needs matching sets of at least 4 images (got {:?} and {:?})",
@@ -48,46 +78,63 @@ pub fn separability(
     let mut d = make()?;
     let lr = d.config().lr;
     let b = batch.min(half).max(1);
-    let pick = |t: &Tensor, start: usize, len: usize| {
-        t.narrow(0, start, len)
-            .map_err(|e| Error::Invalid(e.to_string()))
-    };
+    let dev = real.device();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED);
+    let mut order: Vec<u32> = Vec::new();
     let mut train_gap = f64::NAN;
     for s in 0..steps {
-        let start = (s * b) % (half - b + 1).max(1);
+        if order.len() < b {
+            let mut epoch: Vec<u32> = (0..half as u32).collect();
+            epoch.shuffle(&mut rng);
+            order.extend(epoch);
+        }
+        let idx: Vec<u32> = order.drain(..b).collect();
+        let idx = Tensor::new(idx.as_slice(), dev).map_err(ierr)?;
         let st = d.train_step(
-            &pick(real, start, b)?,
-            &pick(fake, start, b)?,
+            &real.index_select(&idx, 0).map_err(ierr)?,
+            &fake.index_select(&idx, 0).map_err(ierr)?,
             seed.wrapping_add(s as u64),
             lr,
         )?;
         train_gap = st.real - st.fake;
     }
-    let (mut gap, mut loss, mut count) = (0.0, 0.0, 0.0);
+    let (mut rs, mut fs) = (Vec::new(), Vec::new());
     let mut start = half;
     while start < n {
         let len = b.min(n - start);
-        let st = d.eval_stats(
-            &pick(real, start, len)?,
-            &pick(fake, start, len)?,
+        let (r, f) = d.scores(
+            &real.narrow(0, start, len).map_err(ierr)?,
+            &fake.narrow(0, start, len).map_err(ierr)?,
             seed ^ 0xE7A1 ^ start as u64,
         )?;
-        gap += (st.real - st.fake) * len as f64;
-        loss += st.loss_d * len as f64;
-        count += len as f64;
+        rs.extend(r);
+        fs.extend(f);
         start += len;
     }
+    let loss = d.config().loss;
+    let m = rs.len() as f64;
+    let correct = match loss {
+        DiscLoss::Siamese => rs.iter().zip(&fs).filter(|(r, f)| r > f).count() as f64 / m,
+        _ => {
+            (rs.iter().filter(|r| **r > 0.0).count() + fs.iter().filter(|f| **f < 0.0).count())
+                as f64
+                / (2.0 * m)
+        }
+    };
+    let mean = |v: &[f32]| v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
     Ok(ProbeResult {
+        loss,
         train_pairs: half,
         eval_pairs: n - half,
         steps,
-        heldout_gap: gap / count,
-        heldout_loss_d: loss / count,
+        heldout_accuracy: correct,
+        heldout_auc: auc(&rs, &fs),
+        heldout_gap: mean(&rs) - mean(&fs),
         train_gap,
     })
 }
 
-/// The probe with the built-in model's discriminator (shapes encoder).
+/// [`separability`] with the built-in shapes encoder as backbone.
 pub fn shapes_probe(
     cfg: DiscConfig,
     real: &Tensor,
@@ -106,31 +153,47 @@ mod tests {
     use crate::backbone::{ShapesEncoder, shapes_batch};
 
     #[test]
+    fn auc_counts_ordered_pairs_and_ties() {
+        assert_eq!(auc(&[2.0, 3.0], &[0.0, 1.0]), 1.0);
+        assert_eq!(auc(&[0.0, 1.0], &[2.0, 3.0]), 0.0);
+        // 1 > 0 (1), 1 = 1 (½), 2 > both (2) → 3.5 of 4.
+        assert_eq!(auc(&[1.0, 2.0], &[0.0, 1.0]), 3.5 / 4.0);
+    }
+
+    #[test]
     fn a_fresh_discriminator_separates_altered_images_better_than_real_ones() {
         let dev = Device::Cpu;
         let (real, _) =
             shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 0, 32, &dev).unwrap();
         let (other, _) =
             shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 500, 32, &dev).unwrap();
-        let make = || {
-            let enc = ShapesEncoder::builtin(&dev)?;
-            Discriminator::new(
-                Box::new(enc),
-                DiscConfig {
-                    lr: 1e-3,
-                    ..DiscConfig::default()
-                },
-                0,
-                &dev,
-            )
-        };
-        // Other real images: nothing to separate. Colour-inverted images: easy.
-        let same = separability(&make, &real, &other, 40, 8, 0).unwrap();
-        let inverted = other.neg().unwrap();
-        let easy = separability(&make, &real, &inverted, 40, 8, 0).unwrap();
-        assert!(
-            easy.heldout_gap > same.heldout_gap + 0.05,
-            "{same:?} vs {easy:?}"
-        );
+        for loss in [DiscLoss::NonSaturating, DiscLoss::Siamese] {
+            let make = || {
+                let enc = ShapesEncoder::builtin(&dev)?;
+                Discriminator::new(
+                    Box::new(enc),
+                    DiscConfig {
+                        lr: 1e-3,
+                        loss,
+                        ..DiscConfig::default()
+                    },
+                    0,
+                    &dev,
+                )
+            };
+            // Other real images: nothing to separate. Colour-inverted images: easy.
+            let same = separability(&make, &real, &other, 40, 8, 0).unwrap();
+            let inverted = other.neg().unwrap();
+            let easy = separability(&make, &real, &inverted, 40, 8, 0).unwrap();
+            assert!(
+                easy.heldout_gap > same.heldout_gap + 0.05,
+                "{loss:?}: {same:?} vs {easy:?}"
+            );
+            assert!(easy.heldout_auc > 0.9, "{loss:?}: {easy:?}");
+            assert!(
+                (0.2..0.8).contains(&same.heldout_auc),
+                "{loss:?}: real vs real should be near chance: {same:?}"
+            );
+        }
     }
 }

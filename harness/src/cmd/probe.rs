@@ -35,8 +35,17 @@ pub fn run(g: &GlobalOpts, a: &ProbeArgs) -> anyhow::Result<()> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    let Some(loss) = adt_tuner::disc::DiscLoss::parse(&a.loss) else {
+        bail!(
+            "unknown --loss {:?}: use non-saturating, hinge or siamese",
+            a.loss
+        );
+    };
     let r = adt_tuner::probe::shapes_probe(
-        adt_tuner::disc::DiscConfig::default(),
+        adt_tuner::disc::DiscConfig {
+            loss,
+            ..Default::default()
+        },
         &real,
         &fake,
         a.steps,
@@ -47,8 +56,16 @@ pub fn run(g: &GlobalOpts, a: &ProbeArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "held-out separation gap {:.4} (D loss {:.4}) after {} steps on {} pairs; {} held out",
-            r.heldout_gap, r.heldout_loss_d, r.steps, r.train_pairs, r.eval_pairs
+            "held-out accuracy {:.4}, AUC {:.4}, score gap {:.4} ({:?} discriminator, {} steps on {} + {} images; {} + {} held out; 0.5 = indistinguishable)",
+            r.heldout_accuracy,
+            r.heldout_auc,
+            r.heldout_gap,
+            r.loss,
+            r.steps,
+            r.train_pairs,
+            r.train_pairs,
+            r.eval_pairs,
+            r.eval_pairs
         );
     }
     Ok(())

@@ -23,13 +23,7 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
             a.disc_loss
         )
     })?;
-    let start = match a.start.as_str() {
-        "uniform" => StartDist::Uniform,
-        s => StartDist::Fixed(
-            s.parse()
-                .with_context(|| format!("--start is `uniform` or an index, not `{s}`"))?,
-        ),
-    };
+    let start = parse_start(&a.start)?;
     if a.h == 0 || a.accum == 0 || a.accum > a.h {
         bail!("--h must be ≥ 1 and 1 ≤ --accum ≤ --h");
     }
@@ -155,4 +149,37 @@ pub fn peak_rss_kib() -> Option<u64> {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// `uniform`, an index `N`, or an inclusive range `LO..HI`.
+fn parse_start(s: &str) -> anyhow::Result<StartDist> {
+    let bad = || format!("--start is `uniform`, an index or a range `LO..HI`, not `{s}`");
+    if s == "uniform" {
+        return Ok(StartDist::Uniform);
+    }
+    if let Some((lo, hi)) = s.split_once("..") {
+        let lo: usize = lo.trim().parse().with_context(bad)?;
+        let hi: usize = hi.trim().trim_start_matches('=').parse().with_context(bad)?;
+        if lo > hi {
+            bail!("{}", bad());
+        }
+        return Ok(StartDist::Range(lo, hi));
+    }
+    Ok(StartDist::Fixed(s.parse().with_context(bad)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_distributions_parse() {
+        assert_eq!(parse_start("uniform").unwrap(), StartDist::Uniform);
+        assert_eq!(parse_start("3").unwrap(), StartDist::Fixed(3));
+        assert_eq!(parse_start("0..2").unwrap(), StartDist::Range(0, 2));
+        assert_eq!(parse_start("1..=4").unwrap(), StartDist::Range(1, 4));
+        for bad in ["4..1", "x", "1..", "..3"] {
+            assert!(parse_start(bad).is_err(), "{bad}");
+        }
+    }
 }
