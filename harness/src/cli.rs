@@ -216,6 +216,10 @@ pub struct TuneArgs {
     /// Warm-up iterations.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
+    /// Discriminator-only iterations before the first model update (FT keeps the same
+    /// schedule, so both methods make the same number of updates).
+    #[arg(long = "d-warmup", default_value_t = 0)]
+    pub d_warmup: u64,
     /// Model gradient clipping (global norm).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
@@ -401,6 +405,11 @@ pub struct SampleArgs {
     /// Start from given noise: a safetensors file with a tensor `latents` of shape [N, C, H, W].
     #[arg(long = "init-latents", value_name = "FILE.safetensors")]
     pub init_latents: Option<PathBuf>,
+    /// Image-to-image: noise the built-in evaluation split's images (the images of the default
+    /// prompts, in order) to start index START of the sampler's steps and sample from there
+    /// (0 = the first timestep, from the noised image). The tuning task ADT trains on.
+    #[arg(long, value_name = "START", conflicts_with_all = ["prompt", "init_latents"])]
+    pub img2img: Option<usize>,
     /// Output folder (PNG per image, grid.png, prompts.txt).
     #[arg(long, default_value = "samples")]
     pub out: PathBuf,

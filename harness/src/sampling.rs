@@ -87,17 +87,44 @@ pub fn request(
     }
 }
 
-/// Build a plan.
+/// Build a plan (text-to-image).
 pub fn plan(
     reg: &Registry,
     desc: &ModelDescription,
     spec: &SamplerSpec,
     spacing: Option<Spacing>,
 ) -> anyhow::Result<Plan> {
+    plan_from(reg, desc, spec, spacing, None)
+}
+
+/// Build a plan; `img2img = Some(s)` starts at index s from a noised image.
+pub fn plan_from(
+    reg: &Registry,
+    desc: &ModelDescription,
+    spec: &SamplerSpec,
+    spacing: Option<Spacing>,
+    img2img: Option<usize>,
+) -> anyhow::Result<Plan> {
     let samplers = find_sampler(reg, &spec.name)?;
+    let mut req = request(desc, spec, spacing, img2img.unwrap_or(0));
+    req.img2img = img2img.is_some();
     samplers
-        .plan(&request(desc, spec, spacing, 0))
+        .plan(&req)
         .with_context(|| format!("failed to plan {spec}"))
+}
+
+/// The first `n` images of the built-in evaluation split (the images whose captions
+/// [`eval_prompts`] returns) at `size`, as `[n, 3, size, size]` in [-1, 1].
+pub fn eval_images(n: usize, size: u32) -> anyhow::Result<HostTensor> {
+    let spec = adt_datasets::DataSpec::parse("builtin:shapes?offset=1000000")?;
+    let mut data = Vec::with_capacity(n * 3 * (size * size) as usize);
+    for r in adt_datasets::open_resized(&spec, size)?.take(n) {
+        data.extend(adt_datasets::transform::to_chw_signed(&r?.image));
+    }
+    Ok(HostTensor {
+        shape: vec![n, 3, size as usize, size as usize],
+        data,
+    })
 }
 
 /// Read `latents` [N, C, H, W] from a safetensors file.
@@ -166,6 +193,7 @@ pub fn generate(
     batch: usize,
     seed: u64,
     init: Option<&HostTensor>,
+    x0: Option<&HostTensor>,
     label: &str,
     quiet: bool,
 ) -> anyhow::Result<Vec<RgbImage>> {
@@ -197,11 +225,12 @@ pub fn generate(
                 .wrapping_mul(0x2545_F491_4F6C_DD1D),
         );
         let noise = slice_batch(init, start, n);
+        let x0 = x0.map(|t| slice_batch(t, start, n));
         let trace = adt_tuner::rollout::run(
             model,
             plan,
             &[n, c, h, w],
-            None,
+            x0.as_ref(),
             Some(&noise),
             adt_tuner::rollout::Guidance {
                 cond,

@@ -116,6 +116,78 @@ fn sample_writes_pngs_and_a_grid() {
     );
 }
 
+/// Mean absolute pixel difference (0–255) between two PNG files.
+fn png_distance(a: &Path, b: &image::RgbImage) -> f64 {
+    let a = image::open(a).unwrap().to_rgb8();
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .sum::<f64>()
+        / a.as_raw().len() as f64
+}
+
+#[test]
+fn img2img_starts_from_the_evaluation_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dist = Vec::new();
+    for start in ["0", "7"] {
+        let out = dir.path().join(format!("i{start}"));
+        let o = run(&[
+            "-q",
+            "sample",
+            "--sampler",
+            "ddim:8",
+            "--img2img",
+            start,
+            "-n",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("sample.json")).unwrap())
+                .unwrap();
+        assert_eq!(meta["img2img_start"], start.parse::<u64>().unwrap());
+        let d: f64 = (0..4)
+            .map(|i| {
+                let real = adt_datasets::shapes::generate(
+                    adt_datasets::shapes::ShapesConfig::DEFAULT,
+                    1_000_000 + i,
+                )
+                .image;
+                let real = adt_datasets::transform::resize_center_crop(&real, 32);
+                png_distance(&out.join(format!("{i:06}.png")), &real)
+            })
+            .sum::<f64>()
+            / 4.0;
+        dist.push(d);
+    }
+    // From the last step (little noise) the result is the real image up to a few levels; from
+    // the first step the model redraws it.
+    assert!(dist[1] < 8.0, "start 7: mean |Δ| {:.2}", dist[1]);
+    assert!(
+        dist[0] > 2.0 * dist[1],
+        "start 0 {:.2} vs start 7 {:.2}",
+        dist[0],
+        dist[1]
+    );
+    let o = run(&[
+        "-q",
+        "sample",
+        "--sampler",
+        "ddim:8",
+        "--img2img",
+        "8",
+        "-n",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("past the last step"), "{}", text(&o));
+}
+
 #[test]
 fn init_latents_fix_the_result_whatever_the_seed() {
     let dir = tempfile::tempdir().unwrap();

@@ -87,6 +87,11 @@ pub struct TuneConfig {
     pub lr: f64,
     /// Warm-up iterations of both learning rates (then cosine decay to 10%).
     pub warmup: u64,
+    /// Discriminator-only iterations at the start: the model is first updated after the
+    /// discriminator has trained this long, so early generator steps do not follow a random
+    /// discriminator. The FT baseline keeps the same update schedule.
+    #[serde(default)]
+    pub d_warmup: u64,
     /// Generator gradient clipping (global norm).
     pub clip: f64,
     /// Iterations whose generator gradients are accumulated into one update (≤ H).
@@ -100,19 +105,30 @@ pub struct TuneConfig {
 }
 
 impl TuneConfig {
-    /// Learning-rate factor at iteration `i`: linear warm-up, cosine to 10%.
+    /// Discriminator learning-rate factor at iteration `i`: linear warm-up, cosine to 10%.
     pub fn lr_factor(&self, i: u64) -> f64 {
-        if i < self.warmup {
-            return (i + 1) as f64 / self.warmup as f64;
-        }
-        let span = self.iters.saturating_sub(self.warmup).max(1) as f64;
-        let p = ((i - self.warmup) as f64 / span).min(1.0);
-        0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        schedule(i, self.warmup, self.iters)
+    }
+
+    /// Generator learning-rate factor at iteration `i`: the same schedule over the iterations
+    /// after the discriminator warm-up.
+    pub fn g_lr_factor(&self, i: u64) -> f64 {
+        schedule(
+            i.saturating_sub(self.d_warmup),
+            self.warmup,
+            self.iters.saturating_sub(self.d_warmup),
+        )
+    }
+
+    /// Iteration `i` counted from the end of the discriminator warm-up, if past it.
+    fn g_index(&self, i: u64) -> Option<u64> {
+        i.checked_sub(self.d_warmup)
     }
 
     /// Whether iteration `i` (0-based) ends with a generator update.
     pub fn is_g_update(&self, i: u64) -> bool {
-        (i + 1).is_multiple_of(self.h.max(1))
+        self.g_index(i)
+            .is_some_and(|j| (j + 1).is_multiple_of(self.h.max(1)))
     }
 
     /// Iterations accumulated into one generator update (1 ≤ accum ≤ H).
@@ -124,14 +140,26 @@ impl TuneConfig {
     /// before each update (the update happens at position H − 1 of each H).
     pub fn in_window(&self, i: u64) -> bool {
         let h = self.h.max(1);
-        i % h + self.accum_steps() >= h
+        self.g_index(i)
+            .is_some_and(|j| j % h + self.accum_steps() >= h)
     }
 
     /// Whether iteration `i` opens an accumulation window (gradients are cleared there).
     pub fn window_start(&self, i: u64) -> bool {
         let h = self.h.max(1);
-        i % h + self.accum_steps() == h
+        self.g_index(i)
+            .is_some_and(|j| j % h + self.accum_steps() == h)
     }
+}
+
+/// Linear warm-up over `warmup` iterations, then cosine decay to 10% at `total`.
+fn schedule(i: u64, warmup: u64, total: u64) -> f64 {
+    if i < warmup {
+        return (i + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let p = ((i - warmup) as f64 / span).min(1.0);
+    0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
 }
 
 /// One row of the per-iteration log.
@@ -359,7 +387,7 @@ pub fn tune(
     for i in start..end {
         let t0 = std::time::Instant::now();
         let batch = t.data.next_batch(cfg.batch, progress)?;
-        let lr = cfg.lr * cfg.lr_factor(i);
+        let lr = cfg.lr * cfg.g_lr_factor(i);
         let mut row = LogRow {
             iter: i + 1,
             lr,
@@ -582,7 +610,7 @@ pub fn tune(
         if (i + 1) % cfg.checkpoint_every.max(1) == 0 || last {
             // Only after a completed generator update window, so no half-accumulated gradient
             // is ever needed on resume.
-            if cfg.is_g_update(i) || last {
+            if cfg.is_g_update(i) || i < cfg.d_warmup || last {
                 save_checkpoint(t, out, cfg, i + 1)?;
             }
         }
@@ -673,4 +701,69 @@ fn save_checkpoint(t: &mut Tuner<'_>, out: &Path, cfg: &TuneConfig, iter: u64) -
 pub fn shapes_discriminator(cfg: DiscConfig, seed: u64, dev: &Device) -> Result<Discriminator> {
     let enc = crate::backbone::ShapesEncoder::builtin(dev)?;
     Discriminator::new(Box::new(enc), cfg, seed, dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(h: u64, accum: u64, d_warmup: u64) -> TuneConfig {
+        TuneConfig {
+            method: Method::Adt,
+            iters: 20,
+            batch: 1,
+            seed: 0,
+            plan: PlanRequest {
+                sampler: "ddim".into(),
+                steps: 4,
+                schedule: adt_plugin_api::NoiseSchedule::Discrete {
+                    alphas_cumprod: vec![0.5; 10],
+                },
+                parameterization: adt_plugin_api::Parameterization::Eps,
+                spacing: None,
+                steps_offset: 0,
+                start_index: 0,
+                eta: 0.0,
+                set_alpha_to_one: None,
+                img2img: false,
+            },
+            start: StartDist::Uniform,
+            k: 1,
+            k_random: false,
+            path: GradPath::Adt,
+            guidance: 1.0,
+            detach_uncond: false,
+            lambda: 0.5,
+            h,
+            lr: 1e-4,
+            warmup: 2,
+            d_warmup,
+            clip: 1.0,
+            accum,
+            disc: DiscConfig::default(),
+            max_non_finite: 3,
+            checkpoint_every: 5,
+        }
+    }
+
+    #[test]
+    fn generator_updates_start_after_the_discriminator_warm_up() {
+        let c = cfg(3, 2, 5);
+        let updates: Vec<u64> = (0..20).filter(|&i| c.is_g_update(i)).collect();
+        assert_eq!(updates, [7, 10, 13, 16, 19]);
+        let window: Vec<u64> = (0..20).filter(|&i| c.in_window(i)).collect();
+        assert_eq!(window, [6, 7, 9, 10, 12, 13, 15, 16, 18, 19]);
+        let starts: Vec<u64> = (0..20).filter(|&i| c.window_start(i)).collect();
+        assert_eq!(starts, [6, 9, 12, 15, 18]);
+        // The generator's schedule restarts at the end of the warm-up; the discriminator's not.
+        assert_eq!(c.g_lr_factor(5), 0.5);
+        assert_eq!(c.g_lr_factor(6), 1.0);
+        assert_eq!(c.lr_factor(5), schedule(5, 2, 20));
+        assert!((c.g_lr_factor(19) - schedule(14, 2, 15)).abs() < 1e-15);
+        // Without a warm-up: the original schedule.
+        let c0 = cfg(3, 1, 0);
+        let u0: Vec<u64> = (0..9).filter(|&i| c0.is_g_update(i)).collect();
+        assert_eq!(u0, [2, 5, 8]);
+        assert_eq!(c0.g_lr_factor(7), c0.lr_factor(7));
+    }
 }

@@ -52,6 +52,7 @@ fn config(m: &Model, iters: u64, lr: f64) -> TuneConfig {
         h: 2,
         lr,
         warmup: 1,
+        d_warmup: 0,
         clip: 1.0,
         accum: 1,
         disc: DiscConfig::default(),

@@ -90,6 +90,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             a.batch,
             a.seed,
             None,
+            None,
             &spec.to_string(),
             g.quiet,
         )?;

@@ -15,7 +15,15 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
     let reg = crate::registry::load(&g.plugin_path)?;
     let mut model = super::open_model(&reg, &a.model)?;
     let desc = model.describe()?;
-    let plan = sampling::plan(&reg, &desc, &spec, spacing)?;
+    if let Some(s) = a.img2img
+        && s >= spec.steps
+    {
+        anyhow::bail!(
+            "--img2img {s} is past the last step of {spec} (0..={})",
+            spec.steps - 1
+        );
+    }
+    let plan = sampling::plan_from(&reg, &desc, &spec, spacing, a.img2img)?;
     let init = a
         .init_latents
         .as_deref()
@@ -39,6 +47,17 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         None => sampling::eval_prompts(n),
     };
     let guidance = a.guidance.unwrap_or(desc.default_guidance);
+    let x0 = match a.img2img {
+        Some(_) => {
+            let [_, ih, iw] = desc.image_shape;
+            if ih != iw {
+                anyhow::bail!("--img2img needs a square image model, not {ih}×{iw}");
+            }
+            let images = sampling::eval_images(n, ih as u32)?;
+            Some(model.encode_images(&images)?)
+        }
+        None => None,
+    };
     let out = sampling::generate(
         &mut model,
         &plan,
@@ -48,6 +67,7 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         a.batch,
         a.seed,
         init.as_ref(),
+        x0.as_ref(),
         "sample",
         g.quiet,
     )?;
@@ -55,7 +75,7 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
     let meta = serde_json::json!({
         "model": desc.name, "weights_hash": desc.weights_hash, "sampler": spec.to_string(),
         "spacing": plan_spacing(&a.spacing, &desc), "guidance": guidance, "seed": a.seed, "n": n, "batch": a.batch,
-        "timesteps": plan.timesteps, "init_latents": a.init_latents,
+        "timesteps": plan.timesteps, "init_latents": a.init_latents, "img2img_start": a.img2img,
     });
     std::fs::write(
         a.out.join("sample.json"),

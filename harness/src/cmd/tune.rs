@@ -62,6 +62,7 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
         h: a.h,
         lr: a.lr,
         warmup: a.warmup,
+        d_warmup: a.d_warmup,
         clip: a.clip,
         accum: a.accum,
         disc: disc_cfg.clone(),
@@ -159,7 +160,11 @@ fn parse_start(s: &str) -> anyhow::Result<StartDist> {
     }
     if let Some((lo, hi)) = s.split_once("..") {
         let lo: usize = lo.trim().parse().with_context(bad)?;
-        let hi: usize = hi.trim().trim_start_matches('=').parse().with_context(bad)?;
+        let hi: usize = hi
+            .trim()
+            .trim_start_matches('=')
+            .parse()
+            .with_context(bad)?;
         if lo > hi {
             bail!("{}", bad());
         }
