@@ -6,7 +6,7 @@ use adt_plugin_api::{NoiseSchedule, PlanRequest};
 use adt_plugin_host::{Kind, Model, Registry};
 use adt_tuner::adt::{Method, StartDist, TuneConfig, Tuner, tune};
 use adt_tuner::backbone::ShapesEncoder;
-use adt_tuner::disc::{DiscConfig, Discriminator};
+use adt_tuner::disc::{DiscConfig, DiscLoss, Discriminator};
 use adt_tuner::paths::GradPath;
 use candle_core::Device;
 
@@ -61,34 +61,61 @@ fn config(m: &Model, iters: u64, lr: f64) -> TuneConfig {
     }
 }
 
-fn discriminator(dev: &Device) -> Discriminator {
-    // A fixed random encoder: this test is about the loop's state, not the backbone's quality.
-    let enc = ShapesEncoder::freeze(&ShapesEncoder::init_vars(3, dev).unwrap()).unwrap();
-    Discriminator::new(Box::new(enc), DiscConfig::default(), 7, dev).unwrap()
-}
-
 fn run(
     out: &std::path::Path,
     iters: u64,
     stop_after: Option<u64>,
     lr: f64,
 ) -> adt_tuner::Result<()> {
+    run_with(out, iters, stop_after, lr, |_| {}).map(|_| ())
+}
+
+fn run_with(
+    out: &std::path::Path,
+    iters: u64,
+    stop_after: Option<u64>,
+    lr: f64,
+    edit: impl FnOnce(&mut TuneConfig),
+) -> adt_tuner::Result<Vec<adt_tuner::adt::LogRow>> {
     let reg = registry();
     let mut m = model(&reg);
-    let cfg = config(&m, iters, lr);
+    let mut cfg = config(&m, iters, lr);
+    edit(&mut cfg);
     let samplers =
         adt_plugin_host::Samplers::new(reg.find(Kind::Sampler, "builtin-samplers").unwrap())
             .unwrap();
     let dev = Device::Cpu;
     let spec = adt_datasets::DataSpec::parse("builtin:shapes").unwrap();
+    // A fixed random encoder: these tests are about the loop, not the backbone's quality.
+    let enc = ShapesEncoder::freeze(&ShapesEncoder::init_vars(3, &dev).unwrap()).unwrap();
     let mut t = Tuner {
         model: &mut m,
         samplers: &samplers,
-        disc: Some(discriminator(&dev)),
+        disc: Some(Discriminator::new(Box::new(enc), cfg.disc.clone(), 7, &dev).unwrap()),
         data: adt_tuner::data::Batcher::new(&spec, 32).unwrap(),
         device: dev,
     };
-    tune(&mut t, &cfg, out, stop_after, &mut adt_tuner::NoProgress).map(|_| ())
+    tune(&mut t, &cfg, out, stop_after, &mut adt_tuner::NoProgress)
+}
+
+/// The whole generator chain — discriminator gradient, decode VJP, one denoise VJP per trained
+/// evaluation, the optimizer — descends the adversarial loss: against a frozen discriminator
+/// (learning rate 0) and without the diffusion term, L_adv must fall.
+#[test]
+fn generator_updates_descend_the_adversarial_loss_of_a_frozen_discriminator() {
+    let out = tempfile::tempdir().unwrap();
+    let rows = run_with(out.path(), 8, None, 1e-3, |c| {
+        c.h = 1;
+        c.lambda = 0.0;
+        c.disc.lr = 0.0;
+        c.disc.loss = DiscLoss::NonSaturating;
+    })
+    .unwrap();
+    let adv: Vec<f64> = rows.iter().map(|r| r.loss_adv).collect();
+    assert!(adv.iter().all(|v| v.is_finite()), "{adv:?}");
+    let first = (adv[0] + adv[1]) / 2.0;
+    let last = (adv[5] + adv[6] + adv[7]) / 3.0;
+    assert!(last < 0.75 * first, "L_adv did not fall: {adv:?}");
 }
 
 #[test]
