@@ -72,6 +72,10 @@ impl ShapesConfig {
     pub const DEFAULT: ShapesConfig = ShapesConfig { size: 32, seed: 0 };
 }
 
+/// First index of the evaluation split (disjoint from any training run's indices); written as
+/// a source: `builtin:shapes?offset=1000000`.
+pub const EVAL_OFFSET: u64 = 1_000_000;
+
 /// Mix a seed and an index into one 64-bit RNG seed (splitmix64 finaliser).
 fn mix(seed: u64, index: u64) -> u64 {
     let mut z = seed

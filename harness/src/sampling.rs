@@ -87,18 +87,8 @@ pub fn request(
     }
 }
 
-/// Build a plan (text-to-image).
+/// Build a plan: text-to-image, or with `img2img = Some(s)` from a noised image at index s.
 pub fn plan(
-    reg: &Registry,
-    desc: &ModelDescription,
-    spec: &SamplerSpec,
-    spacing: Option<Spacing>,
-) -> anyhow::Result<Plan> {
-    plan_from(reg, desc, spec, spacing, None)
-}
-
-/// Build a plan; `img2img = Some(s)` starts at index s from a noised image.
-pub fn plan_from(
     reg: &Registry,
     desc: &ModelDescription,
     spec: &SamplerSpec,
@@ -116,13 +106,29 @@ pub fn plan_from(
 /// The first `n` images of the built-in evaluation split (the images whose captions
 /// [`eval_prompts`] returns) at `size`, as `[n, 3, size, size]` in [-1, 1].
 pub fn eval_images(n: usize, size: u32) -> anyhow::Result<HostTensor> {
-    let spec = adt_datasets::DataSpec::parse("builtin:shapes?offset=1000000")?;
-    let mut data = Vec::with_capacity(n * 3 * (size * size) as usize);
-    for r in adt_datasets::open_resized(&spec, size)?.take(n) {
-        data.extend(adt_datasets::transform::to_chw_signed(&r?.image));
+    let spec = adt_datasets::DataSpec::Shapes {
+        config: adt_datasets::shapes::ShapesConfig::DEFAULT,
+        offset: adt_datasets::shapes::EVAL_OFFSET,
+    };
+    load_images(&spec, n, size)
+}
+
+/// Up to `n` images of a source, resized and centre-cropped to `size`, as
+/// `[count, 3, size, size]` in [-1, 1]. An unreadable record is a [`DataError`] naming it.
+pub fn load_images(
+    spec: &adt_datasets::DataSpec,
+    n: usize,
+    size: u32,
+) -> anyhow::Result<HostTensor> {
+    let mut data = Vec::new();
+    let mut count = 0;
+    for r in adt_datasets::open_resized(spec, size)?.take(n) {
+        let rec = r.map_err(|e| crate::exit::DataError(e.to_string()))?;
+        data.extend(adt_datasets::transform::to_chw_signed(&rec.image));
+        count += 1;
     }
     Ok(HostTensor {
-        shape: vec![n, 3, size as usize, size as usize],
+        shape: vec![count, 3, size as usize, size as usize],
         data,
     })
 }
@@ -301,7 +307,7 @@ pub fn grid(images: &[RgbImage]) -> RgbImage {
 pub fn eval_prompts(n: usize) -> Vec<String> {
     let cfg = adt_datasets::shapes::ShapesConfig::DEFAULT;
     (0..n as u64)
-        .map(|i| adt_datasets::shapes::generate(cfg, 1_000_000 + i).caption)
+        .map(|i| adt_datasets::shapes::generate(cfg, adt_datasets::shapes::EVAL_OFFSET + i).caption)
         .collect()
 }
 

@@ -608,9 +608,10 @@ pub fn tune(
         rows.push(row);
         let last = i + 1 == end;
         if (i + 1) % cfg.checkpoint_every.max(1) == 0 || last {
-            // Only after a completed generator update window, so no half-accumulated gradient
-            // is ever needed on resume.
-            if cfg.is_g_update(i) || i < cfg.d_warmup || last {
+            // Never inside a generator accumulation window (only at its end, or outside one:
+            // discriminator-only iterations), so no half-accumulated gradient is ever needed
+            // on resume.
+            if cfg.is_g_update(i) || !cfg.in_window(i) || last {
                 save_checkpoint(t, out, cfg, i + 1)?;
             }
         }

@@ -247,6 +247,38 @@ impl Discriminator {
         acc.expect("at least one block") / self.blocks as f64
     }
 
+    /// Per-example real and generated scores `[B]` — similarities s_rr (two augmentations of
+    /// each real image) and s_gr (each generated image against its real one) for the siamese
+    /// form, logits for the projected ones. The siamese form always augments (it needs two
+    /// views); the projected forms augment when `augment` is set.
+    fn pair_scores(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        rng: &mut ChaCha8Rng,
+        augment: bool,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        match self.cfg.loss {
+            DiscLoss::Siamese => {
+                let f1 = self.backbone.features(&self.augment(real, rng)?)?;
+                let f2 = self.backbone.features(&self.augment(real, rng)?)?;
+                let ff = self.backbone.features(&self.augment(fake, rng)?)?;
+                Ok((self.similarity(&f1, &f2)?, self.similarity(&ff, &f2)?))
+            }
+            DiscLoss::Hinge | DiscLoss::NonSaturating => {
+                let mut view = |x: &Tensor| -> candle_core::Result<Tensor> {
+                    let x = if augment {
+                        self.augment(x, rng)?
+                    } else {
+                        x.clone()
+                    };
+                    self.logit(&self.backbone.features(&x)?)
+                };
+                Ok((view(real)?, view(fake)?))
+            }
+        }
+    }
+
     /// The discriminator loss on one batch — `real` x0 and `fake` x̂0 generated from that x0,
     /// `[B, 3, S, S]` in [-1, 1] — with the mean real and fake statistics (similarities for the
     /// siamese form, logits for the projected ones).
@@ -256,28 +288,18 @@ impl Discriminator {
         fake: &Tensor,
         rng: &mut ChaCha8Rng,
     ) -> candle_core::Result<(Tensor, f64, f64)> {
-        match self.cfg.loss {
+        let (r, f) = self.pair_scores(real, fake, rng, true)?;
+        let ld = match self.cfg.loss {
             DiscLoss::Siamese => {
                 let t = self.cfg.temperature;
-                let f1 = self.backbone.features(&self.augment(real, rng)?)?;
-                let f2 = self.backbone.features(&self.augment(real, rng)?)?;
-                let ff = self.backbone.features(&self.augment(fake, rng)?)?;
-                let s_rr = self.similarity(&f1, &f2)?;
-                let s_gr = self.similarity(&ff, &f2)?;
-                let ld = (softplus(&(s_rr.neg()? / t)?)? + softplus(&(&s_gr / t)?)?)?.mean_all()?;
-                Ok((ld, mean(&s_rr)?, mean(&s_gr)?))
+                (softplus(&(r.neg()? / t)?)? + softplus(&(&f / t)?)?)?.mean_all()?
             }
-            DiscLoss::Hinge | DiscLoss::NonSaturating => {
-                let lr = self.logit(&self.backbone.features(&self.augment(real, rng)?)?)?;
-                let lf = self.logit(&self.backbone.features(&self.augment(fake, rng)?)?)?;
-                let ld = if self.cfg.loss == DiscLoss::Hinge {
-                    ((1.0 - &lr)?.relu()?.mean_all()? + (&lf + 1.0)?.relu()?.mean_all()?)?
-                } else {
-                    (softplus(&lr.neg()?)? + softplus(&lf)?)?.mean_all()?
-                };
-                Ok((ld, mean(&lr)?, mean(&lf)?))
+            DiscLoss::Hinge => {
+                ((1.0 - &r)?.relu()?.mean_all()? + (&f + 1.0)?.relu()?.mean_all()?)?
             }
-        }
+            DiscLoss::NonSaturating => (softplus(&r.neg()?)? + softplus(&f)?)?.mean_all()?,
+        };
+        Ok((ld, mean(&r)?, mean(&f)?))
     }
 
     /// The generator's adversarial loss on one batch (only the terms that depend on `fake`).
@@ -338,23 +360,8 @@ impl Discriminator {
         })
     }
 
-    /// The losses and similarities on a batch without any update (held-out evaluation).
-    pub fn eval_stats(&self, real: &Tensor, fake: &Tensor, seed: u64) -> crate::Result<DiscStats> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (ld, r, f) = self
-            .d_loss(&real.detach(), &fake.detach(), &mut rng)
-            .map_err(cerr)?;
-        Ok(DiscStats {
-            loss_d: ld.to_scalar::<f32>().map_err(cerr)? as f64,
-            real: r,
-            fake: f,
-            grad_norm: 0.0,
-        })
-    }
-
     /// Per-example "realness" scores on a batch without any update: for the projected forms the
-    /// logits of the un-augmented images; for the siamese form s_rr (two augmentations of each
-    /// real image) and s_gr (each generated image against its real one). Higher = more real.
+    /// logits of the un-augmented images; for the siamese form s_rr and s_gr. Higher = more real.
     pub fn scores(
         &self,
         real: &Tensor,
@@ -362,33 +369,9 @@ impl Discriminator {
         seed: u64,
     ) -> crate::Result<(Vec<f32>, Vec<f32>)> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (real, fake) = (real.detach(), fake.detach());
-        let (r, f) = match self.cfg.loss {
-            DiscLoss::Siamese => {
-                let f1 = self
-                    .backbone
-                    .features(&self.augment(&real, &mut rng).map_err(cerr)?)
-                    .map_err(cerr)?;
-                let f2 = self
-                    .backbone
-                    .features(&self.augment(&real, &mut rng).map_err(cerr)?)
-                    .map_err(cerr)?;
-                let ff = self
-                    .backbone
-                    .features(&self.augment(&fake, &mut rng).map_err(cerr)?)
-                    .map_err(cerr)?;
-                (
-                    self.similarity(&f1, &f2).map_err(cerr)?,
-                    self.similarity(&ff, &f2).map_err(cerr)?,
-                )
-            }
-            DiscLoss::Hinge | DiscLoss::NonSaturating => (
-                self.logit(&self.backbone.features(&real).map_err(cerr)?)
-                    .map_err(cerr)?,
-                self.logit(&self.backbone.features(&fake).map_err(cerr)?)
-                    .map_err(cerr)?,
-            ),
-        };
+        let (r, f) = self
+            .pair_scores(&real.detach(), &fake.detach(), &mut rng, false)
+            .map_err(cerr)?;
         Ok((r.to_vec1().map_err(cerr)?, f.to_vec1().map_err(cerr)?))
     }
 

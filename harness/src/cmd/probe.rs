@@ -5,22 +5,19 @@ use anyhow::{Context, bail};
 use crate::cli::{GlobalOpts, ProbeArgs};
 use crate::exit::DataError;
 
-/// Up to `n` images of a source at 32×32, as `[n, 3, 32, 32]` in [-1, 1].
-fn load(spec: &str, n: usize) -> anyhow::Result<(usize, Vec<f32>)> {
+/// Up to `n` images of a source at 32×32 (the shapes encoder's input).
+fn load(spec: &str, n: usize) -> anyhow::Result<adt_plugin_api::HostTensor> {
     let s = adt_datasets::DataSpec::parse(spec).with_context(|| format!("cannot open {spec}"))?;
-    let mut data = Vec::new();
-    let mut count = 0;
-    for r in adt_datasets::open_resized(&s, 32)?.take(n) {
-        let rec = r.map_err(|e| DataError(e.to_string()))?;
-        data.extend(adt_datasets::transform::to_chw_signed(&rec.image));
-        count += 1;
-    }
-    Ok((count, data))
+    crate::sampling::load_images(&s, n, 32)
 }
 
 pub fn run(g: &GlobalOpts, a: &ProbeArgs) -> anyhow::Result<()> {
-    let (nr, real) = load(&a.real, a.num)?;
-    let (nf, fake) = load(&a.generated, a.num)?;
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let real = load(&a.real, a.num)?;
+    let fake = load(&a.generated, a.num)?;
+    let (nr, nf) = (real.shape[0], fake.shape[0]);
     let n = nr.min(nf);
     if n < 4 {
         return Err(DataError(format!("the probe needs at least 4 pairs, got {n}")).into());
@@ -30,11 +27,8 @@ pub fn run(g: &GlobalOpts, a: &ProbeArgs) -> anyhow::Result<()> {
     }
     let dev = candle_core::Device::Cpu;
     let per = 3 * 32 * 32;
-    let real = candle_core::Tensor::from_vec(real[..n * per].to_vec(), (n, 3, 32, 32), &dev)?;
-    let fake = candle_core::Tensor::from_vec(fake[..n * per].to_vec(), (n, 3, 32, 32), &dev)?;
-    if a.steps == 0 {
-        bail!("--steps must be at least 1");
-    }
+    let real = candle_core::Tensor::from_slice(&real.data[..n * per], (n, 3, 32, 32), &dev)?;
+    let fake = candle_core::Tensor::from_slice(&fake.data[..n * per], (n, 3, 32, 32), &dev)?;
     let Some(loss) = adt_tuner::disc::DiscLoss::parse(&a.loss) else {
         bail!(
             "unknown --loss {:?}: use non-saturating, hinge or siamese",

@@ -57,7 +57,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     // Real images of the same captions: the controls' values on data.
     let cfg = adt_datasets::shapes::ShapesConfig::DEFAULT;
     let real: Vec<image::RgbImage> = (0..a.num as u64)
-        .map(|i| adt_datasets::shapes::generate(cfg, 1_000_000 + i).image)
+        .map(|i| adt_datasets::shapes::generate(cfg, adt_datasets::shapes::EVAL_OFFSET + i).image)
         .collect();
     sampling::write_images(&a.out.join("real"), &real, &prompts)?;
     let (rb, rc, rn) = score(&real, &prompts);
@@ -79,7 +79,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         .chain(std::iter::once((reference, "many-step reference")))
         .collect();
     for (spec, role) in &specs {
-        let plan = sampling::plan(&reg, &desc, spec, None)?;
+        let plan = sampling::plan(&reg, &desc, spec, None, None)?;
         let t0 = std::time::Instant::now();
         let out = sampling::generate(
             &mut model,

@@ -15,15 +15,7 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
     let reg = crate::registry::load(&g.plugin_path)?;
     let mut model = super::open_model(&reg, &a.model)?;
     let desc = model.describe()?;
-    if let Some(s) = a.img2img
-        && s >= spec.steps
-    {
-        anyhow::bail!(
-            "--img2img {s} is past the last step of {spec} (0..={})",
-            spec.steps - 1
-        );
-    }
-    let plan = sampling::plan_from(&reg, &desc, &spec, spacing, a.img2img)?;
+    let plan = sampling::plan(&reg, &desc, &spec, spacing, a.img2img)?;
     let init = a
         .init_latents
         .as_deref()

@@ -124,8 +124,10 @@ impl SamplerPlugin for Builtin {
         }
         if req.start_index >= req.steps {
             return Err(PluginError(format!(
-                "start index {} must be below the {} steps",
-                req.start_index, req.steps
+                "start index {} is past the last step (a {}-step plan has indices 0..={})",
+                req.start_index,
+                req.steps,
+                req.steps - 1
             )));
         }
         match (&req.schedule, req.sampler.as_str()) {
