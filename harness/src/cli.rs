@@ -263,6 +263,9 @@ pub struct ProbeArgs {
     /// image of the same index: also measures content mismatch).
     #[arg(long, default_value = "non-saturating")]
     pub loss: String,
+    /// The probe discriminator's learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
     /// Seed (discriminator initialisation and augmentation).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -274,7 +277,7 @@ pub struct ProbeArgs {
 #[derive(Debug, Args)]
 pub struct TrainEncoderArgs {
     /// Optimizer steps.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 1500)]
     pub iters: u64,
     /// Examples per step.
     #[arg(long, default_value_t = 32)]
@@ -410,9 +413,13 @@ pub struct SampleArgs {
     /// (0 = the first timestep, from the noised image). The tuning task ADT trains on.
     #[arg(long, value_name = "START", conflicts_with_all = ["prompt", "init_latents"])]
     pub img2img: Option<usize>,
-    /// Output folder (PNG per image, grid.png, prompts.txt).
+    /// Output folder: one PNG per image, prompts.txt and sample.json — no other image, so the
+    /// folder can be passed to `fid` or `probe` as it is.
     #[arg(long, default_value = "samples")]
     pub out: PathBuf,
+    /// Also write a grid of all the images to this file (keep it outside --out).
+    #[arg(long, value_name = "FILE.png")]
+    pub grid: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -311,7 +311,8 @@ pub fn eval_prompts(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Write images as `000000.png`… plus `grid.png` and `prompts.txt`.
+/// Write images as `000000.png`… plus `prompts.txt`. The folder holds no other image, so it
+/// can be given to `fid` or `probe` as it is (they read every image under a folder).
 pub fn write_images(dir: &Path, images: &[RgbImage], prompts: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     for (i, img) in images.iter().enumerate() {
@@ -319,10 +320,18 @@ pub fn write_images(dir: &Path, images: &[RgbImage], prompts: &[String]) -> anyh
         img.save(&p)
             .with_context(|| format!("failed to write {}", p.display()))?;
     }
-    let g = grid(images);
-    let gp = dir.join("grid.png");
-    g.save(&gp)
-        .with_context(|| format!("failed to write {}", gp.display()))?;
-    std::fs::write(dir.join("prompts.txt"), prompts.join("\n") + "\n")?;
+    std::fs::write(dir.join("prompts.txt"), prompts.join("\n") + "\n")
+        .with_context(|| format!("failed to write {}", dir.join("prompts.txt").display()))?;
     Ok(())
+}
+
+/// Write a grid of the first images to `path` (its folder is created).
+pub fn write_grid(path: &Path, images: &[RgbImage]) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    grid(images)
+        .save(path)
+        .with_context(|| format!("failed to write {}", path.display()))
 }

@@ -99,9 +99,13 @@ fn sample_writes_pngs_and_a_grid() {
         "0",
         "--out",
         out.to_str().unwrap(),
+        "--grid",
+        dir.path().join("grid.png").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(pngs(&out), 4, "3 images + grid.png");
+    assert_eq!(pngs(&out), 3, "the images and no grid in the image folder");
+    let grid = image::open(dir.path().join("grid.png")).unwrap();
+    assert!(grid.width() > 2 * 32, "a 2×2 grid of 32-pixel images");
     let img = image::open(out.join("000000.png")).unwrap();
     assert_eq!((img.width(), img.height()), (32, 32));
     let meta: serde_json::Value =
@@ -220,7 +224,7 @@ fn init_latents_fix_the_result_whatever_the_seed() {
             out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", text(&o));
-        assert_eq!(pngs(&out), 3);
+        assert_eq!(pngs(&out), 2, "one image per latent");
         outs.push(std::fs::read(out.join("000001.png")).unwrap());
     }
     assert_eq!(

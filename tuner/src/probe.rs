@@ -206,4 +206,49 @@ mod tests {
             );
         }
     }
+
+    /// The committed encoder lets a fresh discriminator see the artefacts of a few-step
+    /// sampler: faint noise and a light blur. (Trained on the four labels alone it could not:
+    /// σ = 0.05 noise AUC 0.51, σ = 0.1 0.60, box blur 0.62 with 256 + 256 images.)
+    #[test]
+    fn the_encoder_lets_a_fresh_discriminator_see_faint_noise_and_blur() {
+        let dev = Device::Cpu;
+        let n = 96;
+        let (real, _) =
+            shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 0, n, &dev).unwrap();
+        let (other, _) =
+            shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 5000, n, &dev).unwrap();
+        let make = || {
+            let enc = ShapesEncoder::builtin(&dev)?;
+            Discriminator::new(
+                Box::new(enc),
+                DiscConfig {
+                    lr: 1e-3,
+                    loss: DiscLoss::NonSaturating,
+                    ..DiscConfig::default()
+                },
+                0,
+                &dev,
+            )
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let noise: Vec<f32> = (0..other.elem_count())
+            .map(|_| {
+                0.1 * rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng)
+            })
+            .collect();
+        let noise = Tensor::from_vec(noise, other.dims(), &dev).unwrap();
+        let noisy = (&other + noise).unwrap().clamp(-1f32, 1f32).unwrap();
+        let k = (Tensor::ones((3, 1, 3, 3), candle_core::DType::F32, &dev).unwrap() / 9.0).unwrap();
+        let blurred = other
+            .pad_with_same(2, 1, 1)
+            .and_then(|t| t.pad_with_same(3, 1, 1))
+            .and_then(|t| t.conv2d(&k, 0, 1, 1, 3))
+            .unwrap();
+        for (what, x) in [("noise σ 0.1", &noisy), ("3×3 box blur", &blurred)] {
+            let r = separability(&make, &real, x, 60, 16, 0).unwrap();
+            eprintln!("{what}: {r:?}");
+            assert!(r.heldout_auc > 0.8, "{what}: {r:?}");
+        }
+    }
 }

@@ -38,6 +38,7 @@ pub fn run(g: &GlobalOpts, a: &ProbeArgs) -> anyhow::Result<()> {
     let r = adt_tuner::probe::shapes_probe(
         adt_tuner::disc::DiscConfig {
             loss,
+            lr: a.lr,
             ..Default::default()
         },
         &real,

@@ -60,6 +60,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         .map(|i| adt_datasets::shapes::generate(cfg, adt_datasets::shapes::EVAL_OFFSET + i).image)
         .collect();
     sampling::write_images(&a.out.join("real"), &real, &prompts)?;
+    sampling::write_grid(&a.out.join("grids").join("real.png"), &real)?;
     let (rb, rc, rn) = score(&real, &prompts);
     let mut rows = vec![Row {
         sampler: "data".into(),
@@ -95,8 +96,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             g.quiet,
         )?;
         let secs = t0.elapsed().as_secs_f64();
-        let dir = a.out.join(spec.to_string().replace(':', "-"));
-        sampling::write_images(&dir, &out, &prompts)?;
+        let name = spec.to_string().replace(':', "-");
+        sampling::write_images(&a.out.join(&name), &out, &prompts)?;
+        sampling::write_grid(&a.out.join("grids").join(format!("{name}.png")), &out)?;
         let (b, cacc, nz) = score(&out, &prompts);
         rows.push(Row {
             sampler: spec.to_string(),

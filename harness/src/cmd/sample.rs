@@ -64,6 +64,9 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         g.quiet,
     )?;
     sampling::write_images(&a.out, &out, &prompts)?;
+    if let Some(gp) = &a.grid {
+        sampling::write_grid(gp, &out)?;
+    }
     let meta = serde_json::json!({
         "model": desc.name, "weights_hash": desc.weights_hash, "sampler": spec.to_string(),
         "spacing": plan_spacing(&a.spacing, &desc), "guidance": guidance, "seed": a.seed, "n": n, "batch": a.batch,
@@ -74,7 +77,14 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&meta)?,
     )
     .with_context(|| format!("failed to write {}", a.out.display()))?;
-    println!("wrote {n} images and grid.png to {}", a.out.display());
+    match &a.grid {
+        Some(gp) => println!(
+            "wrote {n} images to {} and a grid to {}",
+            a.out.display(),
+            gp.display()
+        ),
+        None => println!("wrote {n} images to {}", a.out.display()),
+    }
     Ok(())
 }
 

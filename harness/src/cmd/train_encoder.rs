@@ -25,12 +25,13 @@ pub fn run(g: &GlobalOpts, a: &TrainEncoderArgs) -> anyhow::Result<()> {
     let enc = ShapesEncoder::from_bytes(&bytes, &dev)?;
     let acc = accuracy(&enc, a.eval, &dev)?;
     println!(
-        "held-out accuracy ({} examples): shape {:.4}, colour {:.4}, background {:.4}, size {:.4} ({:.0} s)",
+        "held-out accuracy ({} degraded examples): shape {:.4}, colour {:.4}, background {:.4}, size {:.4}; degradation {:.4} ({:.0} s)",
         a.eval,
         acc[0],
         acc[1],
         acc[2],
         acc[3],
+        acc[4],
         t.elapsed().as_secs_f64()
     );
     std::fs::write(&a.out, &bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
@@ -39,7 +40,9 @@ pub fn run(g: &GlobalOpts, a: &TrainEncoderArgs) -> anyhow::Result<()> {
         a.out.display(),
         enc.sha256()
     );
-    if acc.iter().any(|&x| x < a.min_accuracy) {
+    // The data set's labels; the degradation label is an auxiliary task (its hardest cases,
+    // σ = 0.02 noise or a light blur, are near the limit of what 32×32 pixels show).
+    if acc[..4].iter().any(|&x| x < a.min_accuracy) {
         bail!("accuracy below {} on some label", a.min_accuracy);
     }
     Ok(())
