@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 /// `adt-bench sample --model tiny --sampler ddim:10`.
 ///
 /// Exit codes: 0 success, 1 failure, 2 usage, 3 plugin incompatible, 4 data error,
-/// 5 training diverged.
+/// 5 training diverged, 6 `report compare` found a regression.
 #[derive(Debug, Parser)]
 #[command(
     name = "adt-bench",
@@ -43,11 +43,13 @@ pub struct GlobalOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the benchmark on the embedded default. Until the tuning and FID stages land, this is
-    /// the sampling stage: the built-in model with few-step samplers and a many-step reference
-    /// on the same prompts and noise, sample grids, and the recognisability controls
-    /// (background and shape-colour accuracy against the caption, residual noise).
+    /// The benchmark: tune every model with every method and train sampler (cached), sample with
+    /// every eval sampler, score FID/KID and the controls, write metrics.csv/.parquet, report.md
+    /// and manifest.json. With no arguments: the built-in model and data set (minutes on a CPU).
     Run(RunArgs),
+    /// Read and compare the reports `run` writes.
+    #[command(subcommand)]
+    Report(ReportCmd),
     /// List or check plugins.
     #[command(subcommand)]
     Plugins(PluginsCmd),
@@ -452,33 +454,76 @@ pub struct PretrainArgs {
     pub stop_after: Option<u64>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ReportCmd {
+    /// Print a report (its report.md, or the table of its metrics.csv).
+    Show {
+        /// A report folder written by `run`.
+        dir: PathBuf,
+    },
+    /// Compare report B against the baseline A, row by row of metrics.csv. Exit 6 when a value
+    /// of A worsens in B beyond --tol (FID, KID and residual noise up; accuracies down), becomes
+    /// non-finite, or is missing from B. Controls (the tuning log's) are listed, never failed.
+    Compare {
+        /// The baseline report (folder or metrics.csv).
+        a: PathBuf,
+        /// The report to check.
+        b: PathBuf,
+        /// Relative tolerance: a worsening up to tol·|A| passes (0 = any worsening fails).
+        #[arg(long, default_value_t = 0.0)]
+        tol: f64,
+    },
+}
+
+/// The tuning schedule of the embedded default: 50 discriminator-only iterations, then 20 model
+/// updates (≈ 5 min for ADT on `tiny` on 2 cores), with the settings of the longer runs in
+/// docs/tuning-experiments.md.
+pub const DEFAULT_TUNE_ARGS: &str = "--iters 90 --d-warmup 50 --h 2 --lr 3e-5 --lambda 1 \
+     --start 0..4 --disc-loss non-saturating";
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub model: ModelOpts,
-    /// Few-step samplers to evaluate, comma-separated `name:steps`.
+    /// Models to tune and evaluate, comma-separated plugin names.
+    #[arg(long, default_value = "tiny", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Methods: `base` (untuned), `ft` (diffusion-loss fine-tuning), `adt`.
+    #[arg(long, default_value = "base,ft,adt", value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Samplers to tune with, comma-separated `name:steps`.
+    #[arg(
+        long = "train-samplers",
+        default_value = "ddim:10",
+        value_delimiter = ','
+    )]
+    pub train_samplers: Vec<String>,
+    /// Samplers to evaluate with (every tuned model with every one: the transfer matrix).
     #[arg(
         long = "eval-samplers",
-        default_value = "ddim:10,dpm++2m:10,euler-a:10",
+        default_value = "ddim:10,dpm++2m:10",
         value_delimiter = ','
     )]
     pub eval_samplers: Vec<String>,
-    /// The many-step reference sampler the few-step ones are compared with.
-    #[arg(long = "reference-sampler", default_value = "ddim:50")]
-    pub reference_sampler: String,
-    /// Images per sampler (same prompts and initial noise for every sampler).
-    #[arg(short = 'n', long = "num", default_value_t = 32)]
+    /// Seeds, comma-separated: each seeds a tune and the evaluation noise.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Images per cell (the evaluation split's first N captions; the real set is their images).
+    #[arg(short = 'n', long = "num", default_value_t = 64)]
     pub num: usize,
     /// Images per model call.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Seed of the initial noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Guidance scale (default: the model's).
+    /// Guidance scale of the evaluation (default: the model's).
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// Output folder.
+    /// Options given to every `tune` (see `adt-bench tune --help`); part of the cache key.
+    #[arg(long = "tune-args", default_value = DEFAULT_TUNE_ARGS, allow_hyphen_values = true)]
+    pub tune_args: String,
+    /// Device: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub inception: InceptionOpts,
+    /// Output folder (the cache of tuned models and samples lives in its `cache/`).
     #[arg(long, default_value = "runs/default")]
     pub out: PathBuf,
 }

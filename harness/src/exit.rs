@@ -12,6 +12,20 @@ pub const PLUGIN_INCOMPATIBLE: u8 = 3;
 pub const DATASET_ERROR: u8 = 4;
 /// Training diverged (non-finite losses).
 pub const DIVERGED: u8 = 5;
+/// `report compare` found a regression.
+pub const REGRESSION: u8 = 6;
+
+/// `report compare` found regressions (the message lists them).
+#[derive(Debug)]
+pub struct Regression(pub String);
+
+impl std::fmt::Display for Regression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Regression {}
 
 /// A data error found by the harness itself (a bad image, too few images).
 #[derive(Debug)]
@@ -44,6 +58,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         }
         if let Some(adt_tuner::Error::Diverged { .. }) = cause.downcast_ref::<adt_tuner::Error>() {
             return DIVERGED;
+        }
+        if cause.downcast_ref::<Regression>().is_some() {
+            return REGRESSION;
         }
     }
     FAILURE

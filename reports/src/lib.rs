@@ -1,6 +1,6 @@
-//! Reports: polars frames written as parquet and CSV (issue 5 builds the full report on this).
-//!
-//! For now: turning a CSV log (the tuner's `log.csv`) into parquet with inferred column types.
+//! Reports: polars frames written as parquet and CSV — a CSV log (the tuner's `log.csv`) into
+//! parquet with inferred column types, and the benchmark's long-format metrics frame
+//! ([`metrics`]): its schema, reading and writing, and the comparison of two reports.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +27,17 @@ pub enum Error {
         /// The cause.
         source: PolarsError,
     },
+    /// A CSV file could not be read or written.
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: csv::Error,
+    },
 }
+
+pub mod metrics;
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;

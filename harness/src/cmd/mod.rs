@@ -5,6 +5,7 @@ pub mod fid;
 pub mod plugins;
 pub mod pretrain;
 pub mod probe;
+pub mod report;
 pub mod run;
 pub mod sample;
 pub mod train_encoder;
@@ -22,6 +23,7 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Sample(a) => sample::run(g, &a),
         Command::Pretrain(a) => pretrain::run(g, &a),
         Command::Run(a) => run::run(g, &a),
+        Command::Report(c) => report::run(g, c),
         Command::Fid(a) => fid::run(g, &a),
         Command::TrainEncoder(a) => train_encoder::run(g, &a),
         Command::Tune(a) => tune::run(g, &a),

@@ -1,0 +1,192 @@
+//! `adt-bench run` end to end on the built-in model, scaled down: the grid, the cache, the
+//! frame, the manifest, and reproducibility.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn weights() -> Option<PathBuf> {
+    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
+        Ok((p, _)) => Some(p),
+        Err(e) => {
+            eprintln!("SKIPPED: no Inception weights: {e}");
+            None
+        }
+    }
+}
+
+fn run(cache: &Path, w: &Path, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adt-bench"))
+        .args([
+            "run",
+            "-n",
+            "4",
+            "--batch",
+            "4",
+            "--eval-samplers",
+            "ddim:2,euler-a:3",
+            "--tune-args",
+            "--iters 4 --d-warmup 1 --h 2 --batch 4 --disc-loss non-saturating",
+            "--out",
+        ])
+        .arg(out)
+        .env("ADT_CACHE_DIR", cache)
+        .env("ADT_INCEPTION_WEIGHTS", w)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run adt-bench")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
+    let Some(w) = weights() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let a = tmp.path().join("a");
+    let o = run(&cache, &w, &a);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The long-format frame: FID, KID and the controls for base/ft/adt × two eval samplers,
+    // and the tuning log's controls for ft and adt.
+    let csv = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        head,
+        [
+            "model",
+            "method",
+            "train_sampler",
+            "eval_sampler",
+            "steps",
+            "guidance",
+            "seed",
+            "metric",
+            "value",
+            "ci_low",
+            "ci_high",
+            "n"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    for method in ["base", "ft", "adt"] {
+        for es in ["ddim:2", "euler-a:3"] {
+            for metric in ["fid", "kid", "residual_noise"] {
+                let r = rows
+                    .iter()
+                    .find(|r| r[1] == *method && r[3] == *es && r[7] == *metric)
+                    .unwrap_or_else(|| panic!("no {metric} for {method} / {es}:\n{csv}"));
+                let v: f64 = r[8].parse().unwrap();
+                assert!(v.is_finite(), "{method} {es} {metric} = {v}");
+                assert_eq!(&r[11], "4");
+            }
+        }
+    }
+    for method in ["ft", "adt"] {
+        assert!(
+            rows.iter()
+                .any(|r| r[1] == *method && r[7] == *"tune_loss_diff_last"),
+            "{method}: no tuning controls\n{csv}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r[1] == *"adt" && r[7] == *"tune_disc_gap_last")
+    );
+    assert!(a.join("metrics.parquet").exists());
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(
+        report.contains("| tiny | adt | ddim:10 | euler-a:3 |"),
+        "{report}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["fid"]["mode"], "clean");
+    assert_eq!(m["config"]["seeds"][0], 0);
+    assert!(
+        m["hashes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("adt")),
+        "{m}"
+    );
+
+    // A rerun reuses every tuned model and sample and writes the same frame.
+    let tuned = entries(&a.join("cache/tune"));
+    let sampled = entries(&a.join("cache/samples"));
+    assert_eq!((tuned, sampled), (2, 6));
+    let o = run(&cache, &w, &a);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !text(&o).contains("iterations of"),
+        "retuned:\n{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(a.join("metrics.csv")).unwrap(), csv);
+    assert_eq!(entries(&a.join("cache/tune")), tuned);
+
+    // From scratch in another folder: the same frame (the run is deterministic).
+    let b = tmp.path().join("b");
+    let o = run(&cache, &w, &b);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(b.join("metrics.csv")).unwrap(), csv);
+
+    // `report compare` passes on identical reports and fails (exit 6) on a planted regression.
+    let cmp = |x: &Path, y: &Path, tol: &str| {
+        Command::new(env!("CARGO_BIN_EXE_adt-bench"))
+            .args(["report", "compare"])
+            .args([x, y])
+            .args(["--tol", tol])
+            .output()
+            .unwrap()
+    };
+    let o = cmp(&a, &b, "0");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 regressions"), "{}", text(&o));
+    let planted: String = csv
+        .lines()
+        .map(|l| {
+            if l.starts_with("tiny,adt,ddim:10,ddim:2,") && l.contains(",fid,") {
+                let mut f: Vec<String> = l.split(',').map(String::from).collect();
+                let v: f64 = f[8].parse().unwrap();
+                f[8] = format!("{}", v * 1.05);
+                f.join(",")
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert_ne!(planted, csv, "the FID row to worsen exists");
+    std::fs::write(b.join("metrics.csv"), &planted).unwrap();
+    let o = cmp(&a, &b, "0.01");
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(
+        text(&o).contains("REGRESSION tiny adt train=ddim:10 eval=ddim:2 guidance=2 seed=0 fid"),
+        "{}",
+        text(&o)
+    );
+    // Within a 10 % tolerance the same change passes.
+    let o = cmp(&a, &b, "0.1");
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = Command::new(env!("CARGO_BIN_EXE_adt-bench"))
+        .args(["report", "show"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("# adt-bench run"));
+}
