@@ -150,7 +150,31 @@ pub fn shapes_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::{ShapesEncoder, shapes_batch};
+    use crate::adt::shapes_discriminator;
+    use crate::backbone::shapes_batch;
+
+    /// A fresh discriminator on the committed encoder.
+    fn fresh(loss: DiscLoss, dev: &Device) -> Result<Discriminator> {
+        let cfg = DiscConfig {
+            lr: 1e-3,
+            loss,
+            ..DiscConfig::default()
+        };
+        shapes_discriminator(cfg, 0, dev)
+    }
+
+    /// `x` plus seeded Gaussian noise of standard deviation `sigma`, clamped to [-1, 1].
+    fn noisy(x: &Tensor, sigma: f32) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let noise: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                sigma
+                    * rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng)
+            })
+            .collect();
+        let noise = Tensor::from_vec(noise, x.dims(), x.device()).unwrap();
+        (x + noise).unwrap().clamp(-1f32, 1f32).unwrap()
+    }
 
     #[test]
     fn auc_counts_ordered_pairs_and_ties() {
@@ -168,33 +192,10 @@ mod tests {
         let (other, _) =
             shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 500, 64, &dev).unwrap();
         for loss in [DiscLoss::NonSaturating, DiscLoss::Siamese] {
-            let make = || {
-                let enc = ShapesEncoder::builtin(&dev)?;
-                Discriminator::new(
-                    Box::new(enc),
-                    DiscConfig {
-                        lr: 1e-3,
-                        loss,
-                        ..DiscConfig::default()
-                    },
-                    0,
-                    &dev,
-                )
-            };
+            let make = || fresh(loss, &dev);
             // Other real images: nothing to separate. Noisy images: easy.
             let same = separability(&make, &real, &other, 60, 16, 0).unwrap();
-            let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let noise: Vec<f32> = (0..other.elem_count())
-                .map(|_| {
-                    0.4 * rand_distr::Distribution::<f32>::sample(
-                        &rand_distr::StandardNormal,
-                        &mut rng,
-                    )
-                })
-                .collect();
-            let noise = Tensor::from_vec(noise, other.dims(), &dev).unwrap();
-            let noisy = (&other + noise).unwrap().clamp(-1f32, 1f32).unwrap();
-            let easy = separability(&make, &real, &noisy, 60, 16, 0).unwrap();
+            let easy = separability(&make, &real, &noisy(&other, 0.4), 60, 16, 0).unwrap();
             assert!(
                 easy.heldout_gap > same.heldout_gap + 0.05,
                 "{loss:?}: {same:?} vs {easy:?}"
@@ -218,27 +219,8 @@ mod tests {
             shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 0, n, &dev).unwrap();
         let (other, _) =
             shapes_batch(adt_datasets::shapes::ShapesConfig::DEFAULT, 5000, n, &dev).unwrap();
-        let make = || {
-            let enc = ShapesEncoder::builtin(&dev)?;
-            Discriminator::new(
-                Box::new(enc),
-                DiscConfig {
-                    lr: 1e-3,
-                    loss: DiscLoss::NonSaturating,
-                    ..DiscConfig::default()
-                },
-                0,
-                &dev,
-            )
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let noise: Vec<f32> = (0..other.elem_count())
-            .map(|_| {
-                0.1 * rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng)
-            })
-            .collect();
-        let noise = Tensor::from_vec(noise, other.dims(), &dev).unwrap();
-        let noisy = (&other + noise).unwrap().clamp(-1f32, 1f32).unwrap();
+        let make = || fresh(DiscLoss::NonSaturating, &dev);
+        let noisy = noisy(&other, 0.1);
         let k = (Tensor::ones((3, 1, 3, 3), candle_core::DType::F32, &dev).unwrap() / 9.0).unwrap();
         let blurred = other
             .pad_with_same(2, 1, 1)

@@ -46,6 +46,17 @@ fn key(parts: &[&str]) -> String {
         .collect()
 }
 
+/// The cache folder of one entry: `OUT/cache/KIND/LABEL-HASH`, the hash over `parts` (and the
+/// version), the label for people.
+fn cache_entry(a: &RunArgs, kind: &str, label: &str, parts: &[&str]) -> PathBuf {
+    let mut all = vec![kind, env!("CARGO_PKG_VERSION")];
+    all.extend_from_slice(parts);
+    a.out
+        .join("cache")
+        .join(kind)
+        .join(format!("{}-{}", label.replace(':', "-"), key(&all)))
+}
+
 fn file_sha256(p: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
     Ok(Sha256::digest(&bytes)
@@ -55,7 +66,7 @@ fn file_sha256(p: &Path) -> anyhow::Result<String> {
 }
 
 /// Tune `model` with `method` (cached by everything that determines the result); returns the
-/// checkpoint's weights file. A folder without `done.json` is an interrupted tune: resumed.
+/// tune's folder and its checkpoint's weights file. A folder without `done.json` is an interrupted tune: resumed.
 #[allow(clippy::too_many_arguments)]
 fn tuned(
     g: &GlobalOpts,
@@ -65,25 +76,24 @@ fn tuned(
     method: &str,
     train: &SamplerSpec,
     seed: u64,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let extra: Vec<&str> = a.tune_args.split_whitespace().collect();
-    let k = key(&[
+    let dir = cache_entry(
+        a,
         "tune",
-        env!("CARGO_PKG_VERSION"),
-        model,
-        base_hash,
-        method,
-        &train.to_string(),
-        &seed.to_string(),
-        &a.tune_args,
-    ]);
-    let dir = a.out.join("cache/tune").join(format!(
-        "{model}-{method}-{}-s{seed}-{k}",
-        train.to_string().replace(':', "-")
-    ));
+        &format!("{model}-{method}-{train}-s{seed}"),
+        &[
+            model,
+            base_hash,
+            method,
+            &train.to_string(),
+            &seed.to_string(),
+            &a.tune_args,
+        ],
+    );
     let weights = dir.join("checkpoint/model/model.safetensors");
     if dir.join("done.json").exists() && weights.exists() {
-        return Ok(weights);
+        return Ok((dir, weights));
     }
     let mut argv: Vec<String> = vec![
         "tune".into(),
@@ -115,7 +125,7 @@ fn tuned(
         dir.join("done.json"),
         serde_json::to_string_pretty(&serde_json::json!({ "argv": argv }))?,
     )?;
-    Ok(weights)
+    Ok((dir, weights))
 }
 
 /// Samples of one model state with one sampler (cached); returns the image folder.
@@ -130,20 +140,19 @@ fn sampled(
     guidance: f32,
     seed: u64,
 ) -> anyhow::Result<PathBuf> {
-    let k = key(&[
-        "sample",
-        env!("CARGO_PKG_VERSION"),
-        model,
-        weights_hash,
-        &spec.to_string(),
-        &guidance.to_string(),
-        &seed.to_string(),
-        &a.num.to_string(),
-    ]);
-    let dir = a.out.join("cache/samples").join(format!(
-        "{model}-{}-s{seed}-{k}",
-        spec.to_string().replace(':', "-")
-    ));
+    let dir = cache_entry(
+        a,
+        "samples",
+        &format!("{model}-{spec}-s{seed}"),
+        &[
+            model,
+            weights_hash,
+            &spec.to_string(),
+            &guidance.to_string(),
+            &seed.to_string(),
+            &a.num.to_string(),
+        ],
+    );
     if dir.join("sample.json").exists() {
         return Ok(dir);
     }
@@ -320,6 +329,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         };
 
     for model in &a.models {
+        if model != "tiny" {
+            bail!(
+                "`run` evaluates with the built-in data set's captions and controls, which only \
+                 `tiny` is trained on; `{model}` needs the SD-family evaluation (issue 6)"
+            );
+        }
         let desc = {
             let m = super::open_model(
                 &reg,
@@ -332,35 +347,25 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             )?;
             m.describe()?
         };
-        if model != "tiny" {
-            bail!(
-                "`run` evaluates with the built-in data set's captions and controls, which only \
-                 `tiny` is trained on; `{model}` needs the SD-family evaluation (issue 6)"
-            );
-        }
         let base_hash = desc.weights_hash.clone().unwrap_or_else(|| "none".into());
         hashes.insert(format!("{model}/base weights"), base_hash.clone());
         let guidance = a.guidance.unwrap_or(desc.default_guidance);
         for &seed in &a.seeds {
-            // (method, train sampler label, weights file)
-            let mut states: Vec<(String, String, Option<PathBuf>)> = Vec::new();
+            // (method, train sampler label, weights file, weights hash)
+            let mut states: Vec<(String, String, Option<PathBuf>, String)> = Vec::new();
             for method in &a.methods {
                 if method == "base" {
-                    states.push(("base".into(), "-".into(), None));
+                    states.push(("base".into(), "-".into(), None, base_hash.clone()));
                     continue;
                 }
                 for ts in &train {
-                    let w = tuned(g, a, model, &base_hash, method, ts, seed)?;
+                    let (dir, w) = tuned(g, a, model, &base_hash, method, ts, seed)?;
+                    let wh = file_sha256(&w)?;
                     hashes.insert(
                         format!("{model}/{method}/{ts}/seed {seed} weights"),
-                        file_sha256(&w)?,
+                        wh.clone(),
                     );
-                    let dir = w
-                        .parent()
-                        .and_then(Path::parent)
-                        .and_then(Path::parent)
-                        .context("checkpoint layout")?;
-                    for (name, v, n) in log_controls(dir)? {
+                    for (name, v, n) in log_controls(&dir)? {
                         push(
                             &mut rows,
                             (model, method, &ts.to_string(), "-", 0, guidance, seed),
@@ -369,16 +374,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                             n,
                         );
                     }
-                    states.push((method.clone(), ts.to_string(), Some(w)));
+                    states.push((method.clone(), ts.to_string(), Some(w), wh));
                 }
             }
-            for (method, ts, w) in &states {
-                let wh = match w {
-                    Some(p) => file_sha256(p)?,
-                    None => base_hash.clone(),
-                };
+            for (method, ts, w, wh) in &states {
                 for es in &eval {
-                    let dir = sampled(g, a, model, w.as_deref(), &wh, es, guidance, seed)?;
+                    let dir = sampled(g, a, model, w.as_deref(), wh, es, guidance, seed)?;
                     let images = load_folder(&dir)?;
                     let label = format!("{model}-{method}-{}-{es}-s{seed}", ts.replace(':', "-"))
                         .replace(':', "-");
