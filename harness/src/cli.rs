@@ -481,8 +481,16 @@ pub enum ReportCmd {
 pub const DEFAULT_TUNE_ARGS: &str = "--iters 90 --d-warmup 50 --h 2 --lr 3e-5 --lambda 1 \
      --start 0..4 --disc-loss non-saturating";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// A TOML file of these options (keys as the long flags with `_` for `-`, e.g.
+    /// `eval_samplers = ["ddim:10", "euler:20"]`); flags given on the command line override it.
+    /// The fully resolved configuration is saved as OUT/config.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The options given explicitly on the command line (filled in by `main`, for --config).
+    #[arg(skip)]
+    pub explicit: Vec<String>,
     /// Models to tune and evaluate, comma-separated plugin names.
     #[arg(long, default_value = "tiny", value_delimiter = ',')]
     pub models: Vec<String>,
@@ -521,6 +529,10 @@ pub struct RunArgs {
     /// Device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Bootstrap replicates behind each 95 % interval (0: no intervals). Default: 1000 for
+    /// up to 512 images per cell, else 0 (each replicate costs an n × n eigen solve).
+    #[arg(long)]
+    pub bootstrap: Option<usize>,
     #[command(flatten)]
     pub inception: InceptionOpts,
     /// Output folder (the cache of tuned models and samples lives in its `cache/`).

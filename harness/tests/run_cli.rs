@@ -93,6 +93,27 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
             }
         }
     }
+    // Intervals: per seed and over seeds for FID/KID, and the paired ADT − FT difference.
+    for (method, seed, metric) in [
+        ("adt", "0", "fid"),
+        ("adt", "", "fid"),
+        ("base", "", "kid"),
+        ("adt-ft", "0", "fid_diff"),
+        ("adt-ft", "", "fid_diff"),
+        ("adt-ft", "", "kid_diff"),
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r[1] == *method && r[6] == *seed && r[7] == *metric && r[3] == *"ddim:2")
+            .unwrap_or_else(|| panic!("no {metric} for {method} seed {seed:?}:\n{csv}"));
+        let (v, lo, hi): (f64, f64, f64) = (
+            r[8].parse().unwrap(),
+            r[9].parse().unwrap(),
+            r[10].parse().unwrap(),
+        );
+        assert!(lo.is_finite() && hi.is_finite() && lo <= hi, "{r:?}");
+        assert!(v.is_finite(), "{r:?}");
+    }
     for method in ["ft", "adt"] {
         assert!(
             rows.iter()
@@ -109,6 +130,21 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     assert!(
         report.contains("| tiny | adt | ddim:10 | euler-a:3 |"),
         "{report}"
+    );
+    assert!(report.contains("ADT − FT, paired"), "{report}");
+    assert!(report.contains("Transfer matrix"), "{report}");
+    let html = std::fs::read_to_string(a.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("data:image/png;base64,"));
+    assert!(html.contains("transfer matrix (FID)") && html.contains("gradient norm per step"));
+    let cfg = std::fs::read_to_string(a.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("num = 4") && cfg.contains("bootstrap = 1000"),
+        "{cfg}"
+    );
+    let norms = std::fs::read_to_string(a.join("grad_norms.csv")).unwrap();
+    assert!(
+        norms.lines().any(|l| l.contains(",eps,drtune,0,")),
+        "{norms}"
     );
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();

@@ -8,6 +8,7 @@
 //! * [`preprocess`] — the resize + normalisation of each mode (PIL bicubic in float, PyTorch
 //!   bilinear, TF1 bilinear).
 //! * [`stats`] — mergeable f64 statistics, FID through the symmetric eigen route (faer), KID.
+//! * [`bootstrap`] — FID/KID of small sets in Gram space, for bootstrap intervals.
 //! * [`npz`] — `.npz` statistics files as pytorch-fid and clean-fid read and write them.
 //! * [`features`] — images to features with a feature cache keyed by content.
 //!
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod bootstrap;
 pub mod features;
 pub mod inception;
 pub mod npz;

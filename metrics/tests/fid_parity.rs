@@ -104,6 +104,16 @@ fn fid_and_kid_from_stored_features_match_scipy() {
     assert!((r.fid - want).abs() <= 1e-3, "{} vs {want}", r.fid);
     // 400 samples of 2048-d: rank-deficient, so the eigen route (Cholesky refuses it).
     assert_eq!(r.route, "eigen");
+    // The Gram-space route the bootstrap intervals use, on the same features.
+    let g = adt_metrics::bootstrap::GramSets::new(&[&a, &b], DIMS).unwrap();
+    let gf = g
+        .fid(
+            &g.rows(0).collect::<Vec<_>>(),
+            &g.rows(1).collect::<Vec<_>>(),
+        )
+        .unwrap();
+    eprintln!("FID stats, Gram route: {gf:.10}");
+    assert!((gf - want).abs() <= 1e-3, "{gf} vs {want}");
     // Halves of the same set.
     let h = a.len() / 2;
     let r = fid(&stats_of(&a[..h]).gaussian(), &stats_of(&a[h..]).gaussian()).unwrap();

@@ -38,6 +38,7 @@ pub enum Error {
 }
 
 pub mod metrics;
+pub mod render;
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -22,8 +22,8 @@ pub struct MetricRow {
     pub steps: usize,
     /// Guidance scale of the evaluation.
     pub guidance: f32,
-    /// Seed of the tune and the evaluation noise.
-    pub seed: u64,
+    /// Seed of the tune and the evaluation noise; empty (None) for a row over all seeds.
+    pub seed: Option<u64>,
     /// The metric's name.
     pub metric: String,
     /// Its value.
@@ -46,7 +46,7 @@ impl MetricRow {
             self.train_sampler,
             self.eval_sampler,
             self.guidance,
-            self.seed,
+            self.seed.map_or_else(|| "all".into(), |s| s.to_string()),
             self.metric
         )
     }
@@ -186,7 +186,7 @@ mod tests {
             eval_sampler: "ddim:10".into(),
             steps: 10,
             guidance: 2.0,
-            seed: 0,
+            seed: Some(0),
             metric: metric.into(),
             value,
             ci_low: None,
@@ -202,11 +202,17 @@ mod tests {
             row("adt", "fid", 215.714_634_123_456_8),
             row("ft", "kid", 0.1),
             row("ft", "tune_disc_gap_last", f64::NAN),
+            MetricRow {
+                seed: None,
+                ci_low: Some(-3.25),
+                ..row("adt-ft", "fid_diff", -1.5)
+            },
         ];
         write(&rows, dir.path()).unwrap();
         let back = read(dir.path()).unwrap();
-        assert_eq!(back.len(), 3);
+        assert_eq!(back.len(), 4);
         assert_eq!(back[..2], rows[..2]);
+        assert_eq!(back[3], rows[3]);
         assert!(back[2].value.is_nan());
         assert!(dir.path().join("metrics.parquet").exists());
     }

@@ -8,7 +8,6 @@
 //! `grids/`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -21,6 +20,10 @@ use crate::sampling::{self, SamplerSpec};
 use adt_metrics::arch::DIMS;
 
 pub use adt_reports::metrics::MetricRow;
+
+pub mod config;
+mod intervals;
+pub mod mechanism;
 
 #[derive(Parser)]
 struct TuneCli {
@@ -258,6 +261,8 @@ fn log_controls(dir: &Path) -> anyhow::Result<Vec<(&'static str, f64, usize)>> {
 
 pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let resolved_args = config::apply(a)?;
+    let a = &resolved_args;
     let parse = |v: &[String]| -> anyhow::Result<Vec<SamplerSpec>> {
         v.iter().map(|s| s.parse()).collect()
     };
@@ -305,6 +310,10 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         .context("the real set has no features")?;
 
     let mut rows: Vec<MetricRow> = Vec::new();
+    let mut evaluated: Vec<intervals::Evaluated> = Vec::new();
+    // (label, tune folder) of every tuned state, for the loss curves.
+    let mut tune_dirs: Vec<(String, PathBuf)> = Vec::new();
+    let mut norms: Vec<mechanism::GradNorm> = Vec::new();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     let push =
         |rows: &mut Vec<MetricRow>,
@@ -319,7 +328,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 eval_sampler: es.into(),
                 steps,
                 guidance: gd,
-                seed,
+                seed: Some(seed),
                 metric: metric.into(),
                 value,
                 ci_low: None,
@@ -348,6 +357,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             m.describe()?
         };
         let base_hash = desc.weights_hash.clone().unwrap_or_else(|| "none".into());
+        for ts in &train {
+            norms.extend(mechanism::grad_norms(&reg, model, &desc, ts)?);
+        }
         hashes.insert(format!("{model}/base weights"), base_hash.clone());
         let guidance = a.guidance.unwrap_or(desc.default_guidance);
         for &seed in &a.seeds {
@@ -365,6 +377,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         format!("{model}/{method}/{ts}/seed {seed} weights"),
                         wh.clone(),
                     );
+                    tune_dirs.push((format!("{model} {method} {ts} seed {seed}"), dir.clone()));
                     for (name, v, n) in log_controls(&dir)? {
                         push(
                             &mut rows,
@@ -389,8 +402,20 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     )?;
                     let s = fid::set_stats(&dir.display().to_string(), &mut net, &opts)?;
                     let f = adt_metrics::stats::fid(&real_stats.gaussian, &s.gaussian)?;
-                    let feats = s.features.as_ref().context("no features")?;
-                    let k = adt_metrics::stats::kid(&real_feats, feats, DIMS, 100, 1000, 0)?;
+                    let feats = s.features.clone().context("no features")?;
+                    let k = adt_metrics::stats::kid(&real_feats, &feats, DIMS, 100, 1000, 0)?;
+                    evaluated.push(intervals::Evaluated {
+                        model: model.clone(),
+                        method: method.clone(),
+                        train_sampler: ts.clone(),
+                        eval_sampler: es.to_string(),
+                        steps: es.steps,
+                        guidance,
+                        seed,
+                        features: feats,
+                        fid: f.fid,
+                        kid: k.kid,
+                    });
                     let cell = (
                         model.as_str(),
                         method.as_str(),
@@ -400,8 +425,6 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         guidance,
                         seed,
                     );
-                    push(&mut rows, cell, "fid", f.fid, images.len());
-                    push(&mut rows, cell, "kid", k.kid, images.len());
                     for (name, v) in controls(&images, &prompts) {
                         push(&mut rows, cell, name, v, images.len());
                     }
@@ -410,8 +433,14 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    // FID/KID with intervals, means over seeds, paired ADT − FT differences.
+    let reps = config::bootstrap_reps(a);
+    rows.extend(intervals::rows(&real_feats, &evaluated, reps, g.quiet)?);
+    rows.extend(intervals::seed_means_of_controls(&rows));
+
     // The frame.
     adt_reports::metrics::write(&rows, &a.out)?;
+    config::save(a, &a.out)?;
     let (_, inception_sha, _) = net.get()?;
     let manifest = serde_json::json!({
         "adt_bench_version": env!("CARGO_PKG_VERSION"),
@@ -436,8 +465,15 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         a.out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?,
     )?;
-    let md = report_md(&rows, a)?;
+    mechanism::write_csv(&norms, &a.out.join("grad_norms.csv"))?;
+    let meta = report_meta(a, reps);
+    let tables = adt_reports::render::tables(&rows, &meta);
+    let md = adt_reports::render::markdown(TITLE, &meta, &tables);
     std::fs::write(a.out.join("report.md"), &md)?;
+    let svgs = plots(&rows, &meta, &tune_dirs, &norms)?;
+    let figures = grid_figures(&a.out.join("grids"))?;
+    let html = adt_reports::render::html(TITLE, &meta, &tables, &svgs, &figures);
+    std::fs::write(a.out.join("report.html"), html)?;
     if !g.quiet {
         print!("{md}");
     }
@@ -459,97 +495,305 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-/// The markdown report: FID/KID and controls per model × method × eval sampler (means over
-/// seeds), and the tuning controls.
-pub fn report_md(rows: &[MetricRow], a: &RunArgs) -> anyhow::Result<String> {
-    let mut md = String::new();
-    writeln!(md, "# adt-bench run\n")?;
-    writeln!(
-        md,
-        "{} images per cell, seeds {:?}; FID and KID in clean-fid's `clean` mode against the real \
-         images of the same captions. With fewer than 2048 images the covariance is rank-deficient: \
-         FID is biased upward and comparable only within this report.\n",
-        a.num, a.seeds
-    )?;
-    // (model, method's rank in --methods, method, train, eval) → metric → values over seeds.
-    type Cell = (String, usize, String, String, String);
-    let mut cells: BTreeMap<Cell, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    let rank = |m: &str| a.methods.iter().position(|x| x == m).unwrap_or(usize::MAX);
-    for r in rows {
-        cells
-            .entry((
-                r.model.clone(),
-                rank(&r.method),
-                r.method.clone(),
-                r.train_sampler.clone(),
-                r.eval_sampler.clone(),
-            ))
-            .or_default()
-            .entry(r.metric.clone())
-            .or_default()
-            .push(r.value);
+const TITLE: &str = "adt-bench run";
+
+/// The report's intro and method order.
+pub fn report_meta(a: &RunArgs, reps: usize) -> adt_reports::render::Meta {
+    adt_reports::render::Meta {
+        intro: format!(
+            "{} images per cell, seeds {:?}; FID and KID in clean-fid's `clean` mode (299×299 \
+             Inception input) against the real images of the same captions; 95 % intervals from \
+             {reps} bootstrap replicates. With fewer than 2048 images the covariance is \
+             rank-deficient: FID is biased upward and comparable only within this report.",
+            a.num, a.seeds
+        ),
+        methods: a.methods.clone(),
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    writeln!(md, "## Evaluation\n")?;
-    writeln!(
-        md,
-        "| model | method | train sampler | eval sampler | FID | KID | background acc. | shape-colour acc. | residual noise |"
-    )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
-    for ((m, _, me, ts, es), v) in &cells {
-        if es == "-" {
-            continue;
+}
+
+/// A moving mean over the finite values of one log column (window 9), against the iteration.
+fn log_curve(dir: &Path, col: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    let path = dir.join("log.csv");
+    let mut rd =
+        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let head = rd.headers()?.clone();
+    let (Some(it), Some(c)) = (
+        head.iter().position(|h| h == "iter"),
+        head.iter().position(|h| h == col),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let mut pts = Vec::new();
+    for r in rd.records() {
+        let r = r?;
+        if let (Some(x), Some(y)) = (
+            r.get(it).and_then(|v| v.parse::<f64>().ok()),
+            r.get(c).and_then(|v| v.parse::<f64>().ok()),
+        ) && y.is_finite()
+        {
+            pts.push((x, y));
         }
-        let g = |k: &str| v.get(k).map(|x| mean(x)).unwrap_or(f64::NAN);
-        writeln!(
-            md,
-            "| {m} | {me} | {ts} | {es} | {:.2} | {:.4} | {:.3} | {:.3} | {:.2} |",
-            g("fid"),
-            g("kid"),
-            g("background_accuracy"),
-            g("shape_color_accuracy"),
-            g("residual_noise")
-        )?;
     }
-    writeln!(md, "\n## Tuning controls (first → last tenth of the log)\n")?;
-    writeln!(
-        md,
-        "| model | method | train sampler | L_diff | colour-mean error | discriminator gap |"
-    )?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
-    for ((m, _, me, ts, es), v) in &cells {
-        if es != "-" {
-            continue;
+    let w = 9usize;
+    Ok((0..pts.len())
+        .map(|i| {
+            let lo = i.saturating_sub(w / 2);
+            let hi = (i + w / 2 + 1).min(pts.len());
+            let m = pts[lo..hi].iter().map(|p| p.1).sum::<f64>() / (hi - lo) as f64;
+            (pts[i].0, m)
+        })
+        .collect())
+}
+
+/// The report's plots as (caption, SVG).
+fn plots(
+    rows: &[MetricRow],
+    meta: &adt_reports::render::Meta,
+    tune_dirs: &[(String, PathBuf)],
+    norms: &[mechanism::GradNorm],
+) -> anyhow::Result<Vec<(String, String)>> {
+    use adt_reports::render::{Plot, Series, svg_heatmap, svg_intervals, svg_lines};
+    let mut out = Vec::new();
+    let rank = |m: &str| {
+        meta.methods
+            .iter()
+            .position(|x| x == m)
+            .unwrap_or(usize::MAX)
+    };
+    let models: Vec<String> = {
+        let mut v: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
+        v.dedup();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for model in &models {
+        let over: Vec<&MetricRow> = rows
+            .iter()
+            .filter(|r| &r.model == model && r.seed.is_none() && r.eval_sampler != "-")
+            .collect();
+        let mut evals: Vec<String> = over.iter().map(|r| r.eval_sampler.clone()).collect();
+        evals.sort();
+        evals.dedup();
+        // FID with intervals, grouped by eval sampler.
+        let mut groups = Vec::new();
+        for es in &evals {
+            let mut e: Vec<&&MetricRow> = over
+                .iter()
+                .filter(|r| &r.eval_sampler == es && r.metric == "fid")
+                .collect();
+            e.sort_by_key(|r| (rank(&r.method), r.train_sampler.clone()));
+            groups.push((
+                es.clone(),
+                e.iter()
+                    .map(|r| {
+                        let l = if r.train_sampler == "-" {
+                            r.method.clone()
+                        } else {
+                            format!("{} ({})", r.method, r.train_sampler)
+                        };
+                        (l, r.value, r.ci_low, r.ci_high)
+                    })
+                    .collect(),
+            ));
         }
-        let pair = |k: &str| {
-            let f = v.get(&format!("tune_{k}_first")).map(|x| mean(x));
-            let l = v.get(&format!("tune_{k}_last")).map(|x| mean(x));
-            match (f, l) {
-                (Some(f), Some(l)) => format!("{f:.4} → {l:.4}"),
-                _ => "—".into(),
+        out.push((
+            format!("{model}: FID per method and eval sampler, mean over seeds with its 95 % interval (a dot-and-whisker plot: the axis does not start at 0)."),
+            svg_intervals(&format!("{model}: FID (95 % interval)"), "FID", &groups),
+        ));
+        // Paired differences.
+        let mut dgroups = Vec::new();
+        for es in &evals {
+            let e: Vec<(String, f64, Option<f64>, Option<f64>)> = over
+                .iter()
+                .filter(|r| &r.eval_sampler == es && r.metric == "fid_diff")
+                .map(|r| {
+                    (
+                        format!("adt − ft ({})", r.train_sampler),
+                        r.value,
+                        r.ci_low,
+                        r.ci_high,
+                    )
+                })
+                .collect();
+            if !e.is_empty() {
+                dgroups.push((es.clone(), e));
             }
-        };
-        writeln!(
-            md,
-            "| {m} | {me} | {ts} | {} | {} | {} |",
-            pair("loss_diff"),
-            pair("color_mean_error"),
-            pair("disc_gap")
-        )?;
+        }
+        if !dgroups.is_empty() {
+            out.push((
+                format!("{model}: paired FID difference ADT − FT with its 95 % interval; below 0 = ADT better."),
+                svg_intervals(&format!("{model}: ΔFID ADT − FT"), "ΔFID", &dgroups),
+            ));
+        }
+        // Transfer heatmap.
+        let mut states: Vec<(usize, String, String)> = over
+            .iter()
+            .filter(|r| r.metric == "fid")
+            .map(|r| (rank(&r.method), r.method.clone(), r.train_sampler.clone()))
+            .collect();
+        states.sort();
+        states.dedup();
+        let labels: Vec<String> = states
+            .iter()
+            .map(|s| format!("{} / tuned with {}", s.1, s.2))
+            .collect();
+        let values: Vec<Vec<Option<f64>>> = states
+            .iter()
+            .map(|(_, me, ts)| {
+                evals
+                    .iter()
+                    .map(|es| {
+                        over.iter()
+                            .find(|r| {
+                                r.metric == "fid"
+                                    && &r.method == me
+                                    && &r.train_sampler == ts
+                                    && &r.eval_sampler == es
+                            })
+                            .map(|r| r.value)
+                    })
+                    .collect()
+            })
+            .collect();
+        out.push((
+            format!("{model}: the transfer matrix — FID of each tuned state (row) under each eval sampler (column); greener is lower."),
+            svg_heatmap(&format!("{model}: transfer matrix (FID)"), &labels, &evals, &values),
+        ));
     }
-    writeln!(
-        md,
-        "\nBackground / shape-colour accuracy: the image's border colour / a region of the shape's \
-         colour match the caption. Residual noise: mean |pixel − 3×3 box blur| (0–255)."
-    )?;
-    Ok(md)
+    // Loss curves.
+    for (col, title, log_y) in [
+        ("loss_diff", "L_diff (diffusion loss, model updates)", false),
+        ("loss_d", "discriminator loss L_D", false),
+        ("loss_adv", "adversarial loss L_adv", false),
+        ("disc_gap", "discriminator gap (real − generated)", false),
+        ("color_mean_error", "colour-mean error of x̂0", false),
+    ] {
+        let mut series = Vec::new();
+        for (label, dir) in tune_dirs {
+            let pts = log_curve(dir, col)?;
+            if !pts.is_empty() {
+                series.push(Series {
+                    label: label.clone(),
+                    points: pts,
+                    dashed: false,
+                });
+            }
+        }
+        if series.is_empty() {
+            continue;
+        }
+        out.push((
+            format!("Tuning log: {title}, moving mean over 9 logged values."),
+            svg_lines(&Plot {
+                title: title.into(),
+                x_label: "iteration".into(),
+                y_label: col.into(),
+                series,
+                log_y,
+                caption: String::new(),
+            }),
+        ));
+    }
+    // The gradient reaching each step.
+    let mut keys: Vec<(String, String)> = norms
+        .iter()
+        .map(|n| (n.model.clone(), n.sampler.clone()))
+        .collect();
+    keys.dedup();
+    for (model, sampler) in keys {
+        let mut series = Vec::new();
+        for param in ["v", "eps", "flow"] {
+            for path in ["adt", "drtune"] {
+                let pts: Vec<(f64, f64)> = norms
+                    .iter()
+                    .filter(|n| {
+                        n.model == model
+                            && n.sampler == sampler
+                            && n.parameterization == param
+                            && n.path == path
+                    })
+                    .map(|n| (n.step as f64, n.norm))
+                    .collect();
+                if !pts.is_empty() {
+                    series.push(Series {
+                        label: format!("{path}, {param}-pred."),
+                        points: pts,
+                        dashed: path == "adt",
+                    });
+                }
+            }
+        }
+        let eps: Vec<(f64, f64)> = norms
+            .iter()
+            .filter(|n| {
+                n.model == model
+                    && n.sampler == sampler
+                    && n.parameterization == "eps"
+                    && n.path == "adt"
+            })
+            .map(|n| (n.step as f64, 1.0 / n.alpha_bar.sqrt()))
+            .collect();
+        if !eps.is_empty() {
+            series.push(Series {
+                label: "1/√ᾱ_t".into(),
+                points: eps,
+                dashed: true,
+            });
+        }
+        out.push((
+            format!(
+                "{model}, {sampler}: norm of the gradient reaching each step (0 = noisiest) for a unit gradient on the final image, \
+                 from the tuner's adjoint on the sampler's plan (grad_norms.csv). ADT: equal at every step. DRTune: the product \
+                 of the state coefficients — 1/√ᾱ_t for ε-prediction; ≈ 1 for v-prediction, whose DDIM state coefficients are cosines."
+            ),
+            svg_lines(&Plot {
+                title: format!("{model}, {sampler}: gradient norm per step"),
+                x_label: "step index".into(),
+                y_label: "‖∂L/∂x_t‖".into(),
+                series,
+                log_y: true,
+                caption: String::new(),
+            }),
+        ));
+    }
+    Ok(out)
+}
+
+/// The sample grids of a run's `grids/` folder, real images first.
+fn grid_figures(dir: &Path) -> anyhow::Result<Vec<adt_reports::render::Figure>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort_by_key(|p| (p.file_stem().is_none_or(|s| s != "real"), p.clone()));
+    files
+        .iter()
+        .map(|p| {
+            Ok(adt_reports::render::Figure {
+                caption: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                png: std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(method: &str, ts: &str, es: &str, seed: u64, metric: &str, value: f64) -> MetricRow {
+    fn row(
+        method: &str,
+        ts: &str,
+        es: &str,
+        seed: Option<u64>,
+        metric: &str,
+        value: f64,
+    ) -> MetricRow {
         MetricRow {
             model: "tiny".into(),
             method: method.into(),
@@ -574,8 +818,8 @@ mod tests {
     #[test]
     fn report_tables_snapshot() {
         let mut rows = Vec::new();
-        for seed in [0, 1] {
-            let s = seed as f64;
+        for seed in [Some(0), Some(1), None] {
+            let s = seed.map_or(0.5, |s| s as f64);
             for (method, ts, base) in [
                 ("base", "-", 220.0),
                 ("ft", "ddim:10", 221.0),
@@ -583,8 +827,18 @@ mod tests {
             ] {
                 for (es, off) in [("ddim:10", 0.0), ("dpm++2m:10", 1.5)] {
                     let cell = |m: &str, v: f64| row(method, ts, es, seed, m, v);
-                    rows.push(cell("fid", base + off + s));
-                    rows.push(cell("kid", (base + off + s) / 1500.0));
+                    let ci = |mut r: MetricRow, w: f64| {
+                        r.ci_low = Some(r.value - w);
+                        r.ci_high = Some(r.value + 1.5 * w);
+                        r
+                    };
+                    rows.push(ci(cell("fid", base + off + s), 4.0));
+                    rows.push(ci(cell("kid", (base + off + s) / 1500.0), 0.002));
+                    if method == "adt" {
+                        let d = |m: &str, v: f64, w: f64| ci(row("adt-ft", ts, es, seed, m, v), w);
+                        rows.push(d("fid_diff", -6.0 + off, 3.0));
+                        rows.push(d("kid_diff", -0.004, 0.002));
+                    }
                     rows.push(cell("background_accuracy", 1.0));
                     rows.push(cell("shape_color_accuracy", 0.875 + 0.0625 * s));
                     rows.push(cell("residual_noise", 3.5 + off));
@@ -628,6 +882,9 @@ mod tests {
             train_samplers: vec!["ddim:10".into()],
             eval_samplers: vec!["ddim:10".into(), "dpm++2m:10".into()],
             seeds: vec![0, 1],
+            config: None,
+            explicit: Vec::new(),
+            bootstrap: None,
             num: 64,
             batch: 32,
             guidance: None,
@@ -639,6 +896,8 @@ mod tests {
             },
             out: "unused".into(),
         };
-        insta::assert_snapshot!(report_md(&rows, &args).unwrap());
+        let meta = report_meta(&args, 1000);
+        let tables = adt_reports::render::tables(&rows, &meta);
+        insta::assert_snapshot!(adt_reports::render::markdown(TITLE, &meta, &tables));
     }
 }

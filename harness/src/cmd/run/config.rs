@@ -1,0 +1,174 @@
+//! `run --config bench.toml`: the options as a TOML file, command-line flags overriding it, and
+//! the fully resolved configuration written next to the report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::cli::RunArgs;
+
+/// The options of `run` a TOML file may set (keys as the long flags, `_` for `-`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    models: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
+    train_samplers: Option<Vec<String>>,
+    eval_samplers: Option<Vec<String>>,
+    seeds: Option<Vec<u64>>,
+    num: Option<usize>,
+    batch: Option<usize>,
+    guidance: Option<f32>,
+    tune_args: Option<String>,
+    device: Option<String>,
+    bootstrap: Option<usize>,
+    inception_weights: Option<PathBuf>,
+    out: Option<PathBuf>,
+}
+
+/// The configuration a run used, every value resolved (saved as `config.toml`; `run --config`
+/// reads it back).
+#[derive(Debug, serde::Serialize)]
+pub struct Resolved {
+    pub models: Vec<String>,
+    pub methods: Vec<String>,
+    pub train_samplers: Vec<String>,
+    pub eval_samplers: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub num: usize,
+    pub batch: usize,
+    /// Per model: the guidance of its evaluation (the model's default unless set).
+    pub guidance: Option<f32>,
+    pub tune_args: String,
+    pub device: String,
+    pub bootstrap: usize,
+    pub out: PathBuf,
+}
+
+/// `a` with the values of its `--config` file filled in wherever the command line did not
+/// give the option.
+pub fn apply(a: &RunArgs) -> anyhow::Result<RunArgs> {
+    let mut r = a.clone();
+    let Some(path) = &a.config else {
+        return Ok(r);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let f: FileConfig =
+        toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))?;
+    let given = |id: &str| a.explicit.iter().any(|e| e == id);
+    macro_rules! fill {
+        ($($field:ident),*) => {$(
+            if let Some(v) = f.$field {
+                if !given(stringify!($field)) {
+                    r.$field = v;
+                }
+            }
+        )*};
+    }
+    fill!(
+        models,
+        methods,
+        train_samplers,
+        eval_samplers,
+        seeds,
+        num,
+        batch,
+        tune_args,
+        device,
+        out
+    );
+    if f.guidance.is_some() && !given("guidance") {
+        r.guidance = f.guidance;
+    }
+    if f.bootstrap.is_some() && !given("bootstrap") {
+        r.bootstrap = f.bootstrap;
+    }
+    if f.inception_weights.is_some() && !given("inception_weights") {
+        r.inception.inception_weights = f.inception_weights;
+    }
+    Ok(r)
+}
+
+/// The bootstrap replicates a run uses.
+pub fn bootstrap_reps(a: &RunArgs) -> usize {
+    a.bootstrap.unwrap_or(if a.num <= 512 { 1000 } else { 0 })
+}
+
+/// Write the resolved configuration as `DIR/config.toml`.
+pub fn save(a: &RunArgs, dir: &Path) -> anyhow::Result<Resolved> {
+    let r = Resolved {
+        models: a.models.clone(),
+        methods: a.methods.clone(),
+        train_samplers: a.train_samplers.clone(),
+        eval_samplers: a.eval_samplers.clone(),
+        seeds: a.seeds.clone(),
+        num: a.num,
+        batch: a.batch,
+        guidance: a.guidance,
+        tune_args: a.tune_args.clone(),
+        device: a.device.clone(),
+        bootstrap: bootstrap_reps(a),
+        out: a.out.clone(),
+    };
+    let text = format!(
+        "# The configuration of this run, every option resolved; `adt-bench run --config` reads it.\n{}",
+        toml::to_string(&r)?
+    );
+    std::fs::write(dir.join("config.toml"), text)?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_file_fills_what_the_command_line_left_and_typos_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("bench.toml");
+        std::fs::write(
+            &cfg,
+            "seeds = [0, 1, 2]\nnum = 32\neval_samplers = [\"ddim:10\", \"euler:20\"]\n\
+             tune_args = \"--iters 4\"\nbootstrap = 50\n",
+        )
+        .unwrap();
+        let app = crate::parse_args([
+            "adt-bench",
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "-n",
+            "16",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(a) = app.cmd else {
+            panic!("not run")
+        };
+        let r = apply(&a).unwrap();
+        assert_eq!(r.seeds, [0, 1, 2]);
+        assert_eq!(r.num, 16, "the flag wins over the file");
+        assert_eq!(r.eval_samplers, ["ddim:10", "euler:20"]);
+        assert_eq!(r.tune_args, "--iters 4");
+        assert_eq!(bootstrap_reps(&r), 50);
+        assert_eq!(r.methods, ["base", "ft", "adt"], "defaults stay");
+        // The saved file reads back to the same options.
+        save(&r, dir.path()).unwrap();
+        let back: FileConfig =
+            toml::from_str(&std::fs::read_to_string(dir.path().join("config.toml")).unwrap())
+                .unwrap();
+        assert_eq!(back.num, Some(16));
+        assert_eq!(back.seeds, Some(vec![0, 1, 2]));
+
+        std::fs::write(&cfg, "seed = [1]\n").unwrap();
+        let e = format!("{:#}", apply(&a).unwrap_err());
+        assert!(e.contains("unknown field `seed`"), "{e}");
+        // Without --config nothing changes.
+        let plain = crate::cli::App::try_parse_from(["adt-bench", "run"]).unwrap();
+        let crate::cli::Command::Run(p) = plain.cmd else {
+            panic!()
+        };
+        assert_eq!(apply(&p).unwrap().num, 64);
+    }
+}

@@ -1,0 +1,292 @@
+//! FID and KID rows with bootstrap 95 % intervals: per seed (images resampled), over seeds
+//! (seeds and images resampled, two-stage), and the paired difference ADT − FT (the same
+//! resampled image indices and real images on both sides: sample i of ADT and of FT share the
+//! caption and the initial noise).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use rand::SeedableRng;
+
+use adt_metrics::arch::DIMS;
+use adt_metrics::bootstrap::{GramSets, over_seeds, percentile_interval, resample};
+
+use super::MetricRow;
+
+/// One evaluated cell: a model state sampled with one eval sampler and seed.
+pub struct Evaluated {
+    pub model: String,
+    pub method: String,
+    pub train_sampler: String,
+    pub eval_sampler: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub seed: u64,
+    /// Inception features, n × 2048.
+    pub features: Vec<f32>,
+    /// FID and KID against the real set on all images (the rows' values).
+    pub fid: f64,
+    pub kid: f64,
+}
+
+const LEVEL: f64 = 0.95;
+
+fn opt(v: &[f64]) -> Option<&[f64]> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn seed_of(parts: &[&str]) -> u64 {
+    // A fixed, documented stream per group: FNV-1a of the group's names.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for p in parts {
+        for b in p.bytes().chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// Everything but metric, value, interval and n.
+fn row(e: &Evaluated, method: &str, seed: Option<u64>) -> MetricRow {
+    MetricRow {
+        model: e.model.clone(),
+        method: method.into(),
+        train_sampler: e.train_sampler.clone(),
+        eval_sampler: e.eval_sampler.clone(),
+        steps: e.steps,
+        guidance: e.guidance,
+        seed,
+        metric: String::new(),
+        value: f64::NAN,
+        ci_low: None,
+        ci_high: None,
+        n: 0,
+    }
+}
+
+fn with(
+    mut r: MetricRow,
+    metric: &str,
+    value: f64,
+    reps: Option<&[f64]>,
+    n: usize,
+) -> anyhow::Result<MetricRow> {
+    r.metric = metric.into();
+    r.value = value;
+    r.n = n;
+    if let Some(v) = reps.filter(|v| !v.is_empty()) {
+        let (lo, hi) = percentile_interval(v, LEVEL)?;
+        r.ci_low = Some(lo);
+        r.ci_high = Some(hi);
+    }
+    Ok(r)
+}
+
+/// The FID/KID rows of every evaluated cell, their means over seeds, and the paired ADT − FT
+/// differences (per seed and over seeds), each with a 95 % percentile interval from `reps`
+/// bootstrap replicates (none when `reps` is 0).
+pub fn rows(
+    real: &[f32],
+    cells: &[Evaluated],
+    reps: usize,
+    quiet: bool,
+) -> anyhow::Result<Vec<MetricRow>> {
+    let n_real = real.len() / DIMS;
+    // Replicates per cell: cells of one (model, eval sampler, seed) share a Gram matrix and,
+    // in replicate b, the resampled real and generated indices.
+    let mut fid_reps: Vec<Vec<f64>> = vec![Vec::new(); cells.len()];
+    let mut kid_reps: Vec<Vec<f64>> = vec![Vec::new(); cells.len()];
+    let mut groups: BTreeMap<(String, String, u64), Vec<usize>> = BTreeMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        groups
+            .entry((c.model.clone(), c.eval_sampler.clone(), c.seed))
+            .or_default()
+            .push(i);
+    }
+    let bar = crate::progress::Bar::new(
+        (groups.len() * reps) as u64,
+        "bootstrap replicates",
+        quiet || reps == 0,
+    );
+    if reps > 0 {
+        for ((model, es, seed), members) in &groups {
+            let n = cells[members[0]].features.len() / DIMS;
+            if members.iter().any(|&i| cells[i].features.len() != n * DIMS) {
+                anyhow::bail!("the cells of {model} / {es} / seed {seed} differ in size");
+            }
+            let mut sets: Vec<&[f32]> = vec![real];
+            sets.extend(members.iter().map(|&i| cells[i].features.as_slice()));
+            let gram = GramSets::new(&sets, DIMS)?;
+            let mut rng =
+                rand_chacha::ChaCha8Rng::seed_from_u64(seed_of(&[model, es, &seed.to_string()]));
+            for _ in 0..reps {
+                let ri = resample(&mut rng, n_real);
+                let gi = resample(&mut rng, n);
+                for (k, &m) in members.iter().enumerate() {
+                    let start = gram.rows(k + 1).start;
+                    let idx: Vec<usize> = gi.iter().map(|&i| start + i).collect();
+                    fid_reps[m].push(gram.fid(&ri, &idx)?);
+                    kid_reps[m].push(gram.kid(&ri, &idx)?);
+                }
+                bar.inc();
+            }
+        }
+    }
+    bar.finish();
+
+    let mut out = Vec::new();
+    // Per seed.
+    for (i, c) in cells.iter().enumerate() {
+        let n = c.features.len() / DIMS;
+        out.push(with(
+            row(c, &c.method, Some(c.seed)),
+            "fid",
+            c.fid,
+            opt(&fid_reps[i]),
+            n,
+        )?);
+        out.push(with(
+            row(c, &c.method, Some(c.seed)),
+            "kid",
+            c.kid,
+            opt(&kid_reps[i]),
+            n,
+        )?);
+    }
+    // Over seeds: (model, method, train, eval) → cell indices in seed order.
+    let mut by_state: BTreeMap<(&str, &str, &str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        by_state
+            .entry((&c.model, &c.method, &c.train_sampler, &c.eval_sampler))
+            .or_default()
+            .push(i);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    for ((model, method, ts, es), idx) in &by_state {
+        let c0 = &cells[idx[0]];
+        let n: usize = idx.iter().map(|&i| cells[i].features.len() / DIMS).sum();
+        for (metric, point, rep) in [
+            (
+                "fid",
+                idx.iter().map(|&i| cells[i].fid).collect::<Vec<_>>(),
+                &fid_reps,
+            ),
+            (
+                "kid",
+                idx.iter().map(|&i| cells[i].kid).collect::<Vec<_>>(),
+                &kid_reps,
+            ),
+        ] {
+            let per_seed: Vec<Vec<f64>> = idx.iter().map(|&i| rep[i].clone()).collect();
+            let r = over_seeds(
+                &per_seed,
+                reps,
+                seed_of(&[model, method, ts, es, metric, "seeds"]),
+            );
+            out.push(with(
+                row(c0, method, None),
+                metric,
+                mean(&point),
+                opt(&r),
+                n,
+            )?);
+        }
+    }
+    // Paired ADT − FT, per seed and over seeds.
+    for ((model, method, ts, es), adt) in &by_state {
+        if *method != "adt" {
+            continue;
+        }
+        let Some(ft) = by_state.get(&(*model, "ft", *ts, *es)) else {
+            continue;
+        };
+        let seeds_of = |v: &[usize]| v.iter().map(|&i| cells[i].seed).collect::<Vec<_>>();
+        if seeds_of(adt) != seeds_of(ft) {
+            continue;
+        }
+        for (metric, point, rep) in [
+            (
+                "fid_diff",
+                (|c: &Evaluated| c.fid) as fn(&Evaluated) -> f64,
+                &fid_reps,
+            ),
+            ("kid_diff", |c: &Evaluated| c.kid, &kid_reps),
+        ] {
+            let mut per_seed = Vec::new();
+            let mut points = Vec::new();
+            for (&a, &f) in adt.iter().zip(ft) {
+                let d: Vec<f64> = rep[a].iter().zip(&rep[f]).map(|(x, y)| x - y).collect();
+                let p = point(&cells[a]) - point(&cells[f]);
+                let n = cells[a].features.len() / DIMS;
+                out.push(with(
+                    row(&cells[a], "adt-ft", Some(cells[a].seed)),
+                    metric,
+                    p,
+                    opt(&d),
+                    n,
+                )?);
+                per_seed.push(d);
+                points.push(p);
+            }
+            let r = if reps > 0 {
+                over_seeds(&per_seed, reps, seed_of(&[model, ts, es, metric, "paired"]))
+            } else {
+                Vec::new()
+            };
+            let n = adt
+                .iter()
+                .map(|&i| cells[i].features.len() / DIMS)
+                .sum::<usize>();
+            out.push(
+                with(
+                    row(&cells[adt[0]], "adt-ft", None),
+                    metric,
+                    mean(&points),
+                    opt(&r),
+                    n,
+                )
+                .context("paired interval")?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Means over seeds (no interval) of the per-seed control rows (everything but FID/KID),
+/// so every seed-aggregated FID has its controls beside it.
+pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
+    let mut acc: BTreeMap<String, (MetricRow, Vec<f64>, usize)> = BTreeMap::new();
+    for r in rows {
+        if r.seed.is_none() || r.metric == "fid" || r.metric == "kid" {
+            continue;
+        }
+        let mut k = r.clone();
+        k.seed = None;
+        let e = acc.entry(k.key()).or_insert_with(|| (k, Vec::new(), 0));
+        e.1.push(r.value);
+        e.2 += r.n;
+    }
+    // In first-seen order of the input, for a stable frame.
+    let mut order: Vec<String> = Vec::new();
+    for r in rows {
+        if r.seed.is_none() || r.metric == "fid" || r.metric == "kid" {
+            continue;
+        }
+        let mut k = r.clone();
+        k.seed = None;
+        let key = k.key();
+        if !order.contains(&key) {
+            order.push(key);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|k| acc.remove(&k))
+        .map(|(mut r, v, n)| {
+            r.value = v.iter().sum::<f64>() / v.len() as f64;
+            r.n = n;
+            r
+        })
+        .collect()
+}
