@@ -44,6 +44,45 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Debian's Chromium, if installed (`CHROMIUM` overrides the path).
+fn chromium() -> Option<PathBuf> {
+    let p = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    p.exists().then_some(p)
+}
+
+/// Open `html` in headless Chromium and screenshot the page (1200 px wide, `height` tall).
+fn screenshot(browser: &Path, html: &Path, png: &Path, height: u32) {
+    let profile = tempfile::tempdir().unwrap();
+    let o = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size=1200,{height}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.canonicalize().unwrap().display()))
+        .output()
+        .expect("start chromium");
+    assert!(png.exists(), "no screenshot: {}", text(&o));
+}
+
+/// Pixels of the screenshot within 40 (per channel) of `rgb`.
+fn pixels_near(img: &image::RgbImage, rgb: [u8; 3]) -> usize {
+    img.pixels()
+        .filter(|p| (0..3).all(|c| (p.0[c] as i32 - rgb[c] as i32).abs() <= 40))
+        .count()
+}
+
 fn entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
@@ -136,6 +175,34 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     let html = std::fs::read_to_string(a.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("data:image/png;base64,"));
     assert!(html.contains("transfer matrix (FID)") && html.contains("gradient norm per step"));
+    // The page in a real browser: the plots' lines and dots (palette blue, red) and the
+    // heatmap's cells are drawn. CI sets ADT_REQUIRE_BROWSER=1 (and installs chromium).
+    match chromium() {
+        Some(b) => {
+            let png = tmp.path().join("report.png");
+            screenshot(&b, &a.join("report.html"), &png, 8000);
+            let img = image::open(&png).unwrap().to_rgb8();
+            let blue = pixels_near(&img, [0x1f, 0x77, 0xb4]);
+            let red = pixels_near(&img, [0xd6, 0x27, 0x28]);
+            let white = pixels_near(&img, [255, 255, 255]);
+            eprintln!(
+                "screenshot {}×{}: {blue} blue, {red} red, {white} white pixels",
+                img.width(),
+                img.height()
+            );
+            assert!(
+                blue > 500 && red > 500,
+                "plots not visible: {blue} blue, {red} red"
+            );
+            assert!(white < (img.width() * img.height()) as usize, "blank page");
+        }
+        None if std::env::var_os("ADT_REQUIRE_BROWSER").is_some() => {
+            panic!("ADT_REQUIRE_BROWSER is set but /usr/bin/chromium (or $CHROMIUM) is missing")
+        }
+        None => {
+            eprintln!("SKIPPED (browser check): no chromium; `apt-get install chromium` to run it")
+        }
+    }
     let cfg = std::fs::read_to_string(a.join("config.toml")).unwrap();
     assert!(
         cfg.contains("num = 4") && cfg.contains("bootstrap = 1000"),

@@ -27,6 +27,9 @@ pub enum Error {
         /// The cause.
         source: PolarsError,
     },
+    /// A frame that breaks its rules (e.g. two rows with one key).
+    #[error("{0}")]
+    Invalid(String),
     /// A CSV file could not be read or written.
     #[error("{path}: {source}")]
     Csv {

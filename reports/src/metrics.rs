@@ -52,9 +52,16 @@ impl MetricRow {
     }
 }
 
-/// Write `metrics.csv` and `metrics.parquet` into `dir`.
+/// Write `metrics.csv` and `metrics.parquet` into `dir`. Every row's [`MetricRow::key`] must
+/// be unique (reports are compared by key).
 pub fn write(rows: &[MetricRow], dir: &Path) -> Result<PathBuf> {
     let path = dir.join("metrics.csv");
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        if !seen.insert(r.key()) {
+            return Err(Error::Invalid(format!("two rows for `{}`", r.key())));
+        }
+    }
     let ce = |source| Error::Csv {
         path: path.clone(),
         source,
@@ -215,6 +222,9 @@ mod tests {
         assert_eq!(back[3], rows[3]);
         assert!(back[2].value.is_nan());
         assert!(dir.path().join("metrics.parquet").exists());
+        let dup = vec![rows[0].clone(), rows[0].clone()];
+        let e = write(&dup, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("two rows for `tiny adt"), "{e}");
     }
 
     #[test]

@@ -144,7 +144,8 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
         .map(String::from)
         .to_vec(),
         rows: Vec::new(),
-        note: "Intervals: bootstrap percentile intervals, seeds and images resampled (two-stage). \
+        note: "Intervals: bootstrap percentile intervals (seeds and images resampled, two-stage) \
+               centred on the estimate (the upward shift that duplicated images cause is removed). \
                Background / shape-colour accuracy: the image's border colour / a region of the \
                shape's colour match the caption. Residual noise: mean |pixel − 3×3 box blur| \
                (0–255). From the tuning log (last tenth; drift = last − first tenth): L_diff \
@@ -396,11 +397,13 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 }
 
 fn tick_label(v: f64) -> String {
+    let v = if v == 0.0 { 0.0 } else { v }; // no "-0"
     if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e5) {
         format!("{v:.1e}")
     } else {
         let s = format!("{v:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "-0" { "0".into() } else { s.to_string() }
     }
 }
 
@@ -584,11 +587,7 @@ pub fn svg_lines(p: &Plot) -> String {
 
 /// Dot-and-whisker plot of one metric (value and 95 % interval) per labelled entry, grouped.
 /// `groups`: (group title, [(label, value, low, high)]).
-pub fn svg_intervals(
-    title: &str,
-    y_label: &str,
-    groups: &[(String, Vec<Interval>)],
-) -> String {
+pub fn svg_intervals(title: &str, y_label: &str, groups: &[(String, Vec<Interval>)]) -> String {
     let n: usize = groups.iter().map(|g| g.1.len()).sum();
     let (w, h) = (
         (120.0 + 46.0 * n as f64 + 20.0 * groups.len() as f64).max(320.0),

@@ -9,7 +9,7 @@ use anyhow::Context;
 use rand::SeedableRng;
 
 use adt_metrics::arch::DIMS;
-use adt_metrics::bootstrap::{GramSets, over_seeds, percentile_interval, resample};
+use adt_metrics::bootstrap::{GramSets, centred_interval, over_seeds, resample};
 
 use super::MetricRow;
 
@@ -76,7 +76,7 @@ fn with(
     r.value = value;
     r.n = n;
     if let Some(v) = reps.filter(|v| !v.is_empty()) {
-        let (lo, hi) = percentile_interval(v, LEVEL)?;
+        let (lo, hi) = centred_interval(value, v, LEVEL)?;
         r.ci_low = Some(lo);
         r.ci_high = Some(hi);
     }
@@ -253,14 +253,16 @@ pub fn rows(
     Ok(out)
 }
 
-/// Means over seeds (no interval) of the per-seed control rows (everything but FID/KID),
-/// so every seed-aggregated FID has its controls beside it.
+fn is_control(r: &MetricRow) -> bool {
+    r.seed.is_some() && !r.metric.starts_with("fid") && !r.metric.starts_with("kid")
+}
+
+/// Means over seeds (no interval) of the per-seed control rows (everything but FID/KID and
+/// their paired differences, which [`rows`] aggregates with intervals), so every
+/// seed-aggregated FID has its controls beside it.
 pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
     let mut acc: BTreeMap<String, (MetricRow, Vec<f64>, usize)> = BTreeMap::new();
-    for r in rows {
-        if r.seed.is_none() || r.metric == "fid" || r.metric == "kid" {
-            continue;
-        }
+    for r in rows.iter().filter(|r| is_control(r)) {
         let mut k = r.clone();
         k.seed = None;
         let e = acc.entry(k.key()).or_insert_with(|| (k, Vec::new(), 0));
@@ -269,10 +271,7 @@ pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
     }
     // In first-seen order of the input, for a stable frame.
     let mut order: Vec<String> = Vec::new();
-    for r in rows {
-        if r.seed.is_none() || r.metric == "fid" || r.metric == "kid" {
-            continue;
-        }
+    for r in rows.iter().filter(|r| is_control(r)) {
         let mut k = r.clone();
         k.seed = None;
         let key = k.key();
