@@ -44,8 +44,17 @@ pub struct GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The benchmark: tune every model with every method and train sampler (cached), sample with
-    /// every eval sampler, score FID/KID and the controls, write metrics.csv/.parquet, report.md
-    /// and manifest.json. With no arguments: the built-in model and data set (minutes on a CPU).
+    /// every eval sampler, score FID/KID with bootstrap intervals, the paired ADT − FT
+    /// difference and the controls; write metrics.csv/.parquet, report.md, report.html,
+    /// config.toml and manifest.json. With no arguments: the built-in model and data set
+    /// (minutes on a CPU).
+    ///
+    /// Examples:
+    ///   adt-bench run                                    # the embedded default → runs/default
+    ///   adt-bench run --seeds 0,1,2 -n 128 --eval-samplers ddim:10,dpm++2m:10,euler-a:20
+    ///   adt-bench run --config bench.toml --out runs/b   # options from TOML, flags override
+    ///   adt-bench report compare runs/default runs/b --tol 0.02
+    #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Read and compare the reports `run` writes.
     #[command(subcommand)]

@@ -216,6 +216,13 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["fid"]["mode"], "clean");
+    assert_eq!(
+        m["data"]["real_images_sha256"].as_str().map(str::len),
+        Some(64),
+        "{m}"
+    );
+    assert!(a.join("logs/tiny-adt-ddim-10-s0.csv").exists());
+    assert!(a.join("logs/tiny-ft-ddim-10-s0.parquet").exists());
     assert_eq!(m["config"]["seeds"][0], 0);
     assert!(
         m["hashes"]

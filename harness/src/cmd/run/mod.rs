@@ -291,6 +291,16 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         .collect();
     let real_dir = a.out.join("real");
     sampling::write_images(&real_dir, &real, &prompts)?;
+    // The evaluation data's content hash: every real image's pixels and its caption.
+    let real_hash = {
+        let mut h = Sha256::new();
+        for (img, p) in real.iter().zip(&prompts) {
+            h.update(img.as_raw());
+            h.update(p.as_bytes());
+            h.update([0u8]);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
     sampling::write_grid(&a.out.join("grids/real.png"), &real)?;
 
     let mode = adt_metrics::Mode::Clean;
@@ -378,6 +388,17 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         wh.clone(),
                     );
                     tune_dirs.push((format!("{model} {method} {ts} seed {seed}"), dir.clone()));
+                    // The training log beside the report.
+                    let logs = a.out.join("logs");
+                    std::fs::create_dir_all(&logs)?;
+                    let stem = format!("{model}-{method}-{ts}-s{seed}").replace(':', "-");
+                    for ext in ["csv", "parquet"] {
+                        let from = dir.join(format!("log.{ext}"));
+                        if from.exists() {
+                            std::fs::copy(&from, logs.join(format!("{stem}.{ext}")))
+                                .with_context(|| format!("cannot copy {}", from.display()))?;
+                        }
+                    }
                     for (name, v, n) in log_controls(&dir)? {
                         push(
                             &mut rows,
@@ -454,8 +475,14 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         "fid": { "mode": mode.name(), "inception_sha256": inception_sha,
                  "real": format!("builtin:shapes?offset={} (first {})", adt_datasets::shapes::EVAL_OFFSET, a.num) },
         "plugins": reg.plugins().iter().map(|p| serde_json::json!({
-            "name": p.name, "kind": format!("{:?}", p.kind), "version": p.version,
+            "name": p.name, "kind": format!("{:?}", p.kind), "version": p.version, "abi": p.abi,
+            "source": p.source.to_string(),
+            "sha256": match &p.source {
+                adt_plugin_host::PluginSource::Library(path) => file_sha256(path).ok(),
+                adt_plugin_host::PluginSource::Builtin => None,
+            },
         })).collect::<Vec<_>>(),
+        "data": { "real_images_sha256": real_hash },
         "hashes": hashes,
         "machine": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
                      "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
