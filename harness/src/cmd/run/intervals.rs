@@ -289,3 +289,66 @@ pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn feats(n: usize, seed: u64, shift: f32) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n * DIMS).map(|_| rng.random::<f32>() + shift).collect()
+    }
+
+    fn cell(method: &str, seed: u64, features: Vec<f32>, real: &[f32]) -> Evaluated {
+        let g = GramSets::new(&[real, &features], DIMS).unwrap();
+        let (r, c): (Vec<usize>, Vec<usize>) = (g.rows(0).collect(), g.rows(1).collect());
+        Evaluated {
+            model: "tiny".into(),
+            method: method.into(),
+            train_sampler: "ddim:10".into(),
+            eval_sampler: "ddim:10".into(),
+            steps: 10,
+            guidance: 2.0,
+            seed,
+            fid: g.fid(&r, &c).unwrap(),
+            kid: g.kid(&r, &c).unwrap(),
+            features,
+        }
+    }
+
+    /// Identical ADT and FT samples: every paired replicate is exactly 0 (the same resampled
+    /// indices on both sides), while each method's own interval has width.
+    #[test]
+    fn paired_replicates_share_their_resampled_images() {
+        let n = 8;
+        let real = feats(n, 1, 0.0);
+        let mut cells = Vec::new();
+        for seed in [0, 1] {
+            let f = feats(n, 10 + seed, 0.05);
+            cells.push(cell("ft", seed, f.clone(), &real));
+            cells.push(cell("adt", seed, f, &real));
+        }
+        let rows = rows(&real, &cells, 200, true).unwrap();
+        let find = |method: &str, seed: Option<u64>, metric: &str| {
+            rows.iter()
+                .find(|r| r.method == method && r.seed == seed && r.metric == metric)
+                .unwrap_or_else(|| panic!("{method} {seed:?} {metric}"))
+                .clone()
+        };
+        for seed in [Some(0), Some(1), None] {
+            let d = find("adt-ft", seed, "fid_diff");
+            assert_eq!((d.value, d.ci_low, d.ci_high), (0.0, Some(0.0), Some(0.0)));
+            let f = find("ft", seed, "fid");
+            let (lo, hi) = (f.ci_low.unwrap(), f.ci_high.unwrap());
+            assert!(lo < f.value && f.value < hi, "{f:?}");
+        }
+        // Over seeds: the mean of the per-seed values, and n counts every image.
+        let over = find("ft", None, "fid");
+        assert!((over.value - (cells[0].fid + cells[2].fid) / 2.0).abs() < 1e-12);
+        assert_eq!(over.n, 2 * n);
+        // No replicates: values without intervals.
+        let plain = super::rows(&real, &cells, 0, true).unwrap();
+        assert!(plain.iter().all(|r| r.ci_low.is_none()));
+    }
+}
