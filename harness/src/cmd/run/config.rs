@@ -169,6 +169,6 @@ mod tests {
         let crate::cli::Command::Run(p) = plain.cmd else {
             panic!()
         };
-        assert_eq!(apply(&p).unwrap().num, 64);
+        assert_eq!(apply(&p).unwrap().num, 48);
     }
 }
