@@ -687,7 +687,7 @@ fn plots(
             })
             .collect();
         out.push((
-            format!("{model}: the transfer matrix — FID of each tuned state (row) under each eval sampler (column); greener is lower."),
+            format!("{model}: the transfer matrix — FID of each tuned state (row) under each eval sampler (column); the colours span this table's range (lowest green, highest red), so read the intervals above before the colours."),
             svg_heatmap(&format!("{model}: transfer matrix (FID)"), &labels, &evals, &values),
         ));
     }
