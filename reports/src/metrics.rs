@@ -37,6 +37,45 @@ pub struct MetricRow {
 }
 
 impl MetricRow {
+    /// A cell's identity with no metric yet (value NaN, no interval, n 0); [`MetricRow::at`]
+    /// fills in a metric.
+    pub fn cell(
+        model: &str,
+        method: &str,
+        train_sampler: &str,
+        eval_sampler: &str,
+        steps: usize,
+        guidance: f32,
+        seed: Option<u64>,
+    ) -> MetricRow {
+        MetricRow {
+            model: model.into(),
+            method: method.into(),
+            train_sampler: train_sampler.into(),
+            eval_sampler: eval_sampler.into(),
+            steps,
+            guidance,
+            seed,
+            metric: String::new(),
+            value: f64::NAN,
+            ci_low: None,
+            ci_high: None,
+            n: 0,
+        }
+    }
+
+    /// This cell's row of one metric (no interval).
+    pub fn at(&self, metric: &str, value: f64, n: usize) -> MetricRow {
+        MetricRow {
+            metric: metric.into(),
+            value,
+            ci_low: None,
+            ci_high: None,
+            n,
+            ..self.clone()
+        }
+    }
+
     /// Everything but the value: what identifies the row across reports.
     pub fn key(&self) -> String {
         format!(

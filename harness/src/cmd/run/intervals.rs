@@ -15,12 +15,9 @@ use super::MetricRow;
 
 /// One evaluated cell: a model state sampled with one eval sampler and seed.
 pub struct Evaluated {
-    pub model: String,
-    pub method: String,
-    pub train_sampler: String,
-    pub eval_sampler: String,
-    pub steps: usize,
-    pub guidance: f32,
+    /// The cell's identity (model … seed) as a frame row; its metric and value are unused.
+    pub cell: MetricRow,
+    /// The cell's seed (`cell.seed`, always set here).
     pub seed: u64,
     /// Inception features, n × 2048.
     pub features: Vec<f32>,
@@ -47,21 +44,12 @@ fn seed_of(parts: &[&str]) -> u64 {
     h
 }
 
-/// Everything but metric, value, interval and n.
+/// The cell's row with another method and seed (metric, value and n are set by [`with`]).
 fn row(e: &Evaluated, method: &str, seed: Option<u64>) -> MetricRow {
     MetricRow {
-        model: e.model.clone(),
         method: method.into(),
-        train_sampler: e.train_sampler.clone(),
-        eval_sampler: e.eval_sampler.clone(),
-        steps: e.steps,
-        guidance: e.guidance,
         seed,
-        metric: String::new(),
-        value: f64::NAN,
-        ci_low: None,
-        ci_high: None,
-        n: 0,
+        ..e.cell.clone()
     }
 }
 
@@ -72,9 +60,7 @@ fn with(
     reps: Option<&[f64]>,
     n: usize,
 ) -> anyhow::Result<MetricRow> {
-    r.metric = metric.into();
-    r.value = value;
-    r.n = n;
+    r = r.at(metric, value, n);
     if let Some(v) = reps.filter(|v| !v.is_empty()) {
         let (lo, hi) = centred_interval(value, v, LEVEL)?;
         r.ci_low = Some(lo);
@@ -100,7 +86,7 @@ pub fn rows(
     let mut groups: BTreeMap<(String, String, u64), Vec<usize>> = BTreeMap::new();
     for (i, c) in cells.iter().enumerate() {
         groups
-            .entry((c.model.clone(), c.eval_sampler.clone(), c.seed))
+            .entry((c.cell.model.clone(), c.cell.eval_sampler.clone(), c.seed))
             .or_default()
             .push(i);
     }
@@ -140,14 +126,14 @@ pub fn rows(
     for (i, c) in cells.iter().enumerate() {
         let n = c.features.len() / DIMS;
         out.push(with(
-            row(c, &c.method, Some(c.seed)),
+            row(c, &c.cell.method, Some(c.seed)),
             "fid",
             c.fid,
             opt(&fid_reps[i]),
             n,
         )?);
         out.push(with(
-            row(c, &c.method, Some(c.seed)),
+            row(c, &c.cell.method, Some(c.seed)),
             "kid",
             c.kid,
             opt(&kid_reps[i]),
@@ -158,7 +144,12 @@ pub fn rows(
     let mut by_state: BTreeMap<(&str, &str, &str, &str), Vec<usize>> = BTreeMap::new();
     for (i, c) in cells.iter().enumerate() {
         by_state
-            .entry((&c.model, &c.method, &c.train_sampler, &c.eval_sampler))
+            .entry((
+                &c.cell.model,
+                &c.cell.method,
+                &c.cell.train_sampler,
+                &c.cell.eval_sampler,
+            ))
             .or_default()
             .push(i);
     }
@@ -304,12 +295,7 @@ mod tests {
         let g = GramSets::new(&[real, &features], DIMS).unwrap();
         let (r, c): (Vec<usize>, Vec<usize>) = (g.rows(0).collect(), g.rows(1).collect());
         Evaluated {
-            model: "tiny".into(),
-            method: method.into(),
-            train_sampler: "ddim:10".into(),
-            eval_sampler: "ddim:10".into(),
-            steps: 10,
-            guidance: 2.0,
+            cell: MetricRow::cell("tiny", method, "ddim:10", "ddim:10", 10, 2.0, Some(seed)),
             seed,
             fid: g.fid(&r, &c).unwrap(),
             kid: g.kid(&r, &c).unwrap(),

@@ -328,28 +328,6 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let mut tune_dirs: Vec<(String, PathBuf)> = Vec::new();
     let mut norms: Vec<mechanism::GradNorm> = Vec::new();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
-    let push =
-        |rows: &mut Vec<MetricRow>,
-         (model, method, ts, es, steps, gd, seed): (&str, &str, &str, &str, usize, f32, u64),
-         metric: &str,
-         value: f64,
-         n: usize| {
-            rows.push(MetricRow {
-                model: model.into(),
-                method: method.into(),
-                train_sampler: ts.into(),
-                eval_sampler: es.into(),
-                steps,
-                guidance: gd,
-                seed: Some(seed),
-                metric: metric.into(),
-                value,
-                ci_low: None,
-                ci_high: None,
-                n,
-            })
-        };
-
     for model in &a.models {
         if model != "tiny" {
             bail!(
@@ -402,14 +380,17 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                                 .with_context(|| format!("cannot copy {}", from.display()))?;
                         }
                     }
+                    let log_cell = MetricRow::cell(
+                        model,
+                        method,
+                        &ts.to_string(),
+                        "-",
+                        0,
+                        guidance,
+                        Some(seed),
+                    );
                     for (name, v, n) in log_controls(&dir)? {
-                        push(
-                            &mut rows,
-                            (model, method, &ts.to_string(), "-", 0, guidance, seed),
-                            name,
-                            v,
-                            n,
-                        );
+                        rows.push(log_cell.at(name, v, n));
                     }
                     states.push((method.clone(), ts.to_string(), Some(w), wh));
                 }
@@ -428,30 +409,25 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     let f = adt_metrics::stats::fid(&real_stats.gaussian, &s.gaussian)?;
                     let feats = s.features.clone().context("no features")?;
                     let k = adt_metrics::stats::kid(&real_feats, &feats, DIMS, 100, 1000, 0)?;
-                    evaluated.push(intervals::Evaluated {
-                        model: model.clone(),
-                        method: method.clone(),
-                        train_sampler: ts.clone(),
-                        eval_sampler: es.to_string(),
-                        steps: es.steps,
+                    let cell = MetricRow::cell(
+                        model,
+                        method,
+                        ts,
+                        &es.to_string(),
+                        es.steps,
                         guidance,
+                        Some(seed),
+                    );
+                    for (name, v) in controls(&images, &prompts) {
+                        rows.push(cell.at(name, v, images.len()));
+                    }
+                    evaluated.push(intervals::Evaluated {
+                        cell,
                         seed,
                         features: feats,
                         fid: f.fid,
                         kid: k.kid,
                     });
-                    let cell = (
-                        model.as_str(),
-                        method.as_str(),
-                        ts.as_str(),
-                        &*es.to_string(),
-                        es.steps,
-                        guidance,
-                        seed,
-                    );
-                    for (name, v) in controls(&images, &prompts) {
-                        push(&mut rows, cell, name, v, images.len());
-                    }
                 }
             }
         }
