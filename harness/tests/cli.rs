@@ -1,27 +1,10 @@
 //! The `adt-bench` binary as users run it.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_adt-bench"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin()
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run adt-bench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{run, text};
 
 #[test]
 fn plugins_list_shows_tiny_and_every_sampler() {

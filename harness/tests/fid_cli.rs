@@ -1,7 +1,9 @@
 //! `adt-bench fid` and `adt-bench bench inception` as users run them, on the FID fixtures.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fixtures() -> Option<PathBuf> {
     let base = std::env::var_os("ADT_FIXTURES")
@@ -16,34 +18,7 @@ fn fixtures() -> Option<PathBuf> {
     }
 }
 
-fn weights() -> Option<PathBuf> {
-    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
-        Ok((p, _)) => Some(p),
-        Err(e) => {
-            eprintln!("SKIPPED: no Inception weights: {e}");
-            None
-        }
-    }
-}
-
-/// Run with the weights given and a private statistics cache.
-fn run(cache: &Path, w: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adt-bench"))
-        .args(args)
-        .env("ADT_CACHE_DIR", cache)
-        .env("ADT_INCEPTION_WEIGHTS", w)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run adt-bench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{run_with_weights as run, text, weights};
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", text(o));

@@ -1,22 +1,19 @@
 //! `adt-bench run` end to end on the built-in model, scaled down: the grid, the cache, the
 //! frame, the manifest, and reproducibility.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn weights() -> Option<PathBuf> {
-    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
-        Ok((p, _)) => Some(p),
-        Err(e) => {
-            eprintln!("SKIPPED: no Inception weights: {e}");
-            None
-        }
-    }
-}
+use common::{text, weights};
 
 fn run(cache: &Path, w: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adt-bench"))
-        .args([
+    let out = out.to_str().expect("utf-8 temp path");
+    common::run_with_weights(
+        cache,
+        w,
+        &[
             "run",
             "-n",
             "4",
@@ -31,20 +28,8 @@ fn run(cache: &Path, w: &Path, out: &Path) -> Output {
             "--tune-args",
             "--iters 4 --d-warmup 1 --h 2 --batch 4 --disc-loss non-saturating",
             "--out",
-        ])
-        .arg(out)
-        .env("ADT_CACHE_DIR", cache)
-        .env("ADT_INCEPTION_WEIGHTS", w)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run adt-bench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+            out,
+        ],
     )
 }
 
@@ -259,7 +244,7 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
 
     // `report compare` passes on identical reports and fails (exit 6) on a planted regression.
     let cmp = |x: &Path, y: &Path, tol: &str| {
-        Command::new(env!("CARGO_BIN_EXE_adt-bench"))
+        common::bin()
             .args(["report", "compare"])
             .args([x, y])
             .args(["--tol", tol])
@@ -296,7 +281,7 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     let o = cmp(&a, &b, "0.1");
     assert!(o.status.success(), "{}", text(&o));
 
-    let o = Command::new(env!("CARGO_BIN_EXE_adt-bench"))
+    let o = common::bin()
         .args(["report", "show"])
         .arg(&a)
         .output()

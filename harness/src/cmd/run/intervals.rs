@@ -121,24 +121,24 @@ pub fn rows(
     }
     bar.finish();
 
+    // Each metric: its name, its value on a cell, its replicates per cell.
+    type Point = fn(&Evaluated) -> f64;
+    let metrics: [(&str, Point, &Vec<Vec<f64>>); 2] =
+        [("fid", |c| c.fid, &fid_reps), ("kid", |c| c.kid, &kid_reps)];
+    let size = |i: usize| cells[i].features.len() / DIMS;
+
     let mut out = Vec::new();
     // Per seed.
     for (i, c) in cells.iter().enumerate() {
-        let n = c.features.len() / DIMS;
-        out.push(with(
-            row(c, &c.cell.method, Some(c.seed)),
-            "fid",
-            c.fid,
-            opt(&fid_reps[i]),
-            n,
-        )?);
-        out.push(with(
-            row(c, &c.cell.method, Some(c.seed)),
-            "kid",
-            c.kid,
-            opt(&kid_reps[i]),
-            n,
-        )?);
+        for (metric, point, rep) in metrics {
+            out.push(with(
+                row(c, &c.cell.method, Some(c.seed)),
+                metric,
+                point(c),
+                opt(&rep[i]),
+                size(i),
+            )?);
+        }
     }
     // Over seeds: (model, method, train, eval) → cell indices in seed order.
     let mut by_state: BTreeMap<(&str, &str, &str, &str), Vec<usize>> = BTreeMap::new();
@@ -156,19 +156,9 @@ pub fn rows(
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     for ((model, method, ts, es), idx) in &by_state {
         let c0 = &cells[idx[0]];
-        let n: usize = idx.iter().map(|&i| cells[i].features.len() / DIMS).sum();
-        for (metric, point, rep) in [
-            (
-                "fid",
-                idx.iter().map(|&i| cells[i].fid).collect::<Vec<_>>(),
-                &fid_reps,
-            ),
-            (
-                "kid",
-                idx.iter().map(|&i| cells[i].kid).collect::<Vec<_>>(),
-                &kid_reps,
-            ),
-        ] {
+        let n: usize = idx.iter().map(|&i| size(i)).sum();
+        for (metric, point, rep) in metrics {
+            let point: Vec<f64> = idx.iter().map(|&i| point(&cells[i])).collect();
             let per_seed: Vec<Vec<f64>> = idx.iter().map(|&i| rep[i].clone()).collect();
             let r = over_seeds(
                 &per_seed,
@@ -196,39 +186,25 @@ pub fn rows(
         if seeds_of(adt) != seeds_of(ft) {
             continue;
         }
-        for (metric, point, rep) in [
-            (
-                "fid_diff",
-                (|c: &Evaluated| c.fid) as fn(&Evaluated) -> f64,
-                &fid_reps,
-            ),
-            ("kid_diff", |c: &Evaluated| c.kid, &kid_reps),
-        ] {
+        for (base, point, rep) in metrics {
+            let metric = &format!("{base}_diff");
             let mut per_seed = Vec::new();
             let mut points = Vec::new();
             for (&a, &f) in adt.iter().zip(ft) {
                 let d: Vec<f64> = rep[a].iter().zip(&rep[f]).map(|(x, y)| x - y).collect();
                 let p = point(&cells[a]) - point(&cells[f]);
-                let n = cells[a].features.len() / DIMS;
                 out.push(with(
                     row(&cells[a], "adt-ft", Some(cells[a].seed)),
                     metric,
                     p,
                     opt(&d),
-                    n,
+                    size(a),
                 )?);
                 per_seed.push(d);
                 points.push(p);
             }
-            let r = if reps > 0 {
-                over_seeds(&per_seed, reps, seed_of(&[model, ts, es, metric, "paired"]))
-            } else {
-                Vec::new()
-            };
-            let n = adt
-                .iter()
-                .map(|&i| cells[i].features.len() / DIMS)
-                .sum::<usize>();
+            let r = over_seeds(&per_seed, reps, seed_of(&[model, ts, es, metric, "paired"]));
+            let n = adt.iter().map(|&i| size(i)).sum::<usize>();
             out.push(
                 with(
                     row(&cells[adt[0]], "adt-ft", None),
@@ -252,30 +228,29 @@ fn is_control(r: &MetricRow) -> bool {
 /// their paired differences, which [`rows`] aggregates with intervals), so every
 /// seed-aggregated FID has its controls beside it.
 pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
-    let mut acc: BTreeMap<String, (MetricRow, Vec<f64>, usize)> = BTreeMap::new();
+    // (row over seeds, Σ value, count), in first-seen order for a stable frame.
+    let mut out: Vec<(MetricRow, f64, usize)> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
     for r in rows.iter().filter(|r| is_control(r)) {
-        let mut k = r.clone();
-        k.seed = None;
-        let e = acc.entry(k.key()).or_insert_with(|| (k, Vec::new(), 0));
-        e.1.push(r.value);
-        e.2 += r.n;
-    }
-    // In first-seen order of the input, for a stable frame.
-    let mut order: Vec<String> = Vec::new();
-    for r in rows.iter().filter(|r| is_control(r)) {
-        let mut k = r.clone();
-        k.seed = None;
-        let key = k.key();
-        if !order.contains(&key) {
-            order.push(key);
+        let k = MetricRow {
+            seed: None,
+            ..r.clone()
+        };
+        match index.get(&k.key()) {
+            Some(&i) => {
+                out[i].0.n += r.n;
+                out[i].1 += r.value;
+                out[i].2 += 1;
+            }
+            None => {
+                index.insert(k.key(), out.len());
+                out.push((k, r.value, 1));
+            }
         }
     }
-    order
-        .into_iter()
-        .filter_map(|k| acc.remove(&k))
-        .map(|(mut r, v, n)| {
-            r.value = v.iter().sum::<f64>() / v.len() as f64;
-            r.n = n;
+    out.into_iter()
+        .map(|(mut r, sum, count)| {
+            r.value = sum / count as f64;
             r
         })
         .collect()

@@ -16,8 +16,10 @@ use crate::sampling::{self, SamplerSpec};
 pub struct GradNorm {
     pub model: String,
     pub sampler: String,
-    pub parameterization: String,
-    pub path: String,
+    /// Written as the ABI names it (`eps`, `v`, `flow`).
+    pub parameterization: Parameterization,
+    /// `adt` or `drtune`.
+    pub path: GradPath,
     /// Step index (0: the first, noisiest step).
     pub step: usize,
     /// Model time of the step's first evaluation.
@@ -28,12 +30,12 @@ pub struct GradNorm {
     pub norm: f64,
 }
 
-fn param_name(p: Parameterization) -> &'static str {
-    match p {
-        Parameterization::Eps => "eps",
-        Parameterization::V => "v",
-        Parameterization::Flow => "flow",
-    }
+/// The serde name of a unit variant (`eps`, `drtune`): the names the CSV and the ABI use.
+pub fn name(x: &impl serde::Serialize) -> String {
+    serde_json::to_value(x)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 /// Norms for the model's parameterisation and ε-prediction (if different), both paths.
@@ -68,12 +70,8 @@ pub fn grad_norms(
                 out.push(GradNorm {
                     model: model.into(),
                     sampler: sampler.to_string(),
-                    parameterization: param_name(p).into(),
-                    path: match path {
-                        GradPath::Adt => "adt",
-                        _ => "drtune",
-                    }
-                    .into(),
+                    parameterization: p,
+                    path,
                     step: i,
                     t: e.t,
                     alpha_bar: e.alpha * e.alpha,
@@ -118,16 +116,18 @@ mod tests {
         let desc = m.describe().unwrap();
         let spec: SamplerSpec = "ddim:10".parse().unwrap();
         let rows = grad_norms(&reg, "tiny", &desc, &spec).unwrap();
-        let pick = |param: &str, path: &str| -> Vec<&GradNorm> {
+        use GradPath::{Adt, Drtune};
+        use Parameterization::{Eps, V};
+        let pick = |param: Parameterization, path: GradPath| -> Vec<&GradNorm> {
             rows.iter()
                 .filter(|r| r.parameterization == param && r.path == path)
                 .collect()
         };
-        assert_eq!(pick("eps", "adt").len(), 10);
-        for r in pick("eps", "adt").into_iter().chain(pick("v", "adt")) {
+        assert_eq!(pick(Eps, Adt).len(), 10);
+        for r in pick(Eps, Adt).into_iter().chain(pick(V, Adt)) {
             assert!((r.norm - 1.0).abs() < 1e-6, "{r:?}");
         }
-        let eps = pick("eps", "drtune");
+        let eps = pick(Eps, Drtune);
         for r in &eps {
             let want = 1.0 / r.alpha_bar.sqrt();
             assert!((r.norm - want).abs() <= 1e-4 * want, "{r:?} vs {want}");
@@ -138,7 +138,7 @@ mod tests {
             eps[0].norm
         );
         // v-prediction: the state coefficients are cos(θ_prev − θ) ≤ 1, so no growth.
-        for r in pick("v", "drtune") {
+        for r in pick(V, Drtune) {
             assert!(r.norm <= 1.0 + 1e-6 && r.norm > 0.5, "{r:?}");
         }
     }

@@ -222,41 +222,83 @@ fn controls(images: &[image::RgbImage], prompts: &[String]) -> [(&'static str, f
     ]
 }
 
-/// Means of a tuning log's columns over the first and the last tenth of the iterations where
-/// each column is logged (L_diff only on model updates; at least one value each).
-fn log_controls(dir: &Path) -> anyhow::Result<Vec<(&'static str, f64, usize)>> {
-    let path = dir.join("log.csv");
-    let mut rd =
-        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let head = rd.headers()?.clone();
-    let rows: Vec<csv::StringRecord> = rd.records().collect::<Result<_, _>>()?;
-    let mut out = Vec::new();
-    for (first, last, col) in [
-        ("tune_loss_diff_first", "tune_loss_diff_last", "loss_diff"),
-        (
-            "tune_color_mean_error_first",
-            "tune_color_mean_error_last",
-            "color_mean_error",
-        ),
-        ("tune_disc_gap_first", "tune_disc_gap_last", "disc_gap"),
-    ] {
-        let Some(i) = head.iter().position(|h| h == col) else {
-            continue;
-        };
-        let vals: Vec<f64> = rows
+/// A tuning log (`log.csv`), read once: per column, the (iteration, value) pairs where the
+/// value is finite (L_diff is logged only on model updates).
+struct TuneLog {
+    columns: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+impl TuneLog {
+    fn read(dir: &Path) -> anyhow::Result<TuneLog> {
+        let path = dir.join("log.csv");
+        let mut rd = csv::Reader::from_path(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let head = rd.headers()?.clone();
+        let it = head
             .iter()
-            .filter_map(|r| r.get(i).and_then(|v| v.parse::<f64>().ok()))
-            .filter(|v| v.is_finite())
-            .collect();
-        if vals.is_empty() {
-            continue;
+            .position(|h| h == "iter")
+            .with_context(|| format!("{} has no `iter` column", path.display()))?;
+        let mut columns: BTreeMap<String, Vec<(f64, f64)>> =
+            head.iter().map(|h| (h.to_string(), Vec::new())).collect();
+        for r in rd.records() {
+            let r = r.with_context(|| format!("cannot read {}", path.display()))?;
+            let Some(x) = r.get(it).and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            for (h, v) in head.iter().zip(r.iter()) {
+                if let Ok(y) = v.parse::<f64>()
+                    && y.is_finite()
+                    && let Some(c) = columns.get_mut(h)
+                {
+                    c.push((x, y));
+                }
+            }
         }
-        let k = (vals.len() / 10).max(1);
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        out.push((first, mean(&vals[..k]), k));
-        out.push((last, mean(&vals[vals.len() - k..]), k));
+        Ok(TuneLog { columns })
     }
-    Ok(out)
+
+    fn column(&self, col: &str) -> &[(f64, f64)] {
+        self.columns.get(col).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Means of the controls over the first and the last tenth of the iterations where each
+    /// is logged (at least one value each).
+    fn controls(&self) -> Vec<(&'static str, f64, usize)> {
+        let mut out = Vec::new();
+        for (first, last, col) in [
+            ("tune_loss_diff_first", "tune_loss_diff_last", "loss_diff"),
+            (
+                "tune_color_mean_error_first",
+                "tune_color_mean_error_last",
+                "color_mean_error",
+            ),
+            ("tune_disc_gap_first", "tune_disc_gap_last", "disc_gap"),
+        ] {
+            let vals: Vec<f64> = self.column(col).iter().map(|p| p.1).collect();
+            if vals.is_empty() {
+                continue;
+            }
+            let k = (vals.len() / 10).max(1);
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            out.push((first, mean(&vals[..k]), k));
+            out.push((last, mean(&vals[vals.len() - k..]), k));
+        }
+        out
+    }
+
+    /// A moving mean (window 9) of one column, against the iteration.
+    fn curve(&self, col: &str) -> Vec<(f64, f64)> {
+        let pts = self.column(col);
+        let w = 9usize;
+        (0..pts.len())
+            .map(|i| {
+                let lo = i.saturating_sub(w / 2);
+                let hi = (i + w / 2 + 1).min(pts.len());
+                let m = pts[lo..hi].iter().map(|p| p.1).sum::<f64>() / (hi - lo) as f64;
+                (pts[i].0, m)
+            })
+            .collect()
+    }
 }
 
 pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
@@ -324,8 +366,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
 
     let mut rows: Vec<MetricRow> = Vec::new();
     let mut evaluated: Vec<intervals::Evaluated> = Vec::new();
-    // (label, tune folder) of every tuned state, for the loss curves.
-    let mut tune_dirs: Vec<(String, PathBuf)> = Vec::new();
+    // (label, tuning log) of every tuned state, for the loss curves.
+    let mut tune_logs: Vec<(String, TuneLog)> = Vec::new();
     let mut norms: Vec<mechanism::GradNorm> = Vec::new();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     for model in &a.models {
@@ -368,7 +410,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         format!("{model}/{method}/{ts}/seed {seed} weights"),
                         wh.clone(),
                     );
-                    tune_dirs.push((format!("{model} {method} {ts} seed {seed}"), dir.clone()));
+                    let log = TuneLog::read(&dir)?;
                     // The training log beside the report.
                     let logs = a.out.join("logs");
                     std::fs::create_dir_all(&logs)?;
@@ -389,9 +431,10 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         guidance,
                         Some(seed),
                     );
-                    for (name, v, n) in log_controls(&dir)? {
+                    for (name, v, n) in log.controls() {
                         rows.push(log_cell.at(name, v, n));
                     }
+                    tune_logs.push((format!("{model} {method} {ts} seed {seed}"), log));
                     states.push((method.clone(), ts.to_string(), Some(w), wh));
                 }
             }
@@ -476,7 +519,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let tables = adt_reports::render::tables(&rows, &meta);
     let md = adt_reports::render::markdown(TITLE, &meta, &tables);
     std::fs::write(a.out.join("report.md"), &md)?;
-    let svgs = plots(&rows, &meta, &tune_dirs, &norms)?;
+    let svgs = plots(&rows, &meta, &tune_logs, &norms)?;
     let figures = grid_figures(&a.out.join("grids"))?;
     let html = adt_reports::render::html(TITLE, &meta, &tables, &svgs, &figures);
     std::fs::write(a.out.join("report.html"), html)?;
@@ -517,45 +560,11 @@ pub fn report_meta(a: &RunArgs, reps: usize) -> adt_reports::render::Meta {
     }
 }
 
-/// A moving mean over the finite values of one log column (window 9), against the iteration.
-fn log_curve(dir: &Path, col: &str) -> anyhow::Result<Vec<(f64, f64)>> {
-    let path = dir.join("log.csv");
-    let mut rd =
-        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let head = rd.headers()?.clone();
-    let (Some(it), Some(c)) = (
-        head.iter().position(|h| h == "iter"),
-        head.iter().position(|h| h == col),
-    ) else {
-        return Ok(Vec::new());
-    };
-    let mut pts = Vec::new();
-    for r in rd.records() {
-        let r = r?;
-        if let (Some(x), Some(y)) = (
-            r.get(it).and_then(|v| v.parse::<f64>().ok()),
-            r.get(c).and_then(|v| v.parse::<f64>().ok()),
-        ) && y.is_finite()
-        {
-            pts.push((x, y));
-        }
-    }
-    let w = 9usize;
-    Ok((0..pts.len())
-        .map(|i| {
-            let lo = i.saturating_sub(w / 2);
-            let hi = (i + w / 2 + 1).min(pts.len());
-            let m = pts[lo..hi].iter().map(|p| p.1).sum::<f64>() / (hi - lo) as f64;
-            (pts[i].0, m)
-        })
-        .collect())
-}
-
 /// The report's plots as (caption, SVG).
 fn plots(
     rows: &[MetricRow],
     meta: &adt_reports::render::Meta,
-    tune_dirs: &[(String, PathBuf)],
+    tune_logs: &[(String, TuneLog)],
     norms: &[mechanism::GradNorm],
 ) -> anyhow::Result<Vec<(String, String)>> {
     use adt_reports::render::{Plot, Series, svg_heatmap, svg_intervals, svg_lines};
@@ -566,13 +575,7 @@ fn plots(
             .position(|x| x == m)
             .unwrap_or(usize::MAX)
     };
-    let models: Vec<String> = {
-        let mut v: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
-        v.dedup();
-        v.sort();
-        v.dedup();
-        v
-    };
+    let models: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.model.as_str()).collect();
     for model in &models {
         let over: Vec<&MetricRow> = rows
             .iter()
@@ -676,8 +679,8 @@ fn plots(
         ("color_mean_error", "colour-mean error of x̂0", false),
     ] {
         let mut series = Vec::new();
-        for (label, dir) in tune_dirs {
-            let pts = log_curve(dir, col)?;
+        for (label, log) in tune_logs {
+            let pts = log.curve(col);
             if !pts.is_empty() {
                 series.push(Series {
                     label: label.clone(),
@@ -709,8 +712,10 @@ fn plots(
     keys.dedup();
     for (model, sampler) in keys {
         let mut series = Vec::new();
-        for param in ["v", "eps", "flow"] {
-            for path in ["adt", "drtune"] {
+        use adt_plugin_api::Parameterization as P;
+        use adt_tuner::paths::GradPath;
+        for param in [P::V, P::Eps, P::Flow] {
+            for path in [GradPath::Adt, GradPath::Drtune] {
                 let pts: Vec<(f64, f64)> = norms
                     .iter()
                     .filter(|n| {
@@ -723,9 +728,13 @@ fn plots(
                     .collect();
                 if !pts.is_empty() {
                     series.push(Series {
-                        label: format!("{path}, {param}-pred."),
+                        label: format!(
+                            "{}, {}-pred.",
+                            mechanism::name(&path),
+                            mechanism::name(&param)
+                        ),
                         points: pts,
-                        dashed: path == "adt",
+                        dashed: path == GradPath::Adt,
                     });
                 }
             }
@@ -735,8 +744,8 @@ fn plots(
             .filter(|n| {
                 n.model == model
                     && n.sampler == sampler
-                    && n.parameterization == "eps"
-                    && n.path == "adt"
+                    && n.parameterization == P::Eps
+                    && n.path == GradPath::Adt
             })
             .map(|n| (n.step as f64, 1.0 / n.alpha_bar.sqrt()))
             .collect();
