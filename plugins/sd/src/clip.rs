@@ -1,6 +1,6 @@
 //! transformers' `CLIPTextModel` / `CLIPTextModelWithProjection`, built from its `config.json`.
 
-use candle_core::{D, Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Tensor};
 use serde::Deserialize;
 
 use crate::nn::{Act, LayerNorm, Linear, Vb, attention, merge_heads, split_heads};
@@ -210,7 +210,6 @@ impl ClipText {
             pooled = p.forward(&pooled)?;
         }
         let penultimate = penultimate.unwrap_or_else(|| x.clone());
-        let _ = D::Minus1;
         Ok(ClipOutput {
             last_hidden,
             penultimate,

@@ -6,7 +6,9 @@
 
 pub mod clip;
 pub mod load;
+pub mod mmdit;
 pub mod nn;
+pub mod t5;
 pub mod unet;
 pub mod vae;
 
