@@ -9,6 +9,7 @@ pub mod load;
 pub mod mmdit;
 pub mod nn;
 pub mod t5;
+pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 

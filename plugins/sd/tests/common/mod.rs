@@ -35,8 +35,11 @@ pub fn reference(dir: &std::path::Path) -> HashMap<String, Tensor> {
 
 /// The reference JSON.
 pub fn reference_json(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
-        .expect("reference.json parses")
+    // Python's json writes -Infinity (diffusers' lambda_min_clipped); JSON has no such token.
+    let text = std::fs::read_to_string(dir.join("reference.json"))
+        .expect("reference.json")
+        .replace("-Infinity", "null");
+    serde_json::from_str(&text).expect("reference.json parses")
 }
 
 /// A reference tensor by name.
