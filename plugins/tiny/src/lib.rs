@@ -14,7 +14,7 @@ pub mod net;
 pub mod schedule;
 pub mod tokenizer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use adt_plugin_api::{
@@ -25,8 +25,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use sha2::{Digest, Sha256};
 
+pub use adt_plugin_kit::canonical_safetensors;
+use adt_plugin_kit::{Trainer, err, sha256_hex, write_atomic};
 use net::{Params, TinyConfig};
 
 adt_plugin_api::declare_model_plugin!(pub fn header, TinyModel, name = "tiny", version = env!("CARGO_PKG_VERSION"));
@@ -60,12 +61,6 @@ struct CreateConfig {
     arch: Option<TinyConfig>,
 }
 
-struct AdamState {
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
-    step: u64,
-}
-
 /// The tiny model instance.
 pub struct TinyModel {
     cfg: TinyConfig,
@@ -73,33 +68,9 @@ pub struct TinyModel {
     device: Device,
     conds: HashMap<u64, Tensor>,
     next_handle: u64,
-    grads: BTreeMap<String, Tensor>,
-    adam: AdamState,
+    opt: Trainer,
     alphas_cumprod: Vec<f64>,
     weights_hash: Option<String>,
-}
-
-fn err(e: candle_core::Error) -> PluginError {
-    PluginError(e.to_string())
-}
-
-fn device_from(spec: Option<&str>) -> PluginResult<Device> {
-    match spec.unwrap_or("cpu") {
-        "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda") => {
-            let idx = s
-                .strip_prefix("cuda")
-                .and_then(|r| r.strip_prefix(':'))
-                .unwrap_or("0");
-            let idx: usize = idx
-                .parse()
-                .map_err(|_| PluginError::msg(format!("bad device `{s}`")))?;
-            Device::new_cuda(idx).map_err(|e| PluginError(format!("cannot open {s}: {e}")))
-        }
-        s => Err(PluginError::msg(format!(
-            "unknown device `{s}` (use cpu or cuda:N)"
-        ))),
-    }
 }
 
 /// Read tiny weights from safetensors bytes (f32, f16 or bf16) and check them against the
@@ -170,57 +141,7 @@ pub fn params_to_bytes(cfg: &TinyConfig, params: &Params, half: bool) -> PluginR
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("config".to_string(), serde_json::to_string(cfg)?);
-    let views: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| PluginError(format!("cannot serialize weights: {e}")))?;
-    canonical_safetensors(bytes)
-}
-
-/// Rewrite a safetensors file's JSON header with sorted keys, so that the same tensors and
-/// metadata always give the same bytes (the `safetensors` crate writes metadata from a
-/// `HashMap`, whose order changes from process to process).
-pub fn canonical_safetensors(mut bytes: Vec<u8>) -> PluginResult<Vec<u8>> {
-    if bytes.len() < 8 {
-        return Err(PluginError::msg("not a safetensors buffer"));
-    }
-    let n = u64::from_le_bytes(
-        bytes[..8]
-            .try_into()
-            .map_err(|_| PluginError::msg("bad header"))?,
-    ) as usize;
-    let header = bytes
-        .get(8..8 + n)
-        .ok_or_else(|| PluginError::msg("truncated safetensors header"))?;
-    // Rebuild every object with keys inserted in sorted order (serde_json may be built with
-    // `preserve_order`, in which case insertion order is what gets written).
-    fn sort(v: serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
-            }
-            serde_json::Value::Array(a) => {
-                serde_json::Value::Array(a.into_iter().map(sort).collect())
-            }
-            other => other,
-        }
-    }
-    let value: serde_json::Value = serde_json::from_slice(header)?;
-    let mut sorted = serde_json::to_vec(&sort(value))?;
-    if sorted.len() > n {
-        return Err(PluginError::msg(
-            "canonical header longer than the original",
-        ));
-    }
-    sorted.resize(n, b' ');
-    bytes[8..8 + n].copy_from_slice(&sorted);
-    Ok(bytes)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    adt_plugin_kit::serialize(&tensors, meta)
 }
 
 impl TinyModel {
@@ -229,13 +150,7 @@ impl TinyModel {
     }
 
     fn host(t: &Tensor) -> PluginResult<HostTensor> {
-        let shape = t.dims().to_vec();
-        let data = t
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(err)?;
-        Ok(HostTensor { shape, data })
+        adt_plugin_kit::to_host(t)
     }
 
     fn check_image(&self, x: TensorRef<'_>, what: &str) -> PluginResult<()> {
@@ -302,20 +217,7 @@ impl TinyModel {
     }
 
     fn accumulate(&mut self, grads: &candle_core::backprop::GradStore) -> PluginResult<()> {
-        for (name, var) in &self.params.vars {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                // candle does not detach the gradients of variables: they still reference the
-                // forward graph. Detach, or every accumulated gradient keeps its evaluation's
-                // activations alive until zero_grad (memory growing with K).
-                let g = g.detach();
-                let acc = match self.grads.remove(name) {
-                    Some(a) => (a + g).map_err(err)?.detach(),
-                    None => g,
-                };
-                self.grads.insert(name.clone(), acc);
-            }
-        }
-        Ok(())
+        self.opt.accumulate(&self.params.vars, grads)
     }
 
     /// The architecture in use.
@@ -330,7 +232,7 @@ impl TinyModel {
 
     /// Gradient accumulated for one parameter (for tests).
     pub fn grad(&self, name: &str) -> Option<HostTensor> {
-        self.grads.get(name).and_then(|g| Self::host(g).ok())
+        self.opt.grad(name).and_then(|g| Self::host(g).ok())
     }
 }
 
@@ -338,7 +240,7 @@ impl ModelPlugin for TinyModel {
     fn create(config: &serde_json::Value) -> PluginResult<Self> {
         let c: CreateConfig = serde_json::from_value(config.clone())
             .map_err(|e| PluginError(format!("invalid tiny model config: {e}")))?;
-        let device = device_from(c.device.as_deref())?;
+        let device = adt_plugin_kit::device(c.device.as_deref())?;
         let (cfg, params, hash) = match c.weights.as_deref().unwrap_or("builtin") {
             "random" => {
                 let cfg = c.arch.clone().unwrap_or_default();
@@ -379,12 +281,7 @@ impl ModelPlugin for TinyModel {
             device,
             conds: HashMap::new(),
             next_handle: 1,
-            grads: BTreeMap::new(),
-            adam: AdamState {
-                m: BTreeMap::new(),
-                v: BTreeMap::new(),
-                step: 0,
-            },
+            opt: Trainer::new(),
             alphas_cumprod: schedule::alphas_cumprod(),
             weights_hash: hash,
         })
@@ -549,106 +446,21 @@ impl ModelPlugin for TinyModel {
     }
 
     fn zero_grad(&mut self) -> PluginResult<()> {
-        self.grads.clear();
+        self.opt.zero_grad();
         Ok(())
     }
 
     fn step(&mut self, c: &OptimConfig) -> PluginResult<StepStats> {
-        let div = if c.grad_scale_divisor > 0.0 {
-            c.grad_scale_divisor
-        } else {
-            1.0
-        };
-        let mut sq = 0f64;
-        for g in self.grads.values() {
-            sq += g
-                .sqr()
-                .and_then(|t| t.sum_all())
-                .and_then(|t| t.to_scalar::<f32>())
-                .map_err(err)? as f64;
-        }
-        let grad_norm = sq.sqrt() / div;
-        if !grad_norm.is_finite() {
-            self.grads.clear();
-            return Ok(StepStats {
-                grad_norm,
-                clipped: false,
-                skipped_non_finite: true,
-                step: self.adam.step,
-            });
-        }
-        let mut scale = 1.0 / div;
-        let mut clipped = false;
-        if let Some(max) = c.clip_grad_norm
-            && grad_norm > max
-        {
-            scale *= max / (grad_norm + 1e-12);
-            clipped = true;
-        }
-        self.adam.step += 1;
-        let t = self.adam.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
-        for (name, var) in &self.params.vars {
-            let Some(g) = self.grads.get(name) else {
-                continue;
-            };
-            let g = (g * scale).map_err(err)?;
-            let m = match self.adam.m.get(name) {
-                Some(m) => ((m * c.beta1).map_err(err)? + (&g * (1.0 - c.beta1)).map_err(err)?)
-                    .map_err(err)?,
-                None => (&g * (1.0 - c.beta1)).map_err(err)?,
-            };
-            let g2 = g.sqr().map_err(err)?;
-            let v = match self.adam.v.get(name) {
-                Some(v) => ((v * c.beta2).map_err(err)? + (&g2 * (1.0 - c.beta2)).map_err(err)?)
-                    .map_err(err)?,
-                None => (&g2 * (1.0 - c.beta2)).map_err(err)?,
-            };
-            let mhat = (&m / bc1).map_err(err)?;
-            let vhat = (&v / bc2).map_err(err)?;
-            let upd = (mhat / (vhat.sqrt().map_err(err)? + c.eps).map_err(err)?).map_err(err)?;
-            let w = var.as_tensor();
-            let decayed = (w * (1.0 - c.lr * c.weight_decay)).map_err(err)?;
-            let neww = (decayed - (upd * c.lr).map_err(err)?).map_err(err)?;
-            var.set(&neww.detach()).map_err(err)?;
-            self.adam.m.insert(name.clone(), m.detach());
-            self.adam.v.insert(name.clone(), v.detach());
-        }
-        self.grads.clear();
-        Ok(StepStats {
-            grad_norm,
-            clipped,
-            skipped_non_finite: false,
-            step: self.adam.step,
-        })
+        self.opt.step(&self.params.vars, c)
     }
 
     fn save_state(&self, dir: &Path) -> PluginResult<()> {
-        std::fs::create_dir_all(dir)?;
-        let write_atomic = |name: &str, bytes: &[u8]| -> PluginResult<()> {
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, dir.join(name))?;
-            Ok(())
-        };
         write_atomic(
+            dir,
             "model.safetensors",
             &params_to_bytes(&self.cfg, &self.params, false)?,
         )?;
-        let mut opt: Vec<(String, Tensor)> = Vec::new();
-        for (k, t) in &self.adam.m {
-            opt.push((format!("m.{k}"), t.clone()));
-        }
-        for (k, t) in &self.adam.v {
-            opt.push((format!("v.{k}"), t.clone()));
-        }
-        let mut meta = HashMap::new();
-        meta.insert("step".to_string(), self.adam.step.to_string());
-        let views: Vec<(String, &Tensor)> = opt.iter().map(|(n, t)| (n.clone(), t)).collect();
-        let bytes =
-            safetensors::serialize(views, Some(meta)).map_err(|e| PluginError(e.to_string()))?;
-        write_atomic("optimizer.safetensors", &canonical_safetensors(bytes)?)
+        write_atomic(dir, "optimizer.safetensors", &self.opt.state_bytes()?)
     }
 
     fn load_state(&mut self, dir: &Path) -> PluginResult<()> {
@@ -664,34 +476,10 @@ impl ModelPlugin for TinyModel {
         }
         self.params = params;
         self.weights_hash = Some(sha256_hex(&bytes));
-        self.adam = AdamState {
-            m: BTreeMap::new(),
-            v: BTreeMap::new(),
-            step: 0,
-        };
-        let op = dir.join("optimizer.safetensors");
-        if let Ok(bytes) = std::fs::read(&op) {
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-                .map_err(|e| PluginError(e.to_string()))?;
-            self.adam.step = meta
-                .metadata()
-                .as_ref()
-                .and_then(|m| m.get("step"))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let st = safetensors::SafeTensors::deserialize(&bytes)
-                .map_err(|e| PluginError(e.to_string()))?;
-            for name in st.names() {
-                let view = st.tensor(name).map_err(|e| PluginError(e.to_string()))?;
-                let t = candle_core::safetensors::Load::load(&view, &self.device).map_err(err)?;
-                if let Some(k) = name.strip_prefix("m.") {
-                    self.adam.m.insert(k.to_string(), t);
-                } else if let Some(k) = name.strip_prefix("v.") {
-                    self.adam.v.insert(k.to_string(), t);
-                }
-            }
+        self.opt.reset();
+        if let Ok(bytes) = std::fs::read(dir.join("optimizer.safetensors")) {
+            self.opt.load_state_bytes(&bytes, &self.device)?;
         }
-        self.grads.clear();
         Ok(())
     }
 }
