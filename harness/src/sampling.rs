@@ -78,7 +78,7 @@ pub fn request(
         steps: spec.steps,
         schedule: desc.schedule.clone(),
         parameterization: desc.parameterization,
-        spacing: Some(spacing.unwrap_or(desc.default_spacing)),
+        spacing: spacing.or((!desc.sampler_default_spacing).then_some(desc.default_spacing)),
         steps_offset: desc.steps_offset,
         start_index,
         eta: 0.0,

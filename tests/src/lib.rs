@@ -54,6 +54,12 @@ pub fn build_plugins() -> PathBuf {
             "adt-test-plugin-bad-abi",
             "-p",
             "adt-test-plugin-panicky",
+            "-p",
+            "adt-plugin-sd15",
+            "-p",
+            "adt-plugin-sdxl",
+            "-p",
+            "adt-plugin-sd3",
         ]);
         if release {
             cmd.arg("--release");

@@ -82,6 +82,7 @@ impl ModelPlugin for Gauss {
             trainable_parameters: 0,
             default_guidance: 1.0,
             default_spacing: Spacing::Trailing,
+            sampler_default_spacing: false,
             steps_offset: 0,
             set_alpha_to_one: Some(true),
             weights_hash: None,

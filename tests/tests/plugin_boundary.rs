@@ -12,7 +12,7 @@ fn tiny_loads_dynamically_and_matches_the_static_build() {
     let info = check_library(&path).unwrap();
     assert_eq!(
         (info.name.as_str(), info.kind, info.abi.as_str()),
-        ("tiny", Kind::Model, "1.0")
+        ("tiny", Kind::Model, "1.1")
     );
     assert_eq!(
         info.source,

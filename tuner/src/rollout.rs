@@ -102,18 +102,46 @@ pub fn run(
     noise: Option<&HostTensor>,
     guidance: Guidance,
     rng: &mut ChaCha8Rng,
-    mut on_eval: impl FnMut(usize, usize),
+    on_eval: impl FnMut(usize, usize),
 ) -> Result<Trace> {
     let eps = match noise {
-        Some(n) if n.shape == shape => n.clone(),
-        Some(n) => {
-            return Err(Error::Invalid(format!(
-                "initial noise has shape {:?}, expected {shape:?}",
-                n.shape
-            )));
-        }
+        Some(n) => n.clone(),
         None => gaussian(shape, rng),
     };
+    let noises: Vec<HostTensor> = (0..plan.noise_draws)
+        .map(|_| gaussian(shape, rng))
+        .collect();
+    run_with_noise(model, plan, shape, x0, &eps, noises, guidance, on_eval)
+}
+
+/// Run a plan with given start noise and per-step noise draws (`plan.noise_draws` of them),
+/// e.g. to replay a reference implementation's random stream.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a rollout has this many independent inputs"
+)]
+pub fn run_with_noise(
+    model: &mut Model,
+    plan: &Plan,
+    shape: &[usize],
+    x0: Option<&HostTensor>,
+    eps: &HostTensor,
+    noises: Vec<HostTensor>,
+    guidance: Guidance,
+    mut on_eval: impl FnMut(usize, usize),
+) -> Result<Trace> {
+    if eps.shape != shape {
+        return Err(Error::Invalid(format!(
+            "initial noise has shape {:?}, expected {shape:?}",
+            eps.shape
+        )));
+    }
+    if noises.len() != plan.noise_draws || noises.iter().any(|n| n.shape != shape) {
+        return Err(Error::Invalid(format!(
+            "the plan needs {} noise draws of shape {shape:?}",
+            plan.noise_draws
+        )));
+    }
     let mut start = eps.clone();
     for v in &mut start.data {
         *v *= plan.start_sigma as f32;
@@ -129,9 +157,6 @@ pub fn run(
             *s += plan.start_alpha as f32 * x;
         }
     }
-    let noises: Vec<HostTensor> = (0..plan.noise_draws)
-        .map(|_| gaussian(shape, rng))
-        .collect();
     let mut trace = Trace {
         states: vec![start],
         inputs: Vec::new(),

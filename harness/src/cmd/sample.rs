@@ -94,6 +94,7 @@ fn plan_spacing(
 ) -> serde_json::Value {
     match cli {
         Some(s) => serde_json::json!(s),
+        None if desc.sampler_default_spacing => serde_json::json!("sampler default"),
         None => serde_json::to_value(desc.default_spacing).unwrap_or_default(),
     }
 }

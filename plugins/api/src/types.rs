@@ -57,6 +57,11 @@ pub struct ModelDescription {
     pub default_guidance: f32,
     /// The timestep spacing the model is meant to be sampled with.
     pub default_spacing: Spacing,
+    /// The model's scheduler config names no spacing: each sampler then uses the default of
+    /// the diffusers class it mirrors (SD 1.5's config: DDIM `leading`, Euler / DPM++
+    /// `linspace`), and `default_spacing` is not used. Added in ABI 1.1.
+    #[serde(default)]
+    pub sampler_default_spacing: bool,
     /// `steps_offset` of the model's scheduler config.
     pub steps_offset: usize,
     /// diffusers' `set_alpha_to_one` of the model's scheduler config.

@@ -289,8 +289,8 @@ impl Trainer {
             .and_then(|m| m.get("step"))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| PluginError(e.to_string()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| PluginError(e.to_string()))?;
         for name in st.names() {
             let view = st.tensor(name).map_err(|e| PluginError(e.to_string()))?;
             let t = candle_core::safetensors::Load::load(&view, device).map_err(err)?;

@@ -85,7 +85,7 @@ impl ClipText {
             vb.clone()
         };
         let h = cfg.hidden_size;
-        if h % cfg.num_attention_heads != 0 {
+        if !h.is_multiple_of(cfg.num_attention_heads) {
             return Err(Error::Config(format!(
                 "{}: hidden_size {h} is not a multiple of {} heads",
                 vb.component(),

@@ -5,9 +5,12 @@
 //! that is differentiated (denoiser, VAE decoder) has a backward (see [`nn`]).
 
 pub mod clip;
+pub mod hub;
 pub mod load;
 pub mod mmdit;
 pub mod nn;
+pub mod pipeline;
+pub mod plugin;
 pub mod t5;
 pub mod tokenizer;
 pub mod unet;

@@ -256,7 +256,7 @@ impl Mmdit {
     pub fn forward(&self, x: &Tensor, t: &[f32], ctx: &Tensor, pooled: &Tensor) -> Result<Tensor> {
         let (b, _, hh, ww) = x.dims4()?;
         let p = self.cfg.patch_size;
-        if hh % p != 0 || ww % p != 0 {
+        if !hh.is_multiple_of(p) || !ww.is_multiple_of(p) {
             return Err(Error::Input(format!(
                 "latent {hh}×{ww} is not a multiple of the patch size {p}"
             )));

@@ -135,11 +135,14 @@ impl<'a> Vb<'a> {
     }
 }
 
-/// `y = x Wᵀ + b`.
+/// `y = x Wᵀ + b`, plus a low-rank adapter `x Aᵀ Bᵀ` when the source holds
+/// `lora_A.weight` [r, in] and `lora_B.weight` [out, r] under the layer's path (PEFT's names,
+/// scale 1).
 #[derive(Debug, Clone)]
 pub struct Linear {
     w: Tensor,
     b: Option<Tensor>,
+    lora: Option<(Tensor, Tensor)>,
 }
 
 impl Linear {
@@ -151,12 +154,32 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { w, b })
+        let lora = if vb.contains("lora_A.weight") {
+            let a = vb
+                .src
+                .tensors
+                .get(&vb.full("lora_A.weight"))
+                .map(|t| t.dim(0));
+            let r = match a {
+                Some(Ok(r)) => r,
+                _ => 0,
+            };
+            Some((
+                vb.get(&[r, inp], "lora_A.weight")?,
+                vb.get(&[out, r], "lora_B.weight")?,
+            ))
+        } else {
+            None
+        };
+        Ok(Linear { w, b, lora })
     }
 
     /// Apply to `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.w.t()?)?;
+        let mut y = x.broadcast_matmul(&self.w.t()?)?;
+        if let Some((a, b)) = &self.lora {
+            y = (y + x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?)?;
+        }
         Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -213,7 +236,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// Load `weight` and `bias` [channels].
     pub fn load(vb: &Vb, groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::Config(format!(
                 "{}: {channels} channels do not split into {groups} groups",
                 vb.component()

@@ -339,7 +339,7 @@ impl Transformer2D {
         groups: usize,
         linear: bool,
     ) -> Result<Self> {
-        if heads == 0 || channels % heads != 0 {
+        if heads == 0 || !channels.is_multiple_of(heads) {
             return Err(Error::Config(format!(
                 "unet: {channels} channels do not split into {heads} heads"
             )));

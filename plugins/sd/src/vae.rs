@@ -180,9 +180,9 @@ impl Vae {
         let e = vb.pp("encoder");
         let mut blocks = Vec::new();
         let mut out = ch[0];
-        for i in 0..n {
+        for (i, &c) in ch.iter().enumerate() {
             let inp = out;
-            out = ch[i];
+            out = c;
             let b = e.pp("down_blocks").pp(i);
             let res = (0..cfg.layers_per_block)
                 .map(|j| {
@@ -233,9 +233,9 @@ impl Vae {
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut blocks = Vec::new();
         let mut out = rev[0];
-        for i in 0..n {
+        for (i, &c) in rev.iter().enumerate() {
             let prev = out;
-            out = rev[i];
+            out = c;
             let b = d.pp("up_blocks").pp(i);
             let res = (0..cfg.layers_per_block + 1)
                 .map(|j| {

@@ -303,6 +303,7 @@ impl ModelPlugin for TinyModel {
             trainable_parameters: n,
             default_guidance: 2.0,
             default_spacing: Spacing::Trailing,
+            sampler_default_spacing: false,
             steps_offset: 0,
             set_alpha_to_one: Some(true),
             weights_hash: self.weights_hash.clone(),

@@ -35,6 +35,7 @@ impl ModelPlugin for Panicky {
             trainable_parameters: 0,
             default_guidance: 1.0,
             default_spacing: Spacing::Leading,
+            sampler_default_spacing: false,
             steps_offset: 0,
             set_alpha_to_one: None,
             weights_hash: None,
