@@ -249,6 +249,11 @@ pub struct TuneArgs {
     /// Colour augmentation strength.
     #[arg(long = "aug-color", default_value_t = 0.2)]
     pub aug_color: f64,
+    /// The discriminator's frozen feature network: `shapes` (the built-in encoder, the
+    /// default for `tiny`) or `dinov2:PATH` (a Hugging Face `Dinov2Model` folder or its
+    /// `model.safetensors`, e.g. a download of facebook/dinov2-small; what the SD family needs).
+    #[arg(long)]
+    pub backbone: Option<String>,
     /// Stop after this many non-finite model updates in a row.
     #[arg(long = "max-non-finite", default_value_t = 5)]
     pub max_non_finite: u32,
@@ -540,6 +545,15 @@ pub struct RunArgs {
     /// Device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weights per model, `MODEL=PATH` (comma-separated or repeated), e.g.
+    /// `sd15=/models/stable-diffusion-v1-5` or a Hugging Face repo id in the local cache.
+    /// Models not named use their plugin's default (the built-in weights for `tiny`).
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Vec<String>,
+    /// The discriminator backbone per model, `MODEL=SPEC` (see `tune --backbone`), e.g.
+    /// `sd15=dinov2:/models/dinov2-small`. Default: `shapes` for `tiny`.
+    #[arg(long, value_delimiter = ',')]
+    pub backbone: Vec<String>,
     /// Bootstrap replicates behind each 95 % interval (0: no intervals). Default: 1000 for
     /// up to 512 images per cell, else 0 (each replicate costs an n × n eigen solve).
     #[arg(long)]

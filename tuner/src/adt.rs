@@ -704,6 +704,17 @@ pub fn shapes_discriminator(cfg: DiscConfig, seed: u64, dev: &Device) -> Result<
     Discriminator::new(Box::new(enc), cfg, seed, dev)
 }
 
+/// A discriminator on a DINOv2 backbone (the paper's choice for the SD family).
+pub fn dinov2_discriminator(
+    path: &std::path::Path,
+    cfg: DiscConfig,
+    seed: u64,
+    dev: &Device,
+) -> Result<Discriminator> {
+    let net = crate::dinov2::Dinov2::load_hf(path, dev)?;
+    Discriminator::new(Box::new(net), cfg, seed, dev)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,6 +217,66 @@ impl Dinov2 {
         Ok(Dinov2 { cfg, w })
     }
 
+    /// Load a Hugging Face `Dinov2Model` folder (`config.json` + `model.safetensors`) or a
+    /// safetensors file (its folder's `config.json` when present, else the architecture read
+    /// from the tensor shapes with 64-wide heads, as every released DINOv2 has). Features are
+    /// taken at 224 px (or the config's smaller image size) from the blocks at each quarter of
+    /// the depth.
+    pub fn load_hf(path: &std::path::Path, dev: &Device) -> Result<Self> {
+        let (file, dir) = if path.is_dir() {
+            (path.join("model.safetensors"), path.to_path_buf())
+        } else {
+            (
+                path.to_path_buf(),
+                path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+            )
+        };
+        let t = candle_core::safetensors::load(&file, dev)
+            .map_err(|e| Error::Invalid(format!("cannot load DINOv2 weights {}: {e}", file.display())))?;
+        let get = |k: &str| -> Option<&Tensor> {
+            t.get(k).or_else(|| t.get(&format!("embeddings.{k}")))
+        };
+        let hidden = get("cls_token").and_then(|c| c.dims().last().copied()).ok_or_else(|| {
+            Error::Invalid(format!("{}: no cls_token, not a DINOv2 checkpoint", file.display()))
+        })?;
+        let patch = get("patch_embeddings.projection.weight")
+            .or_else(|| t.get("patch_embed.proj.weight"))
+            .map(|w| w.dims()[3])
+            .ok_or_else(|| Error::Invalid(format!("{}: no patch embedding", file.display())))?;
+        let layers = t
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("encoder.layer.")
+                    .or_else(|| k.strip_prefix("blocks."))
+                    .and_then(|r| r.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        let cfg_json: Option<serde_json::Value> = std::fs::read(dir.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let field = |k: &str| cfg_json.as_ref().and_then(|c| c[k].as_f64());
+        let heads = field("num_attention_heads").map_or(hidden / 64, |v| v as usize);
+        let mlp = (hidden as f64 * field("mlp_ratio").unwrap_or(4.0)) as usize;
+        let eps = field("layer_norm_eps").unwrap_or(1e-6);
+        let image_size = field("image_size").map_or(224, |v| (v as usize).min(224));
+        let image_size = image_size / patch * patch;
+        let mut taps: Vec<usize> = (1..=4).map(|q| (q * layers / 4).max(1) - 1).collect();
+        taps.dedup();
+        let cfg = Dinov2Config {
+            patch,
+            hidden,
+            layers,
+            heads: heads.max(1),
+            mlp,
+            eps,
+            image_size,
+            taps,
+        };
+        Self::from_tensors(cfg, t.into_iter().collect())
+    }
+
     /// Load safetensors (HF or original names).
     pub fn load(cfg: Dinov2Config, path: &std::path::Path, dev: &Device) -> Result<Self> {
         let t = candle_core::safetensors::load(path, dev).map_err(cerr)?;

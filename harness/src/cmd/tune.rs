@@ -71,16 +71,7 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
     };
     let dev = candle_core::Device::Cpu;
     let disc = match method {
-        Method::Adt => {
-            if desc.name != "tiny" {
-                bail!(
-                    "the discriminator backbone for `{}` (DINOv2) is not available yet; ADT runs \
-                     on the built-in model",
-                    desc.name
-                );
-            }
-            Some(shapes_discriminator(disc_cfg, a.seed, &dev)?)
-        }
+        Method::Adt => Some(discriminator(a, &desc.name, disc_cfg, &dev)?),
         Method::Ft => None,
     };
     std::fs::create_dir_all(&out).with_context(|| format!("failed to create {}", out.display()))?;
@@ -153,6 +144,30 @@ pub fn peak_rss_kib() -> Option<u64> {
 }
 
 /// `uniform`, an index `N`, or an inclusive range `LO..HI`.
+/// The discriminator of `--backbone` (default: the shapes encoder for `tiny`).
+fn discriminator(
+    a: &TuneArgs,
+    model: &str,
+    cfg: DiscConfig,
+    dev: &candle_core::Device,
+) -> anyhow::Result<adt_tuner::disc::Discriminator> {
+    match a.backbone.as_deref() {
+        Some("shapes") => Ok(shapes_discriminator(cfg, a.seed, dev)?),
+        None if model == "tiny" => Ok(shapes_discriminator(cfg, a.seed, dev)?),
+        Some(spec) if spec.starts_with("dinov2:") => {
+            let path = std::path::Path::new(&spec["dinov2:".len()..]);
+            adt_tuner::adt::dinov2_discriminator(path, cfg, a.seed, dev)
+                .with_context(|| format!("failed to load the DINOv2 backbone {}", path.display()))
+        }
+        Some(other) => bail!("unknown --backbone `{other}` (shapes or dinov2:PATH)"),
+        None => bail!(
+            "ADT on `{model}` needs a discriminator backbone: pass --backbone dinov2:PATH (a \
+             Hugging Face Dinov2Model folder, e.g. facebook/dinov2-small); the built-in `shapes` \
+             encoder only knows the built-in data set"
+        ),
+    }
+}
+
 fn parse_start(s: &str) -> anyhow::Result<StartDist> {
     let bad = || format!("--start is `uniform`, an index or a range `LO..HI`, not `{s}`");
     if s == "uniform" {

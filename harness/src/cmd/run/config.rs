@@ -21,6 +21,8 @@ pub struct FileConfig {
     guidance: Option<f32>,
     tune_args: Option<String>,
     device: Option<String>,
+    weights: Option<Vec<String>>,
+    backbone: Option<Vec<String>>,
     bootstrap: Option<usize>,
     inception_weights: Option<PathBuf>,
     out: Option<PathBuf>,
@@ -41,6 +43,8 @@ pub struct Resolved {
     pub guidance: Option<f32>,
     pub tune_args: String,
     pub device: String,
+    pub weights: Vec<String>,
+    pub backbone: Vec<String>,
     pub bootstrap: usize,
     pub out: PathBuf,
 }
@@ -76,6 +80,8 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<RunArgs> {
         batch,
         tune_args,
         device,
+        weights,
+        backbone,
         out
     );
     if f.guidance.is_some() && !given("guidance") {
@@ -108,6 +114,8 @@ pub fn save(a: &RunArgs, dir: &Path) -> anyhow::Result<Resolved> {
         guidance: a.guidance,
         tune_args: a.tune_args.clone(),
         device: a.device.clone(),
+        weights: a.weights.clone(),
+        backbone: a.backbone.clone(),
         bootstrap: bootstrap_reps(a),
         out: a.out.clone(),
     };

@@ -81,6 +81,7 @@ fn tuned(
     seed: u64,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let extra: Vec<&str> = a.tune_args.split_whitespace().collect();
+    let backbone = per_model(&a.backbone, model);
     let dir = cache_entry(
         a,
         "tune",
@@ -92,6 +93,7 @@ fn tuned(
             &train.to_string(),
             &seed.to_string(),
             &a.tune_args,
+            backbone.as_deref().unwrap_or("default"),
         ],
     );
     let weights = dir.join("checkpoint/model/model.safetensors");
@@ -112,6 +114,12 @@ fn tuned(
         seed.to_string(),
     ];
     argv.extend(extra.iter().map(|s| s.to_string()));
+    if let Some(w) = per_model(&a.weights, model) {
+        argv.extend(["--weights".into(), w]);
+    }
+    if let Some(b) = backbone {
+        argv.extend(["--backbone".into(), b]);
+    }
     if dir.join("state.json").exists() {
         argv.extend(["--resume".into(), dir.display().to_string()]);
     } else {
@@ -301,6 +309,30 @@ impl TuneLog {
     }
 }
 
+/// The value `MODEL=VALUE` entries give `model` (the last one wins).
+fn per_model(list: &[String], model: &str) -> Option<String> {
+    list.iter()
+        .rev()
+        .filter_map(|e| e.split_once('='))
+        .find(|(m, _)| *m == model)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Refuse `MODEL=VALUE` entries that are malformed or name a model the run does not have.
+fn check_per_model(list: &[String], models: &[String], flag: &str) -> anyhow::Result<()> {
+    for e in list {
+        match e.split_once('=') {
+            Some((m, v)) if !v.is_empty() => {
+                if !models.iter().any(|x| x == m) {
+                    bail!("{flag} names `{m}`, which is not in --models ({})", models.join(","));
+                }
+            }
+            _ => bail!("{flag} takes MODEL=VALUE, got `{e}`"),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let resolved_args = config::apply(a)?;
@@ -321,6 +353,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     if a.seeds.is_empty() || a.models.is_empty() || eval.is_empty() {
         bail!("--models, --seeds and --eval-samplers must each name at least one");
     }
+    check_per_model(&a.weights, &a.models, "--weights")?;
+    check_per_model(&a.backbone, &a.models, "--backbone")?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("failed to create {}", a.out.display()))?;
     let reg = crate::registry::load(&g.plugin_path)?;
@@ -371,18 +405,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let mut norms: Vec<mechanism::GradNorm> = Vec::new();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     for model in &a.models {
-        if model != "tiny" {
-            bail!(
-                "`run` evaluates with the built-in data set's captions and controls, which only \
-                 `tiny` is trained on; `{model}` needs the SD-family evaluation (issue 6)"
-            );
-        }
         let desc = {
             let m = super::open_model(
                 &reg,
                 &crate::cli::ModelOpts {
                     model: model.clone(),
-                    weights: None,
+                    weights: per_model(&a.weights, model),
                     device: a.device.clone(),
                     init_seed: 0,
                 },
@@ -400,7 +428,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             let mut states: Vec<(String, String, Option<PathBuf>, String)> = Vec::new();
             for method in &a.methods {
                 if method == "base" {
-                    states.push(("base".into(), "-".into(), None, base_hash.clone()));
+                    let w = per_model(&a.weights, model).map(PathBuf::from);
+                    states.push(("base".into(), "-".into(), w, base_hash.clone()));
                     continue;
                 }
                 for ts in &train {
@@ -493,6 +522,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             "models": a.models, "methods": a.methods, "train_samplers": a.train_samplers,
             "eval_samplers": a.eval_samplers, "seeds": a.seeds, "num": a.num, "batch": a.batch,
             "guidance": a.guidance, "tune_args": a.tune_args, "device": a.device,
+            "weights": a.weights, "backbone": a.backbone,
         },
         "fid": { "mode": mode.name(), "inception_sha256": inception_sha,
                  "real": format!("builtin:shapes?offset={} (first {})", adt_datasets::shapes::EVAL_OFFSET, a.num) },

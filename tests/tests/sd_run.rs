@@ -1,0 +1,135 @@
+//! `adt-bench run --models sd15 --weights sd15=PATH` (and sd3) end to end on the diffusers-tiny
+//! fixture pipelines, on CPU, with the model plugins loaded dynamically from beside the
+//! binary: base / FT / ADT (a tiny random DINOv2 as the discriminator backbone), few steps,
+//! FID/KID against the built-in evaluation set, the report and manifest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use adt_integration_tests::adt_bench;
+
+fn fixture(family: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("ADT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let dir = base.join("diffusers-tiny").join(family);
+    if dir.join("model_index.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: diffusers-tiny fixtures not found at {} (set ADT_FIXTURES)", dir.display());
+        None
+    }
+}
+
+/// The tiny random Hugging Face Dinov2Model of the tuner's tests, as a model folder.
+fn tiny_dinov2(dir: &Path) -> PathBuf {
+    let d = dir.join("dinov2");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuner/tests/data/dinov2_tiny.safetensors"),
+        d.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "dinov2", "num_attention_heads": 2, "image_size": 12, "layer_norm_eps": 1e-6, "mlp_ratio": 4}"#,
+    )
+    .unwrap();
+    d
+}
+
+fn inception() -> Option<PathBuf> {
+    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
+        Ok((p, _)) => Some(p),
+        Err(e) => {
+            eprintln!("SKIPPED: no Inception weights: {e}");
+            None
+        }
+    }
+}
+
+fn run_family(family: &str, sampler: &str, eval: &str) {
+    let (Some(pipe), Some(w)) = (fixture(family), inception()) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dino = tiny_dinov2(tmp.path());
+    let out = tmp.path().join("out");
+    let o = Command::new(adt_bench())
+        .env("NO_COLOR", "1")
+        .env("ADT_CACHE_DIR", tmp.path().join("cache"))
+        .env("ADT_INCEPTION_WEIGHTS", &w)
+        .args(["run", "--models", family])
+        .arg("--weights")
+        .arg(format!("{family}={}", pipe.display()))
+        .arg("--backbone")
+        .arg(format!("{family}=dinov2:{}", dino.display()))
+        .args(["--train-samplers", sampler, "--eval-samplers", eval, "--seeds", "0"])
+        .args(["-n", "4", "--batch", "4", "--bootstrap", "10"])
+        .args(["--tune-args", "--iters 2 --h 2 --batch 2 --disc-loss non-saturating"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{family} run failed:\n{text}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    for method in ["base", "ft", "adt"] {
+        let fid: Vec<f64> = csv
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family},{method},")) && l.contains(",fid,"))
+            .map(|l| {
+                let cols: Vec<&str> = l.split(',').collect();
+                let i = cols.iter().position(|c| *c == "fid").unwrap();
+                cols[i + 1].parse().unwrap()
+            })
+            .collect();
+        assert!(!fid.is_empty(), "{family} {method}: no FID rows in\n{csv}");
+        assert!(fid.iter().all(|f| f.is_finite() && *f > 0.0), "{family} {method}: {fid:?}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let weights = manifest["config"]["weights"][0].as_str().unwrap();
+    assert!(weights.starts_with(&format!("{family}=")), "{manifest}");
+    let plugin = manifest["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == family)
+        .unwrap_or_else(|| panic!("manifest lacks the {family} plugin"));
+    assert!(plugin["source"].as_str().unwrap().contains(&format!("libadt_plugin_{family}")));
+    assert!(plugin["sha256"].as_str().is_some_and(|s| s.len() == 64));
+    assert!(out.join("report.html").is_file());
+}
+
+#[test]
+fn sd15_runs_end_to_end_on_the_tiny_pipeline() {
+    run_family("sd15", "ddim:3", "ddim:3,euler:3");
+}
+
+#[test]
+fn sd3_runs_end_to_end_on_the_tiny_pipeline() {
+    run_family("sd3", "flow-euler:3", "flow-euler:3");
+}
+
+#[test]
+fn a_model_without_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
+    let Some(sd3) = fixture("sd3") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |extra: &[String]| {
+        let o = Command::new(adt_bench())
+            .env("NO_COLOR", "1")
+            .args(["run", "--models", "sd15", "-n", "2", "--seeds", "0", "--methods", "base"])
+            .args(["--eval-samplers", "ddim:2", "--out"])
+            .arg(tmp.path().join("o"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let e = run(&[]);
+    assert!(e.contains("needs weights") && e.contains("--weights sd15="), "{e}");
+    let e = run(&["--weights".into(), format!("sd15={}", sd3.display())]);
+    assert!(e.contains("StableDiffusion3Pipeline") && e.contains("use `sd3`"), "{e}");
+    let e = run(&["--weights".into(), "sdxl=/x".into()]);
+    assert!(e.contains("not in --models"), "{e}");
+}
