@@ -40,8 +40,109 @@ pub fn cached_snapshot(cache: &Path, repo: &str, revision: Option<&str>) -> Opti
 }
 
 /// Resolve `weights` to a local pipeline folder: an existing folder as is; `org/name[@rev]`
-/// from the Hugging Face cache.
-pub fn resolve(weights: &str) -> Result<PathBuf> {
+/// from the Hugging Face cache, downloaded into it when absent (unless `HF_HUB_OFFLINE=1`).
+pub fn resolve(weights: &str, variant: Option<&str>) -> Result<PathBuf> {
+    let endpoint = std::env::var("HF_ENDPOINT").ok();
+    let online = (!offline()).then_some(endpoint.as_deref());
+    resolve_in(weights, cache_dir().as_deref(), variant, online)
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Which files of a repo a pipeline needs: `model_index.json`, every component's JSON and
+/// tokenizer files, and one set of safetensors weights per component (the variant's when it
+/// has them); never pickles, ONNX or Flax files.
+pub fn wanted_files(files: &[String], variant: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let comp = |f: &str| f.split_once('/').map(|(c, _)| c.to_string());
+    let has_variant = |c: &str| {
+        variant.is_some_and(|v| {
+            files.iter().any(|f| {
+                comp(f).as_deref() == Some(c)
+                    && (f.ends_with(&format!(".{v}.safetensors"))
+                        || f.contains(&format!(".{v}.safetensors.index")))
+            })
+        })
+    };
+    for f in files {
+        let Some(c) = comp(f) else {
+            if f == "model_index.json" {
+                out.push(f.clone());
+            }
+            continue;
+        };
+        let name = &f[c.len() + 1..];
+        if name.contains('/') {
+            continue;
+        }
+        let is_weights = name.ends_with(".safetensors") || name.contains(".safetensors.index");
+        let keep = if is_weights {
+            let tagged = variant.is_some_and(|v| name.contains(&format!(".{v}.")));
+            if has_variant(&c) { tagged } else { !name.split('.').any(|p| p == "fp16" || p == "bf16") }
+        } else {
+            name.ends_with(".json") || name.ends_with(".txt") || name == "spiece.model"
+        };
+        if keep {
+            out.push(f.clone());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Download a pipeline repo's needed files into the cache with hf-hub; returns the snapshot.
+pub fn download(
+    repo: &str,
+    revision: Option<&str>,
+    variant: Option<&str>,
+    cache: &Path,
+    endpoint: Option<&str>,
+) -> Result<PathBuf> {
+    use hf_hub::api::sync::ApiBuilder;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Pipeline(format!(
+            "{repo} is not in the Hugging Face cache ({}) and downloading it failed ({what}: {e}); \
+             download it where there is network (`huggingface-cli download {repo}`) or give a local folder",
+            cache.display()
+        ))
+    };
+    let mut b = ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf())).with_progress(true);
+    if let Some(ep) = endpoint {
+        b = b.with_endpoint(ep.to_string());
+    }
+    let api = b.build().map_err(|e| fail("client", &e))?;
+    let r = match revision {
+        Some(rev) => hf_hub::Repo::with_revision(repo.into(), hf_hub::RepoType::Model, rev.into()),
+        None => hf_hub::Repo::model(repo.into()),
+    };
+    let api = api.repo(r);
+    let info = api.info().map_err(|e| fail("listing the repo", &e))?;
+    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    if !files.iter().any(|f| f == "model_index.json") {
+        return Err(Error::Pipeline(format!("{repo} has no model_index.json: not a diffusers pipeline")));
+    }
+    let mut index = None;
+    for f in wanted_files(&files, variant) {
+        let p = api.get(&f).map_err(|e| fail(&f, &e))?;
+        if f == "model_index.json" {
+            index = Some(p);
+        }
+    }
+    index
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .ok_or_else(|| Error::Pipeline(format!("{repo}: model_index.json did not download")))
+}
+
+/// [`resolve`] with an explicit cache folder; `online` is `None` when downloads are off, else
+/// the endpoint to use (`None` inside: huggingface.co).
+pub fn resolve_in(
+    weights: &str,
+    cache: Option<&Path>,
+    variant: Option<&str>,
+    online: Option<Option<&str>>,
+) -> Result<PathBuf> {
     let p = PathBuf::from(weights);
     if p.is_dir() {
         return Ok(p);
@@ -56,13 +157,17 @@ pub fn resolve(weights: &str) -> Result<PathBuf> {
             "{weights}: no such folder (give a diffusers pipeline folder or a Hugging Face repo id)"
         )));
     }
-    let cache = cache_dir();
-    if let Some(snap) = cache.as_deref().and_then(|c| cached_snapshot(c, repo, rev)) {
-        return Ok(snap);
+    if let Some(snap) = cache.and_then(|c| cached_snapshot(c, repo, rev)) {
+        if snap.join("model_index.json").is_file() {
+            return Ok(snap);
+        }
     }
-    Err(Error::Pipeline(format!(
-        "{repo} is not in the Hugging Face cache ({}); download it first \
-         (`huggingface-cli download {repo}`) or give a local folder",
-        cache.map_or("no cache folder".into(), |c| c.display().to_string())
-    )))
+    match cache {
+        Some(c) if online.is_some() => download(repo, rev, variant, c, online.flatten()),
+        _ => Err(Error::Pipeline(format!(
+            "{repo} is not in the Hugging Face cache ({}) and downloads are off (HF_HUB_OFFLINE); \
+             download it first (`huggingface-cli download {repo}`) or give a local folder",
+            cache.map_or("no cache folder".into(), |c| c.display().to_string())
+        ))),
+    }
 }

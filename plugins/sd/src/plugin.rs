@@ -275,7 +275,7 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
                 }
                 (meta.base.clone(), Some((meta, bytes)))
             }
-            None => (hub::resolve(&w).map_err(e)?, None),
+            None => (hub::resolve(&w, c.variant.as_deref()).map_err(e)?, None),
         };
         let lora_rank = match &ckpt {
             Some((m, _)) => m.lora_rank,

@@ -1,0 +1,125 @@
+//! Where pipelines come from: the Hugging Face cache layout, what a download would fetch,
+//! a failed download's message, and `fp16` weight variants.
+
+mod common;
+
+use adt_plugin_api::ModelPlugin;
+use adt_plugin_sd::hub;
+use adt_plugin_sd::plugin::{Sd15, SdPlugin};
+use common::*;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else if !e.file_name().to_string_lossy().starts_with("reference") {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {
+    let Some(dir) = fixture("sd15") else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("models--tiny-org--tiny-sd15");
+    copy_dir(&dir, &root.join("snapshots/0123abcd"));
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::write(root.join("refs/main"), "0123abcd\n").unwrap();
+    let snap = hub::resolve_in("tiny-org/tiny-sd15", Some(cache.path()), None, None).unwrap();
+    assert_eq!(snap, root.join("snapshots/0123abcd"));
+    let at = hub::resolve_in("tiny-org/tiny-sd15@0123abcd", Some(cache.path()), None, None).unwrap();
+    assert_eq!(at, snap);
+    let m = SdPlugin::<Sd15>::create(&serde_json::json!({"weights": snap.display().to_string()})).unwrap();
+    assert_eq!(m.describe().unwrap().name, "sd15");
+    // Not cached and offline: the message says what to do.
+    let e = hub::resolve_in("tiny-org/other", Some(cache.path()), None, None).unwrap_err().to_string();
+    assert!(e.contains("tiny-org/other") && e.contains("huggingface-cli download"), "{e}");
+    let e = hub::resolve_in("./nope", Some(cache.path()), None, None).unwrap_err().to_string();
+    assert!(e.contains("no such folder"), "{e}");
+}
+
+#[test]
+fn a_failed_download_names_the_repo_and_the_way_out() {
+    let cache = tempfile::tempdir().unwrap();
+    // Nothing listens on the discard port: the listing request fails fast.
+    let e = hub::resolve_in("tiny-org/absent", Some(cache.path()), None, Some(Some("http://127.0.0.1:9")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tiny-org/absent") && e.contains("downloading it failed"), "{e}");
+}
+
+#[test]
+fn downloads_fetch_one_safetensors_set_per_component_and_no_pickles() {
+    let files: Vec<String> = [
+        "model_index.json",
+        "README.md",
+        "v1-5-pruned.ckpt",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.bin",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_flax_model.msgpack",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "text_encoder/model.fp16.safetensors",
+        "tokenizer/merges.txt",
+        "tokenizer/vocab.json",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+        "safety_checker/pytorch_model.bin",
+        "onnx/unet/model.onnx",
+    ]
+    .map(String::from)
+    .to_vec();
+    let full = hub::wanted_files(&files, None);
+    assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".into()));
+    assert!(!full.iter().any(|f| f.contains("fp16") || f.ends_with(".bin") || f.ends_with(".ckpt") || f.contains("onnx") || f.contains("msgpack")), "{full:?}");
+    let half = hub::wanted_files(&files, Some("fp16"));
+    assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".into()), "{half:?}");
+    assert!(!half.contains(&"unet/diffusion_pytorch_model.safetensors".into()), "{half:?}");
+    // The VAE has no fp16 file: its full-precision weights are taken.
+    assert!(half.contains(&"vae/diffusion_pytorch_model.safetensors".into()), "{half:?}");
+    assert!(half.contains(&"tokenizer/merges.txt".into()) && half.contains(&"model_index.json".into()));
+}
+
+#[test]
+fn an_fp16_variant_is_preferred_when_asked_for() {
+    let Some(dir) = fixture("sd15") else { return };
+    let refs = reference(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("sd15");
+    copy_dir(&dir, &p);
+    let f = p.join("unet/diffusion_pytorch_model.safetensors");
+    let t = candle_core::safetensors::load(&f, &candle_core::Device::Cpu).unwrap();
+    let half: std::collections::HashMap<String, candle_core::Tensor> = t
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(candle_core::DType::F16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&half, p.join("unet/diffusion_pytorch_model.fp16.safetensors")).unwrap();
+    let out = |variant: Option<&str>| {
+        let mut cfg = serde_json::json!({"weights": p.display().to_string(), "height": 128, "width": 192});
+        if let Some(v) = variant {
+            cfg["variant"] = v.into();
+        }
+        let mut m = SdPlugin::<Sd15>::create(&cfg).unwrap();
+        let json = reference_json(&dir);
+        let c = m.encode_prompts(&[String::new(), json["prompt"].as_str().unwrap().into()]).unwrap();
+        let x = r(&refs, "unet.x");
+        let xh = adt_plugin_api::HostTensor { shape: x.dims().to_vec(), data: x.flatten_all().unwrap().to_vec1().unwrap() };
+        let o = m
+            .denoise(&adt_plugin_api::DenoiseArgs { x: xh.view(), t: &[500.0, 500.0], cond: c, uncond: None, guidance: 1.0, detach_uncond: false })
+            .unwrap();
+        candle_core::Tensor::from_vec(o.data, o.shape, &candle_core::Device::Cpu).unwrap()
+    };
+    let want = r(&refs, "unet.out.1");
+    let full = rel(&out(None), &want);
+    let fp16 = rel(&out(Some("fp16")), &want);
+    eprintln!("f32 weights rel {full:.2e}, fp16 weights rel {fp16:.2e}");
+    assert!(full < 1e-5, "{full}");
+    assert!(fp16 > 1e-5 && fp16 < 1e-2, "the fp16 file was used and is close: {fp16}");
+}
