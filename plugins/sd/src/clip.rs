@@ -167,7 +167,7 @@ impl ClipText {
         let mask: Vec<f32> = (0..n)
             .flat_map(|i| (0..n).map(move |j| if j > i { f32::MIN } else { 0.0 }))
             .collect();
-        let mask = Tensor::from_vec(mask, (1, 1, n, n), device)?.to_dtype(x.dtype())?;
+        let mask = Tensor::from_vec(mask, (1, 1, n, n), device)?;
         let heads = self.cfg.num_attention_heads;
         let mut penultimate = None;
         let last = self.layers.len();

@@ -241,6 +241,11 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
             .map_err(|x| PluginError(format!("invalid {} model config: {x}", family.name())))?;
         let device: Device = adt_plugin_kit::device(c.device.as_deref())?;
         let dtype = parse_dtype(c.dtype.as_deref())?;
+        if dtype == DType::BF16 && device.is_cpu() {
+            return Err(PluginError::msg(
+                "dtype bf16 needs a CUDA device (candle's CPU matmul has no bf16); use f32 or f16 on CPU",
+            ));
+        }
         let w = c.weights.clone().ok_or_else(|| {
             PluginError(format!(
                 "the {} plugin needs weights: a diffusers folder, a Hugging Face repo id or a \
