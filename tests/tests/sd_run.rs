@@ -16,7 +16,10 @@ fn fixture(family: &str) -> Option<PathBuf> {
     if dir.join("model_index.json").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: diffusers-tiny fixtures not found at {} (set ADT_FIXTURES)", dir.display());
+        eprintln!(
+            "SKIPPED: diffusers-tiny fixtures not found at {} (set ADT_FIXTURES)",
+            dir.display()
+        );
         None
     }
 }
@@ -49,7 +52,9 @@ fn inception() -> Option<PathBuf> {
 }
 
 fn run_family(family: &str, sampler: &str, eval: &str) {
-    let (Some(pipe), Some(w)) = (fixture(family), inception()) else { return };
+    let (Some(pipe), Some(w)) = (fixture(family), inception()) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dino = tiny_dinov2(tmp.path());
     let out = tmp.path().join("out");
@@ -62,14 +67,28 @@ fn run_family(family: &str, sampler: &str, eval: &str) {
         .arg(format!("{family}={}", pipe.display()))
         .arg("--backbone")
         .arg(format!("{family}=dinov2:{}", dino.display()))
-        .args(["--train-samplers", sampler, "--eval-samplers", eval, "--seeds", "0"])
+        .args([
+            "--train-samplers",
+            sampler,
+            "--eval-samplers",
+            eval,
+            "--seeds",
+            "0",
+        ])
         .args(["-n", "4", "--batch", "4", "--bootstrap", "10"])
-        .args(["--tune-args", "--iters 2 --h 2 --batch 2 --disc-loss non-saturating"])
+        .args([
+            "--tune-args",
+            "--iters 2 --h 2 --batch 2 --disc-loss non-saturating",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "{family} run failed:\n{text}");
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     for method in ["base", "ft", "adt"] {
@@ -83,7 +102,10 @@ fn run_family(family: &str, sampler: &str, eval: &str) {
             })
             .collect();
         assert!(!fid.is_empty(), "{family} {method}: no FID rows in\n{csv}");
-        assert!(fid.iter().all(|f| f.is_finite() && *f > 0.0), "{family} {method}: {fid:?}");
+        assert!(
+            fid.iter().all(|f| f.is_finite() && *f > 0.0),
+            "{family} {method}: {fid:?}"
+        );
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
@@ -95,7 +117,12 @@ fn run_family(family: &str, sampler: &str, eval: &str) {
         .iter()
         .find(|p| p["name"] == family)
         .unwrap_or_else(|| panic!("manifest lacks the {family} plugin"));
-    assert!(plugin["source"].as_str().unwrap().contains(&format!("libadt_plugin_{family}")));
+    assert!(
+        plugin["source"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("libadt_plugin_{family}"))
+    );
     assert!(plugin["sha256"].as_str().is_some_and(|s| s.len() == 64));
     assert!(out.join("report.html").is_file());
 }
@@ -117,7 +144,17 @@ fn a_model_without_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
     let run = |extra: &[String]| {
         let o = Command::new(adt_bench())
             .env("NO_COLOR", "1")
-            .args(["run", "--models", "sd15", "-n", "2", "--seeds", "0", "--methods", "base"])
+            .args([
+                "run",
+                "--models",
+                "sd15",
+                "-n",
+                "2",
+                "--seeds",
+                "0",
+                "--methods",
+                "base",
+            ])
             .args(["--eval-samplers", "ddim:2", "--out"])
             .arg(tmp.path().join("o"))
             .args(extra)
@@ -127,9 +164,15 @@ fn a_model_without_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
         String::from_utf8_lossy(&o.stderr).to_string()
     };
     let e = run(&[]);
-    assert!(e.contains("needs weights") && e.contains("--weights sd15="), "{e}");
+    assert!(
+        e.contains("needs weights") && e.contains("--weights sd15="),
+        "{e}"
+    );
     let e = run(&["--weights".into(), format!("sd15={}", sd3.display())]);
-    assert!(e.contains("StableDiffusion3Pipeline") && e.contains("use `sd3`"), "{e}");
+    assert!(
+        e.contains("StableDiffusion3Pipeline") && e.contains("use `sd3`"),
+        "{e}"
+    );
     let e = run(&["--weights".into(), "sdxl=/x".into()]);
     assert!(e.contains("not in --models"), "{e}");
 }

@@ -231,14 +231,22 @@ impl Dinov2 {
                 path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
             )
         };
-        let t = candle_core::safetensors::load(&file, dev)
-            .map_err(|e| Error::Invalid(format!("cannot load DINOv2 weights {}: {e}", file.display())))?;
-        let get = |k: &str| -> Option<&Tensor> {
-            t.get(k).or_else(|| t.get(&format!("embeddings.{k}")))
-        };
-        let hidden = get("cls_token").and_then(|c| c.dims().last().copied()).ok_or_else(|| {
-            Error::Invalid(format!("{}: no cls_token, not a DINOv2 checkpoint", file.display()))
+        let t = candle_core::safetensors::load(&file, dev).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot load DINOv2 weights {}: {e}",
+                file.display()
+            ))
         })?;
+        let get =
+            |k: &str| -> Option<&Tensor> { t.get(k).or_else(|| t.get(&format!("embeddings.{k}"))) };
+        let hidden = get("cls_token")
+            .and_then(|c| c.dims().last().copied())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no cls_token, not a DINOv2 checkpoint",
+                    file.display()
+                ))
+            })?;
         let patch = get("patch_embeddings.projection.weight")
             .or_else(|| t.get("patch_embed.proj.weight"))
             .map(|w| w.dims()[3])

@@ -80,7 +80,11 @@ pub fn wanted_files(files: &[String], variant: Option<&str>) -> Vec<String> {
         let is_weights = name.ends_with(".safetensors") || name.contains(".safetensors.index");
         let keep = if is_weights {
             let tagged = variant.is_some_and(|v| name.contains(&format!(".{v}.")));
-            if has_variant(&c) { tagged } else { !name.split('.').any(|p| p == "fp16" || p == "bf16") }
+            if has_variant(&c) {
+                tagged
+            } else {
+                !name.split('.').any(|p| p == "fp16" || p == "bf16")
+            }
         } else {
             name.ends_with(".json") || name.ends_with(".txt") || name == "spiece.model"
         };
@@ -121,7 +125,9 @@ pub fn download(
     let info = api.info().map_err(|e| fail("listing the repo", &e))?;
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     if !files.iter().any(|f| f == "model_index.json") {
-        return Err(Error::Pipeline(format!("{repo} has no model_index.json: not a diffusers pipeline")));
+        return Err(Error::Pipeline(format!(
+            "{repo} has no model_index.json: not a diffusers pipeline"
+        )));
     }
     let mut index = None;
     for f in wanted_files(&files, variant) {
@@ -157,10 +163,10 @@ pub fn resolve_in(
             "{weights}: no such folder (give a diffusers pipeline folder or a Hugging Face repo id)"
         )));
     }
-    if let Some(snap) = cache.and_then(|c| cached_snapshot(c, repo, rev)) {
-        if snap.join("model_index.json").is_file() {
-            return Ok(snap);
-        }
+    if let Some(snap) = cache.and_then(|c| cached_snapshot(c, repo, rev))
+        && snap.join("model_index.json").is_file()
+    {
+        return Ok(snap);
     }
     match cache {
         Some(c) if online.is_some() => download(repo, rev, variant, c, online.flatten()),

@@ -4,6 +4,8 @@
 //! `shared/fixtures/diffusers-tiny` and real checkpoints run the same code. Every op on a path
 //! that is differentiated (denoiser, VAE decoder) has a backward (see [`nn`]).
 
+#![forbid(unsafe_code)]
+
 pub mod clip;
 pub mod hub;
 pub mod load;

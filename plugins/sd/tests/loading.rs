@@ -30,14 +30,28 @@ fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {
     std::fs::write(root.join("refs/main"), "0123abcd\n").unwrap();
     let snap = hub::resolve_in("tiny-org/tiny-sd15", Some(cache.path()), None, None).unwrap();
     assert_eq!(snap, root.join("snapshots/0123abcd"));
-    let at = hub::resolve_in("tiny-org/tiny-sd15@0123abcd", Some(cache.path()), None, None).unwrap();
+    let at = hub::resolve_in(
+        "tiny-org/tiny-sd15@0123abcd",
+        Some(cache.path()),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(at, snap);
-    let m = SdPlugin::<Sd15>::create(&serde_json::json!({"weights": snap.display().to_string()})).unwrap();
+    let m = SdPlugin::<Sd15>::create(&serde_json::json!({"weights": snap.display().to_string()}))
+        .unwrap();
     assert_eq!(m.describe().unwrap().name, "sd15");
     // Not cached and offline: the message says what to do.
-    let e = hub::resolve_in("tiny-org/other", Some(cache.path()), None, None).unwrap_err().to_string();
-    assert!(e.contains("tiny-org/other") && e.contains("huggingface-cli download"), "{e}");
-    let e = hub::resolve_in("./nope", Some(cache.path()), None, None).unwrap_err().to_string();
+    let e = hub::resolve_in("tiny-org/other", Some(cache.path()), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tiny-org/other") && e.contains("huggingface-cli download"),
+        "{e}"
+    );
+    let e = hub::resolve_in("./nope", Some(cache.path()), None, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such folder"), "{e}");
 }
 
@@ -45,10 +59,18 @@ fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {
 fn a_failed_download_names_the_repo_and_the_way_out() {
     let cache = tempfile::tempdir().unwrap();
     // Nothing listens on the discard port: the listing request fails fast.
-    let e = hub::resolve_in("tiny-org/absent", Some(cache.path()), None, Some(Some("http://127.0.0.1:9")))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("tiny-org/absent") && e.contains("downloading it failed"), "{e}");
+    let e = hub::resolve_in(
+        "tiny-org/absent",
+        Some(cache.path()),
+        None,
+        Some(Some("http://127.0.0.1:9")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("tiny-org/absent") && e.contains("downloading it failed"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -78,13 +100,31 @@ fn downloads_fetch_one_safetensors_set_per_component_and_no_pickles() {
     .to_vec();
     let full = hub::wanted_files(&files, None);
     assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".into()));
-    assert!(!full.iter().any(|f| f.contains("fp16") || f.ends_with(".bin") || f.ends_with(".ckpt") || f.contains("onnx") || f.contains("msgpack")), "{full:?}");
+    assert!(
+        !full.iter().any(|f| f.contains("fp16")
+            || f.ends_with(".bin")
+            || f.ends_with(".ckpt")
+            || f.contains("onnx")
+            || f.contains("msgpack")),
+        "{full:?}"
+    );
     let half = hub::wanted_files(&files, Some("fp16"));
-    assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".into()), "{half:?}");
-    assert!(!half.contains(&"unet/diffusion_pytorch_model.safetensors".into()), "{half:?}");
+    assert!(
+        half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".into()),
+        "{half:?}"
+    );
+    assert!(
+        !half.contains(&"unet/diffusion_pytorch_model.safetensors".into()),
+        "{half:?}"
+    );
     // The VAE has no fp16 file: its full-precision weights are taken.
-    assert!(half.contains(&"vae/diffusion_pytorch_model.safetensors".into()), "{half:?}");
-    assert!(half.contains(&"tokenizer/merges.txt".into()) && half.contains(&"model_index.json".into()));
+    assert!(
+        half.contains(&"vae/diffusion_pytorch_model.safetensors".into()),
+        "{half:?}"
+    );
+    assert!(
+        half.contains(&"tokenizer/merges.txt".into()) && half.contains(&"model_index.json".into())
+    );
 }
 
 #[test]
@@ -100,19 +140,36 @@ fn an_fp16_variant_is_preferred_when_asked_for() {
         .into_iter()
         .map(|(k, v)| (k, v.to_dtype(candle_core::DType::F16).unwrap()))
         .collect();
-    candle_core::safetensors::save(&half, p.join("unet/diffusion_pytorch_model.fp16.safetensors")).unwrap();
+    candle_core::safetensors::save(
+        &half,
+        p.join("unet/diffusion_pytorch_model.fp16.safetensors"),
+    )
+    .unwrap();
     let out = |variant: Option<&str>| {
-        let mut cfg = serde_json::json!({"weights": p.display().to_string(), "height": 128, "width": 192});
+        let mut cfg =
+            serde_json::json!({"weights": p.display().to_string(), "height": 128, "width": 192});
         if let Some(v) = variant {
             cfg["variant"] = v.into();
         }
         let mut m = SdPlugin::<Sd15>::create(&cfg).unwrap();
         let json = reference_json(&dir);
-        let c = m.encode_prompts(&[String::new(), json["prompt"].as_str().unwrap().into()]).unwrap();
+        let c = m
+            .encode_prompts(&[String::new(), json["prompt"].as_str().unwrap().into()])
+            .unwrap();
         let x = r(&refs, "unet.x");
-        let xh = adt_plugin_api::HostTensor { shape: x.dims().to_vec(), data: x.flatten_all().unwrap().to_vec1().unwrap() };
+        let xh = adt_plugin_api::HostTensor {
+            shape: x.dims().to_vec(),
+            data: x.flatten_all().unwrap().to_vec1().unwrap(),
+        };
         let o = m
-            .denoise(&adt_plugin_api::DenoiseArgs { x: xh.view(), t: &[500.0, 500.0], cond: c, uncond: None, guidance: 1.0, detach_uncond: false })
+            .denoise(&adt_plugin_api::DenoiseArgs {
+                x: xh.view(),
+                t: &[500.0, 500.0],
+                cond: c,
+                uncond: None,
+                guidance: 1.0,
+                detach_uncond: false,
+            })
             .unwrap();
         candle_core::Tensor::from_vec(o.data, o.shape, &candle_core::Device::Cpu).unwrap()
     };
@@ -121,7 +178,10 @@ fn an_fp16_variant_is_preferred_when_asked_for() {
     let fp16 = rel(&out(Some("fp16")), &want);
     eprintln!("f32 weights rel {full:.2e}, fp16 weights rel {fp16:.2e}");
     assert!(full < 1e-5, "{full}");
-    assert!(fp16 > 1e-5 && fp16 < 1e-2, "the fp16 file was used and is close: {fp16}");
+    assert!(
+        fp16 > 1e-5 && fp16 < 1e-2,
+        "the fp16 file was used and is close: {fp16}"
+    );
 }
 
 #[test]
@@ -134,23 +194,42 @@ fn half_precision_compute_runs_and_stays_close_to_f32() {
         Ok(_) => panic!("bf16 on CPU accepted"),
         Err(e) => assert!(e.0.contains("bf16 needs a CUDA device"), "{}", e.0),
     }
-    for dtype in ["f16"] {
+    {
+        let dtype = "f16";
         let cfg = serde_json::json!({"weights": dir.display().to_string(), "height": 128, "width": 192, "dtype": dtype});
-        let mut m = adt_plugin_sd::plugin::SdPlugin::<adt_plugin_sd::plugin::Sd3>::create(&cfg).unwrap();
-        let c = m.encode_prompts(&[String::new(), json["prompt"].as_str().unwrap().into()]).unwrap();
+        let mut m =
+            adt_plugin_sd::plugin::SdPlugin::<adt_plugin_sd::plugin::Sd3>::create(&cfg).unwrap();
+        let c = m
+            .encode_prompts(&[String::new(), json["prompt"].as_str().unwrap().into()])
+            .unwrap();
         let x = r(&refs, "transformer.x");
-        let xh = adt_plugin_api::HostTensor { shape: x.dims().to_vec(), data: x.flatten_all().unwrap().to_vec1().unwrap() };
+        let xh = adt_plugin_api::HostTensor {
+            shape: x.dims().to_vec(),
+            data: x.flatten_all().unwrap().to_vec1().unwrap(),
+        };
         let t: Vec<f32> = r(&refs, "transformer.timesteps").to_vec1().unwrap();
-        let args = adt_plugin_api::DenoiseArgs { x: xh.view(), t: &[t[1], t[1]], cond: c, uncond: None, guidance: 1.0, detach_uncond: false };
+        let args = adt_plugin_api::DenoiseArgs {
+            x: xh.view(),
+            t: &[t[1], t[1]],
+            cond: c,
+            uncond: None,
+            guidance: 1.0,
+            detach_uncond: false,
+        };
         let o = m.denoise(&args).unwrap();
         let o = candle_core::Tensor::from_vec(o.data, o.shape, &candle_core::Device::Cpu).unwrap();
         let e = rel(&o, &r(&refs, "transformer.out.1"));
         eprintln!("{dtype}: denoiser rel {e:.2e}");
         assert!(e > 1e-6 && e < 5e-2, "{dtype}: {e}");
         // A training step in half precision: the gradient reaches the weights.
-        let cot = adt_plugin_api::HostTensor { shape: xh.shape.clone(), data: vec![0.01; xh.data.len()] };
+        let cot = adt_plugin_api::HostTensor {
+            shape: xh.shape.clone(),
+            data: vec![0.01; xh.data.len()],
+        };
         m.denoise_vjp(&args, cot.view(), false).unwrap();
-        let g = m.grad("proj_out.weight").expect("gradient in half precision");
+        let g = m
+            .grad("proj_out.weight")
+            .expect("gradient in half precision");
         assert!(g.data.iter().all(|v| v.is_finite()) && g.data.iter().any(|v| *v != 0.0));
     }
 }

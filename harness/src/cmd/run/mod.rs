@@ -324,7 +324,10 @@ fn check_per_model(list: &[String], models: &[String], flag: &str) -> anyhow::Re
         match e.split_once('=') {
             Some((m, v)) if !v.is_empty() => {
                 if !models.iter().any(|x| x == m) {
-                    bail!("{flag} names `{m}`, which is not in --models ({})", models.join(","));
+                    bail!(
+                        "{flag} names `{m}`, which is not in --models ({})",
+                        models.join(",")
+                    );
                 }
             }
             _ => bail!("{flag} takes MODEL=VALUE, got `{e}`"),
