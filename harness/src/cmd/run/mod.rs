@@ -938,6 +938,8 @@ mod tests {
             guidance: None,
             tune_args: crate::cli::DEFAULT_TUNE_ARGS.into(),
             device: "cpu".into(),
+            weights: Vec::new(),
+            backbone: Vec::new(),
             inception: crate::cli::InceptionOpts {
                 inception_weights: None,
                 no_download: true,
