@@ -157,6 +157,9 @@ pub struct FidArgs {
     /// Images drawn from a built-in data set.
     #[arg(short = 'n', long = "num", default_value_t = 2048)]
     pub num: usize,
+    /// Device of the Inception network: `cpu` (the fast CPU path) or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Neither read nor write the statistics cache.
     #[arg(long = "no-cache")]
     pub no_cache: bool,
@@ -266,6 +269,9 @@ pub struct TuneArgs {
 pub struct ProbeArgs {
     /// Real images: a folder or a data source.
     pub real: String,
+    /// Device of the probe's discriminator: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Generated images, in the same order.
     pub generated: String,
     /// Pairs to use (at most).
@@ -292,6 +298,9 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainEncoderArgs {
+    /// Device: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Optimizer steps.
     #[arg(long, default_value_t = 1500)]
     pub iters: u64,
@@ -357,6 +366,9 @@ pub struct BenchInceptionArgs {
     /// The reference script (default: ../shared/bench/torch_inception_baseline.py).
     #[arg(long = "torch-script")]
     pub torch_script: Option<PathBuf>,
+    /// Device of our side: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[command(flatten)]
     pub inception: InceptionOpts,
     /// Print JSON.

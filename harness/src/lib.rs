@@ -2,6 +2,7 @@
 //! indicatif, exit codes); it resolves user input into plans and calls the library crates.
 
 pub mod cli;
+pub mod device;
 pub mod cmd;
 pub mod exit;
 pub mod progress;

@@ -16,6 +16,7 @@ pub struct Extractor<'a> {
     net: &'a Inception,
     mode: Mode,
     batch: usize,
+    device: candle_core::Device,
 }
 
 impl<'a> Extractor<'a> {
@@ -25,7 +26,15 @@ impl<'a> Extractor<'a> {
             net,
             mode,
             batch: batch.max(1),
+            device: candle_core::Device::Cpu,
         }
+    }
+
+    /// Run the network on `device`: the CPU fast path for `Device::Cpu`, the candle path
+    /// (weights uploaded once) elsewhere. Preprocessing stays on the CPU either way.
+    pub fn on(mut self, device: candle_core::Device) -> Self {
+        self.device = device;
+        self
     }
 
     /// The mode.
@@ -77,6 +86,13 @@ impl<'a> Extractor<'a> {
         data.par_chunks_mut(per)
             .zip(images.par_iter())
             .for_each(|(dst, img)| crate::preprocess::preprocess_into(img, self.mode, dst));
+        if !self.device.is_cpu() {
+            let x = candle_core::Tensor::from_vec(data, (images.len(), INPUT, INPUT, 3), &self.device)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?;
+            let f = self.net.features_candle(&x)?;
+            return Ok(f.flatten_all()?.to_vec1::<f32>()?);
+        }
         let x = Act {
             n: images.len(),
             h: INPUT,

@@ -39,6 +39,8 @@ pub struct Inception {
     /// Keyed by (block, branch).
     convs: std::collections::HashMap<(&'static str, &'static str), Conv>,
     sha256: String,
+    /// The candle path's weights, uploaded once per device (keyed by layer and device).
+    on_device: std::sync::Mutex<std::collections::HashMap<(String, String), (Tensor, Tensor)>>,
 }
 
 /// NHWC activations.
@@ -99,6 +101,7 @@ impl Inception {
         Inception {
             convs,
             sha256: weights.sha256().to_string(),
+            on_device: Default::default(),
         }
     }
 
@@ -298,8 +301,19 @@ impl Inception {
     fn cconv(&self, x: &Tensor, s: &ConvSpec, dev: &Device) -> Result<Tensor> {
         let l = self.layer(s);
         let s = l.spec;
-        let w = Tensor::from_slice(&l.w_oihw, (s.cout, s.cin, s.kh, s.kw), dev)?;
-        let b = Tensor::from_slice(&l.b, (1, s.cout, 1, 1), dev)?;
+        let key = (format!("{}/{}", s.block, s.branch), format!("{:?}", dev.location()));
+        let cached = self.on_device.lock().ok().and_then(|m| m.get(&key).cloned());
+        let (w, b) = match cached {
+            Some(wb) => wb,
+            None => {
+                let w = Tensor::from_slice(&l.w_oihw, (s.cout, s.cin, s.kh, s.kw), dev)?;
+                let b = Tensor::from_slice(&l.b, (1, s.cout, 1, 1), dev)?;
+                if let Ok(mut m) = self.on_device.lock() {
+                    m.insert(key, (w.clone(), b.clone()));
+                }
+                (w, b)
+            }
+        };
         let x = if s.ph > 0 || s.pw > 0 {
             x.pad_with_zeros(2, s.ph, s.ph)?
                 .pad_with_zeros(3, s.pw, s.pw)?

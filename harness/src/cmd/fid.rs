@@ -121,6 +121,8 @@ pub struct SetOptions {
     pub use_cache: bool,
     /// No progress bars.
     pub quiet: bool,
+    /// Device of the Inception network.
+    pub device: candle_core::Device,
 }
 
 /// Statistics of one input: a `.npz` statistics file, an image folder, or a data source.
@@ -239,7 +241,7 @@ pub fn set_stats(input: &str, net: &mut Net, o: &SetOptions) -> anyhow::Result<S
             }
         }
     });
-    let ex = Extractor::new(net_ref, o.mode, o.batch);
+    let ex = Extractor::new(net_ref, o.mode, o.batch).on(o.device.clone());
     let mut last = 0;
     let features = ex.features_stream(&mut images, &mut |done| {
         bar.inc_by((done - last) as u64);
@@ -359,6 +361,7 @@ pub fn run(g: &GlobalOpts, a: &FidArgs) -> anyhow::Result<()> {
         num: a.num,
         use_cache: !a.no_cache,
         quiet: g.quiet || a.json,
+        device: crate::device::open(&a.device)?,
     };
     match (&a.save_stats, a.inputs.as_slice()) {
         (Some(out), [input]) => {

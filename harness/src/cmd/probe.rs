@@ -25,7 +25,7 @@ pub fn run(g: &GlobalOpts, a: &ProbeArgs) -> anyhow::Result<()> {
     if nr != nf && !g.quiet {
         eprintln!("warning: {nr} real and {nf} generated images; using the first {n} pairs");
     }
-    let dev = candle_core::Device::Cpu;
+    let dev = crate::device::open(&a.device)?;
     let per = 3 * 32 * 32;
     let real = candle_core::Tensor::from_slice(&real.data[..n * per], (n, 3, 32, 32), &dev)?;
     let fake = candle_core::Tensor::from_slice(&fake.data[..n * per], (n, 3, 32, 32), &dev)?;

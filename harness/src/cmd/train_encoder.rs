@@ -15,7 +15,7 @@ pub fn run(g: &GlobalOpts, a: &TrainEncoderArgs) -> anyhow::Result<()> {
         seed: a.seed,
         eval: a.eval,
     };
-    let dev = candle_core::Device::Cpu;
+    let dev = crate::device::open(&a.device)?;
     let mut bar = Bar::new(a.iters, "encoder", g.quiet);
     let t = std::time::Instant::now();
     let vars = train_encoder(&cfg, &dev, &mut bar)?;

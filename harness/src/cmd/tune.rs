@@ -69,7 +69,8 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
         max_non_finite: a.max_non_finite,
         checkpoint_every: a.checkpoint_every,
     };
-    let dev = candle_core::Device::Cpu;
+    // The discriminator lives host-side, on the model's device.
+    let dev = crate::device::open(&a.model.device)?;
     let disc = match method {
         Method::Adt => Some(discriminator(a, &desc.name, disc_cfg, &dev)?),
         Method::Ft => None,

@@ -52,9 +52,18 @@ impl FamilyTag for Sd3 {
     const FAMILY: Family = Family::Sd3;
 }
 
+#[cfg(not(feature = "cuda"))]
 adt_plugin_api::declare_model_plugin!(pub fn sd15_header, SdPlugin<Sd15>, name = "sd15", version = env!("CARGO_PKG_VERSION"));
+#[cfg(feature = "cuda")]
+adt_plugin_api::declare_model_plugin!(pub fn sd15_header, SdPlugin<Sd15>, name = "sd15", version = env!("CARGO_PKG_VERSION"), features = "[\"cpu\",\"cuda\"]");
+#[cfg(not(feature = "cuda"))]
 adt_plugin_api::declare_model_plugin!(pub fn sdxl_header, SdPlugin<Sdxl>, name = "sdxl", version = env!("CARGO_PKG_VERSION"));
+#[cfg(feature = "cuda")]
+adt_plugin_api::declare_model_plugin!(pub fn sdxl_header, SdPlugin<Sdxl>, name = "sdxl", version = env!("CARGO_PKG_VERSION"), features = "[\"cpu\",\"cuda\"]");
+#[cfg(not(feature = "cuda"))]
 adt_plugin_api::declare_model_plugin!(pub fn sd3_header, SdPlugin<Sd3>, name = "sd3", version = env!("CARGO_PKG_VERSION"));
+#[cfg(feature = "cuda")]
+adt_plugin_api::declare_model_plugin!(pub fn sd3_header, SdPlugin<Sd3>, name = "sd3", version = env!("CARGO_PKG_VERSION"), features = "[\"cpu\",\"cuda\"]");
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -30,7 +30,10 @@ pub use adt_plugin_kit::canonical_safetensors;
 use adt_plugin_kit::{Trainer, err, sha256_hex, write_atomic};
 use net::{Params, TinyConfig};
 
+#[cfg(not(feature = "cuda"))]
 adt_plugin_api::declare_model_plugin!(pub fn header, TinyModel, name = "tiny", version = env!("CARGO_PKG_VERSION"));
+#[cfg(feature = "cuda")]
+adt_plugin_api::declare_model_plugin!(pub fn header, TinyModel, name = "tiny", version = env!("CARGO_PKG_VERSION"), features = "[\"cpu\",\"cuda\"]");
 
 /// The pretrained weights committed to the repository (f16 safetensors), when present.
 #[cfg(tiny_weights)]

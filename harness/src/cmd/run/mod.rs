@@ -394,6 +394,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         num: a.num,
         use_cache: true,
         quiet: g.quiet,
+        device: crate::device::open(&a.device)?,
     };
     let real_stats = fid::set_stats(&real_dir.display().to_string(), &mut net, &opts)?;
     let real_feats = real_stats
