@@ -45,7 +45,7 @@ cargo fetch --locked >/dev/null
 # A link-only libcuda.so (soname libcuda.so.1) exporting every driver entry point cudarc
 # declares, each returning CUDA_ERROR_STUB_LIBRARY (34). Never shipped.
 if [ ! -f "$CUDA/lib/stubs/libcuda.so" ]; then
-  CUDARC_SRC=$(cargo metadata --locked --format-version 1 | "$PY" -c 'import json,sys,os; m=json.load(sys.stdin); print(os.path.dirname([p for p in m["packages"] if p["name"]=="cudarc"][0]["manifest_path"]))')
+  CUDARC_SRC=$(cargo metadata --locked --all-features --format-version 1 | "$PY" -c 'import json,sys,os; m=json.load(sys.stdin); print(os.path.dirname([p for p in m["packages"] if p["name"]=="cudarc"][0]["manifest_path"]))')
   mkdir -p "$WORK/stubsrc" "$CUDA/lib/stubs"
   grep -oE 'pub (unsafe )?fn cu[A-Za-z0-9_]+' "$CUDARC_SRC/src/driver/sys/mod.rs" | awk '{print $NF}' | sort -u > "$WORK/stubsrc/libcuda.syms"
   { while read -r s; do echo "int $s(void) { return 34; }"; done < "$WORK/stubsrc/libcuda.syms"; } > "$WORK/stubsrc/libcuda_stub.c"

@@ -254,7 +254,8 @@ pub struct TuneArgs {
     pub aug_color: f64,
     /// The discriminator's frozen feature network: `shapes` (the built-in encoder, the
     /// default for `tiny`) or `dinov2:PATH` (a Hugging Face `Dinov2Model` folder or its
-    /// `model.safetensors`, e.g. a download of facebook/dinov2-small; what the SD family needs).
+    /// `model.safetensors`, e.g. a download of facebook/dinov2-small; what the SD family needs);
+    /// `dinov2:random` is ViT-S/14 with invented weights (timing only).
     #[arg(long)]
     pub backbone: Option<String>,
     /// Stop after this many non-finite model updates in a row.
@@ -333,6 +334,40 @@ pub enum BenchCmd {
     /// Peak memory of one ADT iteration on `tiny` with K = 1 and K = 8 trained evaluations
     /// (and K = 0, the rollout and discriminator alone), each in a fresh process.
     TuneMemory(BenchTuneMemoryArgs),
+    /// The device check (run it on the GPU machine, through `adt-bench-cuda`): CPU-vs-device
+    /// parity of `tiny` (denoise, denoise_vjp, one ADT iteration) and of the Inception
+    /// features of `../shared/fixtures/fid`, Inception images/s at batch 64 (beside PyTorch
+    /// when it is there), and the time and peak GPU memory of one ADT iteration (K = 3) of an
+    /// SD 1.5-sized UNet with invented weights at 512 px. Prints a summary and writes JSON.
+    Device(BenchDeviceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDeviceArgs {
+    /// The device to check.
+    #[arg(long, default_value = "cuda:0")]
+    pub device: String,
+    /// The reference device.
+    #[arg(long = "reference-device", default_value = "cpu")]
+    pub reference_device: String,
+    /// The fixtures folder (its `fid/images` are the Inception parity images).
+    #[arg(long, default_value = "../shared/fixtures")]
+    pub fixtures: PathBuf,
+    /// Image side of the SD 1.5-sized measurement (512 as in the issue; smaller to try the
+    /// command on a CPU).
+    #[arg(long = "sd-size", default_value_t = 512)]
+    pub sd_size: usize,
+    /// Skip the SD 1.5-sized measurement.
+    #[arg(long = "skip-sd")]
+    pub skip_sd: bool,
+    /// Skip the Inception throughput benchmark.
+    #[arg(long = "skip-throughput")]
+    pub skip_throughput: bool,
+    #[command(flatten)]
+    pub inception: InceptionOpts,
+    /// Where the JSON summary and the tunes' folders go.
+    #[arg(long, default_value = "runs/device-check")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,12 @@ mod tests {
     #[test]
     fn device_names_parse_and_bad_ones_are_refused() {
         assert!(super::open("cpu").unwrap().is_cpu());
-        assert!(super::open("tpu").unwrap_err().to_string().contains("unknown device"));
+        assert!(
+            super::open("tpu")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown device")
+        );
         assert!(super::open("cuda:x").is_err());
         if !cfg!(feature = "cuda") {
             let e = super::open("cuda:0").unwrap_err().to_string();

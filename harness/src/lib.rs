@@ -2,8 +2,8 @@
 //! indicatif, exit codes); it resolves user input into plans and calls the library crates.
 
 pub mod cli;
-pub mod device;
 pub mod cmd;
+pub mod device;
 pub mod exit;
 pub mod progress;
 pub mod registry;

@@ -87,9 +87,10 @@ impl<'a> Extractor<'a> {
             .zip(images.par_iter())
             .for_each(|(dst, img)| crate::preprocess::preprocess_into(img, self.mode, dst));
         if !self.device.is_cpu() {
-            let x = candle_core::Tensor::from_vec(data, (images.len(), INPUT, INPUT, 3), &self.device)?
-                .permute((0, 3, 1, 2))?
-                .contiguous()?;
+            let x =
+                candle_core::Tensor::from_vec(data, (images.len(), INPUT, INPUT, 3), &self.device)?
+                    .permute((0, 3, 1, 2))?
+                    .contiguous()?;
             let f = self.net.features_candle(&x)?;
             return Ok(f.flatten_all()?.to_vec1::<f32>()?);
         }

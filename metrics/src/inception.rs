@@ -301,8 +301,15 @@ impl Inception {
     fn cconv(&self, x: &Tensor, s: &ConvSpec, dev: &Device) -> Result<Tensor> {
         let l = self.layer(s);
         let s = l.spec;
-        let key = (format!("{}/{}", s.block, s.branch), format!("{:?}", dev.location()));
-        let cached = self.on_device.lock().ok().and_then(|m| m.get(&key).cloned());
+        let key = (
+            format!("{}/{}", s.block, s.branch),
+            format!("{:?}", dev.location()),
+        );
+        let cached = self
+            .on_device
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
         let (w, b) = match cached {
             Some(wb) => wb,
             None => {

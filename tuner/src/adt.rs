@@ -711,7 +711,11 @@ pub fn dinov2_discriminator(
     seed: u64,
     dev: &Device,
 ) -> Result<Discriminator> {
-    let net = crate::dinov2::Dinov2::load_hf(path, dev)?;
+    let net = if path.as_os_str() == "random" {
+        crate::dinov2::Dinov2::random_vits14(seed, dev)?
+    } else {
+        crate::dinov2::Dinov2::load_hf(path, dev)?
+    };
     Discriminator::new(Box::new(net), cfg, seed, dev)
 }
 

@@ -285,6 +285,62 @@ impl Dinov2 {
         Self::from_tensors(cfg, t.into_iter().collect())
     }
 
+    /// ViT-S/14 with invented weights (LayerNorm 1/0, layer scales 1, other weights uniform
+    /// with std 1/√fan_in, from a seeded stream): for timing without downloading weights.
+    pub fn random_vits14(seed: u64, dev: &Device) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let cfg = Dinov2Config::vits14();
+        let (h, m) = (cfg.hidden, cfg.mlp);
+        let grid = 518 / cfg.patch;
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("cls_token".into(), vec![1, 1, h]),
+            ("pos_embed".into(), vec![1, 1 + grid * grid, h]),
+            (
+                "patch_embed.proj.weight".into(),
+                vec![h, 3, cfg.patch, cfg.patch],
+            ),
+            ("patch_embed.proj.bias".into(), vec![h]),
+            ("norm.weight".into(), vec![h]),
+            ("norm.bias".into(), vec![h]),
+        ];
+        for i in 0..cfg.layers {
+            for (n, sh) in [
+                ("norm1.weight", vec![h]),
+                ("norm1.bias", vec![h]),
+                ("attn.qkv.weight", vec![3 * h, h]),
+                ("attn.qkv.bias", vec![3 * h]),
+                ("attn.proj.weight", vec![h, h]),
+                ("attn.proj.bias", vec![h]),
+                ("ls1.gamma", vec![h]),
+                ("norm2.weight", vec![h]),
+                ("norm2.bias", vec![h]),
+                ("mlp.fc1.weight", vec![m, h]),
+                ("mlp.fc1.bias", vec![m]),
+                ("mlp.fc2.weight", vec![h, m]),
+                ("mlp.fc2.bias", vec![h]),
+                ("ls2.gamma", vec![h]),
+            ] {
+                shapes.push((format!("blocks.{i}.{n}"), sh));
+            }
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut t = HashMap::new();
+        for (name, shape) in shapes {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else if name.contains("norm") || name.contains("gamma") {
+                vec![1.0; n]
+            } else {
+                let fan: usize = shape.iter().skip(1).product::<usize>().max(1);
+                let a = (3.0 / fan as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-a..a)).collect()
+            };
+            t.insert(name, Tensor::from_vec(data, shape, dev).map_err(cerr)?);
+        }
+        Self::from_tensors(cfg, t)
+    }
+
     /// Load safetensors (HF or original names).
     pub fn load(cfg: Dinov2Config, path: &std::path::Path, dev: &Device) -> Result<Self> {
         let t = candle_core::safetensors::load(path, dev).map_err(cerr)?;

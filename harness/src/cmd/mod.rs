@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod device_check;
 pub mod fid;
 pub mod plugins;
 pub mod pretrain;
@@ -30,6 +31,7 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Probe(a) => probe::run(g, &a),
         Command::Bench(crate::cli::BenchCmd::Inception(a)) => bench::inception(g, &a),
         Command::Bench(crate::cli::BenchCmd::TuneMemory(a)) => bench::tune_memory(g, &a),
+        Command::Bench(crate::cli::BenchCmd::Device(a)) => device_check::run(g, &a),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Source {
     component: String,
     tensors: HashMap<String, Tensor>,
     used: RefCell<BTreeSet<String>>,
+    /// Random mode: every tensor asked for is made on first use (seed, dtype, device).
+    random: Option<(u64, DType, Device)>,
+    made: RefCell<HashMap<String, Tensor>>,
 }
 
 impl Source {
@@ -32,7 +35,51 @@ impl Source {
             component: component.into(),
             tensors,
             used: RefCell::new(BTreeSet::new()),
+            random: None,
+            made: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// A source that invents every tensor the architecture asks for: norm weights 1, biases 0,
+    /// other weights uniform with the standard deviation 1/√fan_in, drawn from a stream seeded
+    /// by `seed` and the tensor's name (for timing real-size architectures without weights).
+    pub fn random(component: impl Into<String>, seed: u64, dtype: DType, device: &Device) -> Self {
+        let mut s = Source::new(component, HashMap::new());
+        s.random = Some((seed, dtype, device.clone()));
+        s
+    }
+
+    /// The tensors made in random mode (after building a model from this source).
+    pub fn into_made(self) -> HashMap<String, Tensor> {
+        self.made.into_inner()
+    }
+
+    fn invent(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        use rand::{Rng, SeedableRng};
+        let Some((seed, dtype, device)) = &self.random else {
+            unreachable!("invent is only called in random mode")
+        };
+        if let Some(t) = self.made.borrow().get(name) {
+            return Ok(t.clone());
+        }
+        let n: usize = shape.iter().product();
+        let leaf = name.rsplit('.').nth(1).unwrap_or("");
+        let data: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else if leaf.contains("norm") && shape.len() == 1 {
+            vec![1.0; n]
+        } else {
+            let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+            let a = (3.0 / fan_in as f32).sqrt();
+            let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ h);
+            (0..n).map(|_| rng.random_range(-a..a)).collect()
+        };
+        let t = Tensor::from_vec(data, shape, device)?.to_dtype(*dtype)?;
+        self.made.borrow_mut().insert(name.to_string(), t.clone());
+        Ok(t)
     }
 
     /// The component's name (for messages).
@@ -48,9 +95,10 @@ impl Source {
         }
     }
 
-    /// Whether a tensor exists.
+    /// Whether a tensor exists (in random mode: whether it was already made; optional
+    /// tensors such as LoRA adapters are never invented).
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.made.borrow().contains_key(name)
     }
 
     /// Names the file holds that nothing asked for.
@@ -66,12 +114,20 @@ impl Source {
         v
     }
 
+    /// The tensors, consuming the source (so each can be dropped as soon as it is copied).
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors
+    }
+
     /// All tensors (for building trainable variables).
     pub fn tensors(&self) -> &HashMap<String, Tensor> {
         &self.tensors
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if self.random.is_some() && !self.tensors.contains_key(name) {
+            return self.invent(name, shape);
+        }
         let t = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             component: self.component.clone(),
             name: name.to_string(),

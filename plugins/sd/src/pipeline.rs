@@ -422,30 +422,35 @@ impl Pipeline {
     /// Load the pipeline in `dir` (already resolved to a folder), checking its family.
     pub fn load(dir: &Path, family: Family, opts: &Options, device: &Device) -> Result<Self> {
         let idx = check_family(dir, family)?;
-        let v = opts.variant.as_deref();
-        let dt = opts.dtype;
-        let sub = |name: &str| -> Result<PathBuf> {
-            let p = dir.join(name);
-            if idx
-                .get(name)
-                .is_some_and(|x| x.is_array() && !x[0].is_null())
-                && p.is_dir()
-            {
-                Ok(p)
-            } else {
-                Err(Error::Pipeline(format!(
-                    "{}: the pipeline lacks its `{name}` component",
-                    dir.display()
-                )))
-            }
+        let origin = Origin::Dir {
+            dir,
+            idx,
+            variant: opts.variant.as_deref(),
         };
+        Self::build(&origin, family, opts, device)
+    }
+
+    /// A pipeline of the family's real architecture (embedded configs; SD 1.5 only) with
+    /// invented weights (see [`Source::random`]) and hashed-word tokenizers: for measuring
+    /// time and memory at real size without downloading weights.
+    pub fn random(family: Family, seed: u64, opts: &Options, device: &Device) -> Result<Self> {
+        if family != Family::Sd15 {
+            return Err(Error::Config(format!(
+                "random weights are available for sd15 only, not {}",
+                family.name()
+            )));
+        }
+        Self::build(&Origin::Random { seed }, family, opts, device)
+    }
+
+    fn build(origin: &Origin<'_>, family: Family, opts: &Options, device: &Device) -> Result<Self> {
+        let dt = opts.dtype;
         let clip = |name: &str, proj: bool| -> Result<ClipText> {
-            let d = sub(name)?;
-            let cfg: ClipTextConfig = load::config(&d)?;
-            let src = load::source(&d, name, v, dt, device)?;
+            let cfg: ClipTextConfig = origin.config(name)?;
+            let src = origin.source(name, dt, device)?;
             ClipText::load(&src.root(), &cfg, proj)
         };
-        let tok = |name: &str, len: usize| PromptTokenizer::load(&sub(name)?, len);
+        let tok = |name: &str, len: usize| origin.tokenizer(name, len);
         let text = match family {
             Family::Sd15 => Text::Sd15 {
                 tok: tok("tokenizer", 77)?,
@@ -456,14 +461,11 @@ impl Pipeline {
                 clip1: clip("text_encoder", false)?,
                 tok2: tok("tokenizer_2", 77)?,
                 clip2: clip("text_encoder_2", true)?,
-                zeros_for_empty: idx["force_zeros_for_empty_prompt"]
-                    .as_bool()
-                    .unwrap_or(true),
+                zeros_for_empty: origin.zeros_for_empty_prompt(),
             },
             Family::Sd3 => {
-                let d = sub("text_encoder_3")?;
-                let cfg: T5Config = load::config(&d)?;
-                let src = load::source(&d, "text_encoder_3", v, dt, device)?;
+                let cfg: T5Config = origin.config("text_encoder_3")?;
+                let src = origin.source("text_encoder_3", dt, device)?;
                 Text::Sd3 {
                     tok1: tok("tokenizer", 77)?,
                     clip1: clip("text_encoder", true)?,
@@ -474,14 +476,12 @@ impl Pipeline {
                 }
             }
         };
-        let sched_dir = sub("scheduler")?;
-        let scheduler: SchedulerConfig = load::json(&sched_dir.join("scheduler_config.json"))?;
+        let scheduler: SchedulerConfig = origin.scheduler()?;
         scheduler.schedule(family)?;
         scheduler.spacing()?;
 
-        let vd = sub("vae")?;
-        let vcfg: VaeConfig = load::config(&vd)?;
-        let vsrc = load::source(&vd, "vae", v, dt, device)?;
+        let vcfg: VaeConfig = origin.config("vae")?;
+        let vsrc = origin.source("vae", dt, device)?;
         let vae = Vae::load(&vsrc.root(), &vcfg)?;
         let vae_factor = 1usize << (vcfg.block_out_channels.len() - 1);
 
@@ -490,8 +490,22 @@ impl Pipeline {
         } else {
             "unet"
         };
-        let dd = sub(dname)?;
-        let src = load::source(&dd, dname, v, dt, device)?;
+        let dcfg: serde_json::Value = origin.config(dname)?;
+        let mut src = origin.source(dname, dt, device)?;
+        if matches!(origin, Origin::Random { .. }) {
+            // Make every tensor the architecture needs, then proceed as with a file.
+            match family {
+                Family::Sd3 => drop(Mmdit::load(
+                    &src.root(),
+                    &serde_json::from_value(dcfg.clone()).map_err(cfg_err)?,
+                )?),
+                _ => drop(UNet::load(
+                    &src.root(),
+                    &serde_json::from_value(dcfg.clone()).map_err(cfg_err)?,
+                )?),
+            }
+            src = Source::new(dname, src.into_made());
+        }
         let denoiser_params: u64 = src.tensors().values().map(|t| t.elem_count() as u64).sum();
         // Trainable variables: the whole denoiser, or fresh adapters over a frozen base.
         let mut vars = BTreeMap::new();
@@ -504,19 +518,22 @@ impl Pipeline {
                 .map(|(k, t)| Ok((k, t.to_dtype(dt)?)))
                 .collect::<Result<HashMap<_, _>>>()?,
         };
-        for (k, t) in src.tensors().iter().chain(adapters.iter()) {
+        // Consume the loaded tensors: each is dropped as soon as its variable holds a copy, so
+        // loading never holds the denoiser twice.
+        for (k, t) in src.into_tensors().into_iter().chain(adapters) {
             let trained = match opts.trainable {
                 Trainable::Full => true,
                 Trainable::Lora(_) => k.contains(".lora_"),
             };
             if trained {
-                let var = Var::from_tensor(t)?;
+                let var = Var::from_tensor(&t)?;
+                drop(t);
                 train_tensors.insert(k.clone(), var.as_tensor().clone());
                 eval_tensors.insert(k.clone(), var.as_tensor().detach());
-                vars.insert(k.clone(), var);
+                vars.insert(k, var);
             } else {
-                train_tensors.insert(k.clone(), t.clone());
                 eval_tensors.insert(k.clone(), t.clone());
+                train_tensors.insert(k, t);
             }
         }
         let (train_src, eval_src) = (
@@ -525,16 +542,16 @@ impl Pipeline {
         );
         let (train, eval, sample) = match family {
             Family::Sd3 => {
-                let cfg: MmditConfig = load::config(&dd)?;
+                let cfg: MmditConfig = serde_json::from_value(dcfg.clone()).map_err(cfg_err)?;
                 (
                     Denoiser::Mmdit(Box::new(Mmdit::load(&train_src.root(), &cfg)?)),
                     Denoiser::Mmdit(Box::new(Mmdit::load(&eval_src.root(), &cfg)?)),
-                    transformer_sample_size(&dd)?,
+                    sample_size(&dcfg)?,
                 )
             }
             _ => {
-                let cfg: UNetConfig = load::config(&dd)?;
-                let s = transformer_sample_size(&dd)?;
+                let cfg: UNetConfig = serde_json::from_value(dcfg.clone()).map_err(cfg_err)?;
+                let s = sample_size(&dcfg)?;
                 (
                     Denoiser::UNet(Box::new(UNet::load(&train_src.root(), &cfg)?)),
                     Denoiser::UNet(Box::new(UNet::load(&eval_src.root(), &cfg)?)),
@@ -553,7 +570,7 @@ impl Pipeline {
         let lat = vcfg.latent_channels;
         Ok(Pipeline {
             family,
-            dir: dir.to_path_buf(),
+            dir: origin.dir(),
             scheduler,
             text,
             vae,
@@ -713,10 +730,136 @@ impl Pipeline {
     }
 }
 
-fn transformer_sample_size(dir: &Path) -> Result<usize> {
-    let v: serde_json::Value = load::config(dir)?;
-    v["sample_size"]
+fn cfg_err(e: serde_json::Error) -> Error {
+    Error::Config(format!("denoiser config: {e}"))
+}
+
+fn sample_size(cfg: &serde_json::Value) -> Result<usize> {
+    cfg["sample_size"]
         .as_u64()
         .map(|s| s as usize)
-        .ok_or_else(|| Error::Config(format!("{}: config lacks sample_size", dir.display())))
+        .ok_or_else(|| Error::Config("the denoiser config lacks sample_size".into()))
+}
+
+/// SD 1.5's public configs (stable-diffusion-v1-5), for [`Pipeline::random`].
+const SD15_CONFIGS: [(&str, &str); 4] = [
+    (
+        "unet",
+        r#"{"in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "layers_per_block": 2, "attention_head_dim": 8, "cross_attention_dim": 768, "norm_num_groups": 32,
+        "norm_eps": 1e-5, "sample_size": 64, "flip_sin_to_cos": true, "freq_shift": 0,
+        "downsample_padding": 1, "mid_block_scale_factor": 1, "use_linear_projection": false}"#,
+    ),
+    (
+        "vae",
+        r#"{"in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "layers_per_block": 2, "latent_channels": 4, "norm_num_groups": 32, "scaling_factor": 0.18215,
+        "sample_size": 512}"#,
+    ),
+    (
+        "text_encoder",
+        r#"{"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+        "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": 768, "eos_token_id": 2}"#,
+    ),
+    (
+        "scheduler",
+        r#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false,
+        "skip_prk_steps": true, "steps_offset": 1}"#,
+    ),
+];
+
+/// Where a pipeline's components come from.
+enum Origin<'a> {
+    /// A diffusers folder and its parsed `model_index.json`.
+    Dir {
+        dir: &'a Path,
+        idx: serde_json::Value,
+        variant: Option<&'a str>,
+    },
+    /// Embedded configs and invented weights.
+    Random { seed: u64 },
+}
+
+impl Origin<'_> {
+    fn dir(&self) -> PathBuf {
+        match self {
+            Origin::Dir { dir, .. } => dir.to_path_buf(),
+            Origin::Random { seed } => PathBuf::from(format!("random:sd15?seed={seed}")),
+        }
+    }
+
+    fn sub(&self, name: &str) -> Result<PathBuf> {
+        let Origin::Dir { dir, idx, .. } = self else {
+            return Err(Error::Config(format!(
+                "no folder for `{name}` in random mode"
+            )));
+        };
+        let p = dir.join(name);
+        if idx
+            .get(name)
+            .is_some_and(|x| x.is_array() && !x[0].is_null())
+            && p.is_dir()
+        {
+            Ok(p)
+        } else {
+            Err(Error::Pipeline(format!(
+                "{}: the pipeline lacks its `{name}` component",
+                dir.display()
+            )))
+        }
+    }
+
+    fn embedded(name: &str) -> Result<&'static str> {
+        SD15_CONFIGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| Error::Config(format!("no embedded config for `{name}`")))
+    }
+
+    fn config<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        match self {
+            Origin::Dir { .. } => load::config(&self.sub(name)?),
+            Origin::Random { .. } => serde_json::from_str(Self::embedded(name)?)
+                .map_err(|e| Error::Config(format!("embedded {name} config: {e}"))),
+        }
+    }
+
+    fn scheduler(&self) -> Result<SchedulerConfig> {
+        match self {
+            Origin::Dir { .. } => load::json(&self.sub("scheduler")?.join("scheduler_config.json")),
+            Origin::Random { .. } => self.config("scheduler"),
+        }
+    }
+
+    fn source(&self, name: &str, dtype: DType, device: &Device) -> Result<Source> {
+        match self {
+            Origin::Dir { variant, .. } => {
+                load::source(&self.sub(name)?, name, *variant, dtype, device)
+            }
+            Origin::Random { seed } => Ok(Source::random(name, *seed, dtype, device)),
+        }
+    }
+
+    fn tokenizer(&self, name: &str, len: usize) -> Result<PromptTokenizer> {
+        match self {
+            Origin::Dir { .. } => PromptTokenizer::load(&self.sub(name)?, len),
+            Origin::Random { .. } => Ok(PromptTokenizer::hashed(len, 49408, Some(49406), 49407)),
+        }
+    }
+
+    fn zeros_for_empty_prompt(&self) -> bool {
+        match self {
+            Origin::Dir { idx, .. } => idx["force_zeros_for_empty_prompt"]
+                .as_bool()
+                .unwrap_or(true),
+            Origin::Random { .. } => true,
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //! Instance config (JSON passed to `create`):
 //! - `weights` (required): a diffusers pipeline folder, a Hugging Face repo id (`org/name`,
-//!   looked up in the Hugging Face cache), or a checkpoint this plugin saved (`model.safetensors`
-//!   or its folder: the trained tensors over the base pipeline named in its metadata);
+//!   looked up in the Hugging Face cache), a checkpoint this plugin saved (`model.safetensors`
+//!   or its folder: the trained tensors over the base pipeline named in its metadata), or
+//!   `random:sd15[?seed=N]` (SD 1.5's architecture with invented weights, for timing);
 //! - `device` (`cpu`, `cuda:N`), `dtype` (`f32` default, `bf16`, `f16`), `variant` (`fp16`:
 //!   prefer `*.fp16.safetensors`), `lora_rank` (train rank-r adapters on the attention
 //!   projections instead of every weight), `height` / `width` (pixels), `seed`.
@@ -289,7 +290,35 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
                 }
                 (meta.base.clone(), Some((meta, bytes)))
             }
+            None if w.starts_with("random:") => (PathBuf::from(&w), None),
             None => (hub::resolve(&w, c.variant.as_deref()).map_err(e)?, None),
+        };
+        // `random:sd15[?seed=N&size=S]`: the real architecture with invented weights (timing).
+        let mut random_size = None;
+        let random_seed = match dir.to_str().and_then(|d| d.strip_prefix("random:")) {
+            Some(rest) => {
+                let (fam, query) = rest.split_once('?').unwrap_or((rest, ""));
+                if fam != family.name() {
+                    return Err(PluginError(format!(
+                        "`{w}` names {fam}, this plugin is {}",
+                        family.name()
+                    )));
+                }
+                let mut seed = 0u64;
+                for kv in query.split('&').filter(|s| !s.is_empty()) {
+                    let bad = || PluginError(format!("bad `{kv}` in `{w}` (seed=N, size=PIXELS)"));
+                    match kv.split_once('=') {
+                        Some(("seed", v)) => seed = v.parse().map_err(|_| bad())?,
+                        Some(("size", v)) => {
+                            let s: usize = v.parse().map_err(|_| bad())?;
+                            random_size = Some((s, s));
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
+                Some(seed)
+            }
+            None => None,
         };
         let lora_rank = match &ckpt {
             Some((m, _)) => m.lora_rank,
@@ -301,7 +330,7 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         let size = match (&ckpt, c.height, c.width) {
             (Some((m, _)), _, _) => Some((m.height, m.width)),
             (None, Some(h), Some(w)) => Some((h, w)),
-            (None, None, None) => None,
+            (None, None, None) => random_size,
             _ => return Err(PluginError::msg("give both height and width, or neither")),
         };
         let opts = Options {
@@ -311,8 +340,16 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
             size,
             seed: c.seed,
         };
-        let pipe = Pipeline::load(&dir, family, &opts, &device).map_err(e)?;
-        let base_hash = pipeline_hash(&dir, c.variant.as_deref())?;
+        let (pipe, base_hash) = match random_seed {
+            Some(seed) => (
+                Pipeline::random(family, seed, &opts, &device).map_err(e)?,
+                format!("random:{}?seed={seed}", family.name()),
+            ),
+            None => (
+                Pipeline::load(&dir, family, &opts, &device).map_err(e)?,
+                pipeline_hash(&dir, c.variant.as_deref())?,
+            ),
+        };
         let mut me = SdPlugin {
             pipe,
             conds: HashMap::new(),
@@ -576,7 +613,11 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
     }
 
     fn save_state(&self, dir: &Path) -> PluginResult<()> {
-        let base = std::fs::canonicalize(&self.pipe.dir).unwrap_or_else(|_| self.pipe.dir.clone());
+        let base = if self.pipe.dir.to_string_lossy().starts_with("random:") {
+            self.pipe.dir.clone()
+        } else {
+            std::fs::canonicalize(&self.pipe.dir).unwrap_or_else(|_| self.pipe.dir.clone())
+        };
         let meta = CheckpointMeta {
             family: self.pipe.family.name().into(),
             base,

@@ -9,9 +9,11 @@ use crate::{Error, Result};
 
 /// A tokenizer folder (`tokenizer/`, `tokenizer_2/`, `tokenizer_3/`).
 pub struct PromptTokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Option<tokenizers::Tokenizer>,
     len: usize,
     pad: u32,
+    /// Hashed mode: (vocabulary size, start id, end id).
+    hashed: Option<(u32, u32, u32)>,
 }
 
 impl PromptTokenizer {
@@ -55,16 +57,46 @@ impl PromptTokenizer {
                 "a context length below 2 cannot hold the special tokens".into(),
             ));
         }
-        Ok(PromptTokenizer { inner, len, pad })
+        Ok(PromptTokenizer {
+            inner: Some(inner),
+            len,
+            pad,
+            hashed: None,
+        })
+    }
+
+    /// A stand-in for models with invented weights: each word becomes a hash id below
+    /// `vocab − 2`, framed by `start`/`end` (when given), padded with the end id.
+    pub fn hashed(len: usize, vocab: u32, start: Option<u32>, end: u32) -> Self {
+        PromptTokenizer {
+            inner: None,
+            len,
+            pad: end,
+            hashed: Some((vocab, start.unwrap_or(u32::MAX), end)),
+        }
     }
 
     /// The ids of one prompt, exactly `len` long.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Input(format!("cannot tokenize {text:?}: {e}")))?;
-        let mut ids = enc.get_ids().to_vec();
+        let mut ids = match (&self.inner, self.hashed) {
+            (Some(t), _) => t
+                .encode(text, true)
+                .map_err(|e| Error::Input(format!("cannot tokenize {text:?}: {e}")))?
+                .get_ids()
+                .to_vec(),
+            (None, Some((vocab, start, end))) => {
+                let mut v: Vec<u32> = (start != u32::MAX).then_some(start).into_iter().collect();
+                v.extend(text.split_whitespace().map(|w| {
+                    let h = w.bytes().fold(0x811c_9dc5u32, |h, b| {
+                        (h ^ b as u32).wrapping_mul(0x0100_0193)
+                    });
+                    h % (vocab - 2)
+                }));
+                v.push(end);
+                v
+            }
+            (None, None) => return Err(Error::Config("tokenizer without a model".into())),
+        };
         if ids.len() > self.len {
             // Truncate the content, keep the closing special token (what transformers does
             // when it truncates before adding the special tokens).

@@ -26,9 +26,9 @@ mod intervals;
 pub mod mechanism;
 
 #[derive(Parser)]
-struct TuneCli {
+pub(crate) struct TuneCli {
     #[command(flatten)]
-    a: TuneArgs,
+    pub(crate) a: TuneArgs,
 }
 
 #[derive(Parser)]
