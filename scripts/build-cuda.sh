@@ -66,7 +66,7 @@ rm -rf "$DIST" && mkdir -p "$DIST"
 cp "$CARGO_TARGET_DIR/release/adt-bench" "$DIST/"
 cp "$CARGO_TARGET_DIR"/release/libadt_plugin_sd15.so "$CARGO_TARGET_DIR"/release/libadt_plugin_sdxl.so \
    "$CARGO_TARGET_DIR"/release/libadt_plugin_sd3.so "$DIST/"
-cp "$HERE/scripts/adt-bench-cuda" "$DIST/"
+cp "$HERE/scripts/adt-bench-cuda" "$HERE/scripts/torch_adt_iteration.py" "$DIST/"
 {
   echo "# NEEDED entries (readelf -d), CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, nvcc $("$CUDA/bin/nvcc" --version | grep -o 'V[0-9.]*')"
   for f in "$DIST"/adt-bench "$DIST"/*.so; do

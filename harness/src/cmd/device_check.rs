@@ -332,6 +332,40 @@ fn sd15_iteration(g: &GlobalOpts, dev: &str, size: usize, out: &Path) -> anyhow:
     }))
 }
 
+/// The same iteration in PyTorch + diffusers on the same GPU (scripts/torch_adt_iteration.py),
+/// when the machine's Python has them.
+fn torch_iteration(size: usize) -> anyhow::Result<Value> {
+    let script = [
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|p| p.join("torch_adt_iteration.py"))),
+        Some(PathBuf::from("scripts/torch_adt_iteration.py")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
+    .context("scripts/torch_adt_iteration.py not found")?;
+    let py = std::env::var("ADT_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(&py)
+        .arg(&script)
+        .args(["--size", &size.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {py}"))?;
+    if !o.status.success() {
+        bail!(
+            "PyTorch reference unavailable: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let line = String::from_utf8_lossy(&o.stdout);
+    let v: Value = serde_json::from_str(line.lines().last().unwrap_or(""))
+        .context("PyTorch reference printed no JSON")?;
+    Ok(v)
+}
+
 pub fn run(g: &GlobalOpts, a: &BenchDeviceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&a.out)?;
@@ -403,6 +437,25 @@ pub fn run(g: &GlobalOpts, a: &BenchDeviceArgs) -> anyhow::Result<()> {
             "sd15_adt_iteration",
             sd15_iteration(g, &a.device, a.sd_size, &a.out),
         );
+        if a.device.starts_with("cuda") {
+            step("sd15_adt_iteration_pytorch", torch_iteration(a.sd_size));
+        }
+    }
+    // Ratios ours / PyTorch when both ran.
+    if let (Some(o), Some(t)) = (
+        report.get("sd15_adt_iteration"),
+        report.get("sd15_adt_iteration_pytorch"),
+    ) {
+        let r = |k: &str| match (o[k].as_f64(), t[k].as_f64()) {
+            (Some(x), Some(y)) if y > 0.0 => json!(x / y),
+            _ => Value::Null,
+        };
+        let ratio = json!({
+            "time_ours_over_pytorch": r("steady_iteration_seconds"),
+            "peak_memory_ours_over_pytorch": r("peak_gpu_memory_mib"),
+        });
+        println!("sd15_adt_iteration ratio: {ratio}");
+        report.insert("sd15_adt_iteration_ratio".into(), ratio);
     }
     report.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
     let path = a.out.join("device-check.json");
