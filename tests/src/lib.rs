@@ -70,3 +70,21 @@ pub fn build_plugins() -> PathBuf {
     })
     .clone()
 }
+
+/// `shared/fixtures/diffusers-tiny/<family>` (or `$ADT_FIXTURES/diffusers-tiny/<family>`), or
+/// `None` with a loud note.
+pub fn diffusers_tiny(family: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("ADT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let dir = base.join("diffusers-tiny").join(family);
+    if dir.join("reference.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: diffusers-tiny fixtures not found at {} (set ADT_FIXTURES)",
+            dir.display()
+        );
+        None
+    }
+}

@@ -15,19 +15,7 @@ use adt_plugin_samplers::Builtin;
 use adt_tuner::rollout::{self, Guidance};
 
 fn fixture(family: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("ADT_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    let dir = base.join("diffusers-tiny").join(family);
-    if dir.join("reference.safetensors").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: diffusers-tiny fixtures not found at {} (set ADT_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
+    adt_integration_tests::diffusers_tiny(family)
 }
 
 struct Refs(safetensors::SafeTensors<'static>);

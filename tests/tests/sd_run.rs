@@ -9,19 +9,7 @@ use std::process::Command;
 use adt_integration_tests::adt_bench;
 
 fn fixture(family: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("ADT_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    let dir = base.join("diffusers-tiny").join(family);
-    if dir.join("model_index.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: diffusers-tiny fixtures not found at {} (set ADT_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
+    adt_integration_tests::diffusers_tiny(family)
 }
 
 /// The tiny random Hugging Face Dinov2Model of the tuner's tests, as a model folder.

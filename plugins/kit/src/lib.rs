@@ -124,6 +124,46 @@ pub fn write_atomic(dir: &std::path::Path, name: &str, bytes: &[u8]) -> PluginRe
     Ok(())
 }
 
+/// Conditioning handles: what `encode_prompts` returns and `release_cond` frees.
+pub struct Handles<T> {
+    map: HashMap<u64, T>,
+    next: u64,
+}
+
+impl<T> Default for Handles<T> {
+    fn default() -> Self {
+        Handles {
+            map: HashMap::new(),
+            next: 1,
+        }
+    }
+}
+
+impl<T> Handles<T> {
+    /// Store a value; its handle (never 0, never reused).
+    pub fn insert(&mut self, v: T) -> u64 {
+        let h = self.next;
+        self.next += 1;
+        self.map.insert(h, v);
+        h
+    }
+
+    /// The value of a handle.
+    pub fn get(&self, h: u64) -> PluginResult<&T> {
+        self.map
+            .get(&h)
+            .ok_or_else(|| PluginError(format!("unknown conditioning handle {h}")))
+    }
+
+    /// Free a handle.
+    pub fn remove(&mut self, h: u64) -> PluginResult<()> {
+        self.map
+            .remove(&h)
+            .map(|_| ())
+            .ok_or_else(|| PluginError(format!("unknown conditioning handle {h}")))
+    }
+}
+
 /// Gradients accumulated over `denoise_vjp` / `diffusion_loss` calls, and AdamW on them.
 ///
 /// Moments are kept in f32 whatever the parameters' dtype (candle's own AdamW keeps them in

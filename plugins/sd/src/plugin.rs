@@ -19,7 +19,7 @@ use adt_plugin_api::{
     DenoiseArgs, HostTensor, ModelDescription, ModelPlugin, NoiseSchedule, OptimConfig,
     Parameterization, PluginError, PluginResult, Spacing, StepStats, TensorRef,
 };
-use adt_plugin_kit::{Trainer, err, sha256_hex, to_candle, to_host, write_atomic};
+use adt_plugin_kit::{Handles, Trainer, err, sha256_hex, to_candle, to_host, write_atomic};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -101,8 +101,7 @@ struct CheckpointMeta {
 /// An SD-family model instance.
 pub struct SdPlugin<F: FamilyTag> {
     pipe: Pipeline,
-    conds: HashMap<u64, Cond>,
-    next: u64,
+    conds: Handles<Cond>,
     opt: Trainer,
     base_hash: String,
     weights_hash: String,
@@ -174,9 +173,7 @@ fn read_checkpoint(path: &Path) -> PluginResult<(CheckpointMeta, Vec<u8>)> {
 
 impl<F: FamilyTag> SdPlugin<F> {
     fn cond(&self, h: u64) -> PluginResult<&Cond> {
-        self.conds
-            .get(&h)
-            .ok_or_else(|| PluginError(format!("unknown conditioning handle {h}")))
+        self.conds.get(h)
     }
 
     fn check_latents(&self, x: TensorRef<'_>, what: &str) -> PluginResult<()> {
@@ -352,8 +349,7 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         };
         let mut me = SdPlugin {
             pipe,
-            conds: HashMap::new(),
-            next: 1,
+            conds: Handles::default(),
             opt: Trainer::new(),
             weights_hash: base_hash.clone(),
             base_hash,
@@ -424,17 +420,11 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
             return Err(PluginError::msg("no prompts"));
         }
         let c = self.pipe.encode_prompts(prompts).map_err(e)?;
-        let h = self.next;
-        self.next += 1;
-        self.conds.insert(h, c);
-        Ok(h)
+        Ok(self.conds.insert(c))
     }
 
     fn release_cond(&mut self, handle: u64) -> PluginResult<()> {
-        self.conds
-            .remove(&handle)
-            .map(|_| ())
-            .ok_or_else(|| PluginError(format!("unknown conditioning handle {handle}")))
+        self.conds.remove(handle)
     }
 
     fn encode_images(&mut self, images: TensorRef<'_>) -> PluginResult<HostTensor> {

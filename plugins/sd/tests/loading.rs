@@ -8,18 +8,6 @@ use adt_plugin_sd::hub;
 use adt_plugin_sd::plugin::{Sd15, SdPlugin};
 use common::*;
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else if !e.file_name().to_string_lossy().starts_with("reference") {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {
     let Some(dir) = fixture("sd15") else { return };

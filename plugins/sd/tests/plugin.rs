@@ -246,18 +246,6 @@ fn training_steps_and_checkpoints_round_trip_over_the_base_pipeline() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn rewrite_unet(
     dir: &std::path::Path,
     edit: impl Fn(&mut std::collections::HashMap<String, Tensor>),

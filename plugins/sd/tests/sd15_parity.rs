@@ -7,7 +7,6 @@ mod common;
 use adt_plugin_sd::clip::{ClipText, ClipTextConfig};
 use adt_plugin_sd::load;
 use adt_plugin_sd::unet::{UNet, UNetConfig};
-use adt_plugin_sd::vae::{Vae, VaeConfig};
 use candle_core::{DType, Device, Var};
 use common::*;
 
@@ -102,67 +101,8 @@ fn unet_matches_diffusers_at_both_timesteps_and_in_its_gradients() {
     );
 }
 
-fn vae(dir: &std::path::Path) -> (Vae, std::collections::HashMap<String, Var>) {
-    let v = dir.join("vae");
-    let cfg: VaeConfig = load::config(&v).unwrap();
-    let src = load::source(&v, "vae", None, DType::F32, &Device::Cpu).unwrap();
-    let (src, vars) = var_source(src);
-    let net = Vae::load(&src.root(), &cfg).unwrap();
-    assert!(
-        src.unused().is_empty(),
-        "unused vae tensors: {:?}",
-        src.unused()
-    );
-    (net, vars)
-}
-
 #[test]
 fn vae_matches_diffusers_decode_encode_and_decoder_gradients() {
     let Some(dir) = fixture("sd15") else { return };
-    let refs = reference(&dir);
-    let (vae, vars) = vae(&dir);
-    let lat = r(&refs, "vae.decode.latent");
-    let z = vae.to_decoder_space(&lat).unwrap();
-    close("vae.decode.z", &z, &r(&refs, "vae.decode.z"), 1e-6);
-    let out = vae.decode(&lat).unwrap();
-    close("vae.decode.out", &out, &r(&refs, "vae.decode.out"), 2e-5);
-    let img = ((out / 2.0).unwrap() + 0.5)
-        .unwrap()
-        .clamp(0f32, 1f32)
-        .unwrap();
-    close(
-        "vae.decode.image",
-        &img,
-        &r(&refs, "vae.decode.image"),
-        2e-5,
-    );
-
-    let (mean, std) = vae.encode_dist(&r(&refs, "vae.encode.image")).unwrap();
-    close("vae.encode.mean", &mean, &r(&refs, "vae.encode.mean"), 2e-5);
-    close("vae.encode.std", &std, &r(&refs, "vae.encode.std"), 2e-5);
-    let scaled = vae.to_pipeline_space(&mean).unwrap();
-    close(
-        "vae.encode.latent_scaled",
-        &scaled,
-        &r(&refs, "vae.encode.latent_scaled"),
-        2e-5,
-    );
-
-    let zv = Var::from_tensor(&r(&refs, "vae.decode.z")).unwrap();
-    let out = vae.decode_raw(zv.as_tensor()).unwrap();
-    let c = r(&refs, "grad.vae.cotangent");
-    let loss = close_sum("grad.vae.loss", &out, &c, &r(&refs, "grad.vae.loss"), 1e-6);
-    let grads = loss.backward().unwrap();
-    for (name, want) in &refs {
-        if let Some(p) = name.strip_prefix("grad.vae.param.") {
-            let v = vars.get(p).unwrap_or_else(|| panic!("no parameter {p}"));
-            close(name, grads.get(v.as_tensor()).unwrap(), want, 5e-5);
-        }
-    }
-    close(
-        "grad.vae.z",
-        grads.get(zv.as_tensor()).unwrap(),
-        &r(&refs, "grad.vae.z"),
-        5e-5,
-    );
+    check_vae(&dir);
 }

@@ -7,7 +7,6 @@ mod common;
 use adt_plugin_sd::clip::{ClipText, ClipTextConfig};
 use adt_plugin_sd::load;
 use adt_plugin_sd::unet::{AddedCond, UNet, UNetConfig};
-use adt_plugin_sd::vae::{Vae, VaeConfig};
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
 
@@ -159,45 +158,5 @@ fn text_time_unet_matches_diffusers_and_its_gradients() {
 #[test]
 fn vae_matches_diffusers_with_the_sdxl_scaling() {
     let Some(dir) = fixture("sdxl") else { return };
-    let refs = reference(&dir);
-    let v = dir.join("vae");
-    let cfg: VaeConfig = load::config(&v).unwrap();
-    let (src, vars) = var_source(load::source(&v, "vae", None, DType::F32, &Device::Cpu).unwrap());
-    let vae = Vae::load(&src.root(), &cfg).unwrap();
-    let lat = r(&refs, "vae.decode.latent");
-    close(
-        "vae.decode.z",
-        &vae.to_decoder_space(&lat).unwrap(),
-        &r(&refs, "vae.decode.z"),
-        1e-6,
-    );
-    close(
-        "vae.decode.out",
-        &vae.decode(&lat).unwrap(),
-        &r(&refs, "vae.decode.out"),
-        2e-5,
-    );
-    let scaled = vae.encode(&r(&refs, "vae.encode.image")).unwrap();
-    close(
-        "vae.encode.latent_scaled",
-        &scaled,
-        &r(&refs, "vae.encode.latent_scaled"),
-        2e-5,
-    );
-    let zv = Var::from_tensor(&r(&refs, "vae.decode.z")).unwrap();
-    let out = vae.decode_raw(zv.as_tensor()).unwrap();
-    let c = r(&refs, "grad.vae.cotangent");
-    let loss = close_sum("grad.vae.loss", &out, &c, &r(&refs, "grad.vae.loss"), 1e-6);
-    let grads = loss.backward().unwrap();
-    for (name, want) in &refs {
-        if let Some(p) = name.strip_prefix("grad.vae.param.") {
-            close(name, grads.get(vars[p].as_tensor()).unwrap(), want, 5e-5);
-        }
-    }
-    close(
-        "grad.vae.z",
-        grads.get(zv.as_tensor()).unwrap(),
-        &r(&refs, "grad.vae.z"),
-        5e-5,
-    );
+    check_vae(&dir);
 }

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 pub use adt_plugin_kit::canonical_safetensors;
-use adt_plugin_kit::{Trainer, err, sha256_hex, write_atomic};
+use adt_plugin_kit::{Handles, Trainer, err, sha256_hex, write_atomic};
 use net::{Params, TinyConfig};
 
 #[cfg(not(feature = "cuda"))]
@@ -69,8 +69,7 @@ pub struct TinyModel {
     cfg: TinyConfig,
     params: Params,
     device: Device,
-    conds: HashMap<u64, Tensor>,
-    next_handle: u64,
+    conds: Handles<Tensor>,
     opt: Trainer,
     alphas_cumprod: Vec<f64>,
     weights_hash: Option<String>,
@@ -169,10 +168,7 @@ impl TinyModel {
 
     /// Text embedding for a handle, repeated to batch `b` if it holds a single prompt.
     fn text(&self, handle: u64, b: usize) -> PluginResult<Tensor> {
-        let ids = self
-            .conds
-            .get(&handle)
-            .ok_or_else(|| PluginError(format!("unknown conditioning handle {handle}")))?;
+        let ids = self.conds.get(handle)?;
         let n = ids.dim(0).map_err(err)?;
         let emb = net::text_embedding(&self.params, ids).map_err(err)?;
         match n {
@@ -282,8 +278,7 @@ impl ModelPlugin for TinyModel {
             cfg,
             params,
             device,
-            conds: HashMap::new(),
-            next_handle: 1,
+            conds: Handles::default(),
             opt: Trainer::new(),
             alphas_cumprod: schedule::alphas_cumprod(),
             weights_hash: hash,
@@ -324,17 +319,11 @@ impl ModelPlugin for TinyModel {
             .collect();
         let t = Tensor::from_vec(ids, (prompts.len(), tokenizer::MAX_TOKENS), &self.device)
             .map_err(err)?;
-        let h = self.next_handle;
-        self.next_handle += 1;
-        self.conds.insert(h, t);
-        Ok(h)
+        Ok(self.conds.insert(t))
     }
 
     fn release_cond(&mut self, handle: u64) -> PluginResult<()> {
-        self.conds
-            .remove(&handle)
-            .map(|_| ())
-            .ok_or_else(|| PluginError(format!("unknown handle {handle}")))
+        self.conds.remove(handle)
     }
 
     fn encode_images(&mut self, images: TensorRef<'_>) -> PluginResult<HostTensor> {

@@ -123,3 +123,82 @@ pub fn close_sum(what: &str, out: &Tensor, c: &Tensor, want: &Tensor, tol: f64) 
     assert!(e <= tol, "{what}: {e:.3e} > {tol:.0e}");
     loss
 }
+
+/// The VAE of a fixture pipeline against diffusers: decoder input (scale, shift), decode and its
+/// postprocessed image, encode (mean, std, pipeline latent), and the decoder's parameter and
+/// input gradients of L = Σ decode(z)·c. Every file tensor must be used.
+pub fn check_vae(dir: &std::path::Path) {
+    use adt_plugin_sd::load;
+    use adt_plugin_sd::vae::{Vae, VaeConfig};
+    let refs = reference(dir);
+    let v = dir.join("vae");
+    let cfg: VaeConfig = load::config(&v).unwrap();
+    let (src, vars) = var_source(load::source(&v, "vae", None, DType::F32, &Device::Cpu).unwrap());
+    let vae = Vae::load(&src.root(), &cfg).unwrap();
+    assert!(
+        src.unused().is_empty(),
+        "unused vae tensors: {:?}",
+        src.unused()
+    );
+    let lat = r(&refs, "vae.decode.latent");
+    close(
+        "vae.decode.z",
+        &vae.to_decoder_space(&lat).unwrap(),
+        &r(&refs, "vae.decode.z"),
+        1e-6,
+    );
+    let out = vae.decode(&lat).unwrap();
+    close("vae.decode.out", &out, &r(&refs, "vae.decode.out"), 2e-5);
+    let img = ((out / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap();
+    close(
+        "vae.decode.image",
+        &img,
+        &r(&refs, "vae.decode.image"),
+        2e-5,
+    );
+    let (mean, std) = vae.encode_dist(&r(&refs, "vae.encode.image")).unwrap();
+    close("vae.encode.mean", &mean, &r(&refs, "vae.encode.mean"), 2e-5);
+    close("vae.encode.std", &std, &r(&refs, "vae.encode.std"), 2e-5);
+    let scaled = vae.to_pipeline_space(&mean).unwrap();
+    close(
+        "vae.encode.latent_scaled",
+        &scaled,
+        &r(&refs, "vae.encode.latent_scaled"),
+        2e-5,
+    );
+    let zv = Var::from_tensor(&r(&refs, "vae.decode.z")).unwrap();
+    let out = vae.decode_raw(zv.as_tensor()).unwrap();
+    let c = r(&refs, "grad.vae.cotangent");
+    let loss = close_sum("grad.vae.loss", &out, &c, &r(&refs, "grad.vae.loss"), 1e-6);
+    let grads = loss.backward().unwrap();
+    let mut n = 0;
+    for (name, want) in &refs {
+        if let Some(p) = name.strip_prefix("grad.vae.param.") {
+            close(name, grads.get(vars[p].as_tensor()).unwrap(), want, 5e-5);
+            n += 1;
+        }
+    }
+    assert!(n >= 9, "only {n} decoder parameter gradients");
+    close(
+        "grad.vae.z",
+        grads.get(zv.as_tensor()).unwrap(),
+        &r(&refs, "grad.vae.z"),
+        5e-5,
+    );
+}
+
+/// Copy a folder recursively, leaving out the fixture's reference files.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else if !e.file_name().to_string_lossy().starts_with("reference") {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
