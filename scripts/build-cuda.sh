@@ -66,9 +66,11 @@ rm -rf "$DIST" && mkdir -p "$DIST"
 cp "$CARGO_TARGET_DIR/release/adt-bench" "$DIST/"
 cp "$CARGO_TARGET_DIR"/release/libadt_plugin_sd15.so "$CARGO_TARGET_DIR"/release/libadt_plugin_sdxl.so \
    "$CARGO_TARGET_DIR"/release/libadt_plugin_sd3.so "$DIST/"
+# Line tables are for local debugging; the shipped copies drop them (about a third of the size).
+strip --strip-debug "$DIST/adt-bench" "$DIST"/*.so
 cp "$HERE/scripts/adt-bench-cuda" "$HERE/scripts/torch_adt_iteration.py" "$DIST/"
 {
-  echo "# NEEDED entries (readelf -d), CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, nvcc $("$CUDA/bin/nvcc" --version | grep -o 'V[0-9.]*')"
+  echo "# NEEDED entries (readelf -d), CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, nvcc $("$CUDA/bin/nvcc" --version | grep -o 'V[0-9][0-9.]*' | tail -1)"
   for f in "$DIST"/adt-bench "$DIST"/*.so; do
     echo "$(basename "$f"): $(readelf -d "$f" | awk '/NEEDED/ {gsub(/[\[\]]/,"",$5); printf "%s ", $5}')"
   done
