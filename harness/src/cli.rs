@@ -363,6 +363,10 @@ pub struct BenchDeviceArgs {
     /// Skip the Inception throughput benchmark.
     #[arg(long = "skip-throughput")]
     pub skip_throughput: bool,
+    /// Use invented Inception weights (parity and throughput only need the architecture):
+    /// for a machine the 87 MB weights cannot reach. No PyTorch ratio then.
+    #[arg(long = "random-inception")]
+    pub random_inception: bool,
     #[command(flatten)]
     pub inception: InceptionOpts,
     /// Where the JSON summary and the tunes' folders go.

@@ -68,6 +68,45 @@ impl InceptionWeights {
         Self::from_tensors(tensors, path.display().to_string()).map_err(|e| e.at(path))
     }
 
+    /// The architecture with invented weights (He-uniform convolutions, BatchNorm with zero
+    /// mean, unit variance, unit scale and zero bias, seeded): for timing and device parity
+    /// where the real weights cannot travel. Never for FID numbers (its hash says `random`).
+    pub fn random(seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = BTreeMap::new();
+        for spec in all_convs() {
+            let fan = spec.cin * spec.kh * spec.kw;
+            let a = (6.0 / fan as f32).sqrt();
+            let n = spec.cout * fan;
+            tensors.insert(
+                format!("{}.conv.weight", spec.name()),
+                Raw {
+                    shape: vec![spec.cout, spec.cin, spec.kh, spec.kw],
+                    data: (0..n).map(|_| rng.random_range(-a..a)).collect(),
+                },
+            );
+            for (p, v) in [
+                ("bias", 0.0),
+                ("running_mean", 0.0),
+                ("running_var", 1.0),
+                ("weight", 1.0),
+            ] {
+                tensors.insert(
+                    format!("{}.bn.{p}", spec.name()),
+                    Raw {
+                        shape: vec![spec.cout],
+                        data: vec![v; spec.cout],
+                    },
+                );
+            }
+        }
+        let mut w = Self::from_tensors(tensors, format!("random (seed {seed})"))
+            .expect("invented weights match the architecture");
+        w.sha256 = format!("random-seed-{seed}");
+        w
+    }
+
     /// Validate tensors named as pytorch-fid names them.
     pub fn from_tensors(mut tensors: BTreeMap<String, Raw>, source: String) -> Result<Self> {
         // pytorch-fid's state dict may carry `num_batches_tracked` entries; they are not used.
@@ -746,5 +785,33 @@ mod tests {
             s.contains("Mixed_7b.branch3x3_2a.conv.weight") && s.contains("[384, 384, 1, 3]"),
             "{s}"
         );
+    }
+}
+
+#[cfg(test)]
+mod random_tests {
+    #[test]
+    fn invented_weights_give_finite_varied_features() {
+        let w = super::InceptionWeights::random(0);
+        assert_eq!(w.sha256(), "random-seed-0");
+        let net = crate::inception::Inception::new(&w);
+        let n = 2;
+        let data: Vec<f32> = (0..n * 299 * 299 * 3)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let f = net
+            .features(&crate::inception::Act {
+                n,
+                h: 299,
+                w: 299,
+                c: 3,
+                data,
+            })
+            .unwrap();
+        assert_eq!(f.len(), n * 2048);
+        assert!(f.iter().all(|v| v.is_finite()));
+        let mean = f.iter().map(|v| *v as f64).sum::<f64>() / f.len() as f64;
+        let var = f.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / f.len() as f64;
+        assert!(var > 1e-8, "features collapsed: variance {var}");
     }
 }

@@ -231,6 +231,37 @@ fn inception_parity(
     Ok(json!({ "images": imgs.len(), "features_rel": rel(&b, &a) }))
 }
 
+/// Inception images/s at batch 64 on `dev` (8 timed batches after a warm-up).
+fn throughput(
+    net: &adt_metrics::inception::Inception,
+    dev: &candle_core::Device,
+) -> anyhow::Result<Value> {
+    let n = 64;
+    let x = noise(&[n, 3, 299, 299], 3);
+    let t = candle_core::Tensor::from_vec(x.data, (n, 3, 299, 299), dev)?;
+    let run = || -> anyhow::Result<()> {
+        if dev.is_cpu() {
+            let act = adt_metrics::inception::Act {
+                n,
+                h: 299,
+                w: 299,
+                c: 3,
+                data: t.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1()?,
+            };
+            net.features(&act)?;
+        } else {
+            net.features_candle(&t)?.flatten_all()?.to_vec1::<f32>()?;
+        }
+        Ok(())
+    };
+    run()?;
+    let t0 = Instant::now();
+    for _ in 0..8 {
+        run()?;
+    }
+    Ok(json!({ "batch": n, "images_per_second": (8 * n) as f64 / t0.elapsed().as_secs_f64() }))
+}
+
 /// Poll nvidia-smi for the device's used memory (MiB) until stopped; returns the peak.
 fn memory_sampler(index: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Option<f64>> {
     std::thread::spawn(move || {
@@ -403,16 +434,29 @@ pub fn run(g: &GlobalOpts, a: &BenchDeviceArgs) -> anyhow::Result<()> {
         "tiny_adt_iteration",
         tiny_iteration(g, &a.device, &a.reference_device, &a.out),
     );
+    let random_net;
     let mut net = super::fid::Net::new(&a.inception, g.quiet);
-    let inc = net.get().map(|(n, _, _)| n);
+    let inc = if a.random_inception {
+        random_net = adt_metrics::inception::Inception::new(
+            &adt_metrics::weights::InceptionWeights::random(0),
+        );
+        Ok(&random_net)
+    } else {
+        net.get().map(|(n, _, _)| n)
+    };
     match inc {
-        Ok(n) => step(
-            "inception_parity",
-            inception_parity(n, &a.fixtures, &dev, &reference),
-        ),
+        Ok(n) => {
+            step(
+                "inception_parity",
+                inception_parity(n, &a.fixtures, &dev, &reference),
+            );
+            if !a.skip_throughput && a.random_inception {
+                step("inception_throughput", throughput(n, &dev));
+            }
+        }
         Err(e) => step("inception_parity", Err(e)),
     }
-    if !a.skip_throughput {
+    if !a.skip_throughput && !a.random_inception {
         let b = BenchInceptionArgs {
             batch: 64,
             batches: 8,
