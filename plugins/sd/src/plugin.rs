@@ -116,27 +116,78 @@ fn e(x: crate::Error) -> PluginError {
 /// The content hash of a pipeline folder: every component's config and weight files, in a
 /// fixed order.
 pub fn pipeline_hash(dir: &Path, variant: Option<&str>) -> PluginResult<String> {
-    let mut h = Vec::new();
+    pipeline_hash_in(dir, variant, hash_cache_dir().as_deref())
+}
+
+/// [`pipeline_hash`] with an explicit cache folder (None: no cache).
+pub fn pipeline_hash_in(
+    dir: &Path,
+    variant: Option<&str>,
+    cache: Option<&Path>,
+) -> PluginResult<String> {
+    // What is hashed, and each file's size and modification time: the key of a small cache,
+    // so that the gigabytes of a real pipeline are read once, not at every instance.
+    let mut files: Vec<PathBuf> = vec![dir.join("model_index.json")];
     let mut comps: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect();
     comps.sort();
-    h.extend(sha256_hex(&std::fs::read(dir.join("model_index.json"))?).into_bytes());
     for c in comps {
         for f in ["config.json", "scheduler_config.json", "tokenizer.json"] {
-            if let Ok(b) = std::fs::read(c.join(f)) {
-                h.extend(sha256_hex(&b).into_bytes());
+            if c.join(f).is_file() {
+                files.push(c.join(f));
             }
         }
-        if let Ok(files) = crate::load::weight_files(&c, variant) {
-            for f in files {
-                h.extend(sha256_hex(&std::fs::read(&f)?).into_bytes());
-            }
+        if let Ok(w) = crate::load::weight_files(&c, variant) {
+            files.extend(w);
         }
     }
-    Ok(sha256_hex(&h))
+    let mut key = Vec::new();
+    for f in &files {
+        let m = std::fs::metadata(f)?;
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let abs = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+        key.extend(format!("{}\t{}\t{mtime}\n", abs.display(), m.len()).into_bytes());
+    }
+    let cache = cache.map(|d| d.join(sha256_hex(&key)));
+    if let Some(c) = &cache
+        && let Ok(h) = std::fs::read_to_string(c)
+        && h.trim().len() == 64
+    {
+        return Ok(h.trim().to_string());
+    }
+    let mut h = Vec::new();
+    for f in &files {
+        h.extend(sha256_hex(&std::fs::read(f)?).into_bytes());
+    }
+    let hash = sha256_hex(&h);
+    if let Some(c) = cache
+        && let Some(parent) = c.parent()
+        && std::fs::create_dir_all(parent).is_ok()
+    {
+        // A cache: failing to write it only costs the next instance a re-read.
+        let _ = write_atomic(
+            parent,
+            &c.file_name().unwrap_or_default().to_string_lossy(),
+            hash.as_bytes(),
+        );
+    }
+    Ok(hash)
+}
+
+/// `ADT_CACHE_DIR` (else `$XDG_CACHE_HOME/adt-bench`, else `~/.cache/adt-bench`)`/pipeline-hashes`.
+fn hash_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("ADT_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("adt-bench")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/adt-bench")))?;
+    Some(base.join("pipeline-hashes"))
 }
 
 fn parse_dtype(s: Option<&str>) -> PluginResult<DType> {

@@ -221,3 +221,47 @@ fn half_precision_compute_runs_and_stays_close_to_f32() {
         assert!(g.data.iter().all(|v| v.is_finite()) && g.data.iter().any(|v| *v != 0.0));
     }
 }
+
+#[test]
+fn the_pipeline_hash_is_cached_by_file_identity_and_follows_changes() {
+    use adt_plugin_sd::plugin::pipeline_hash_in;
+    let Some(dir) = fixture("sd15") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("sd15");
+    copy_dir(&dir, &p);
+    let cache = tmp.path().join("hashes");
+    let uncached = pipeline_hash_in(&p, None, None).unwrap();
+    let first = pipeline_hash_in(&p, None, Some(&cache)).unwrap();
+    assert_eq!(first, uncached);
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        1,
+        "one cache entry written"
+    );
+    // A planted wrong entry is what a cached read returns: proof the cache is used …
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&entry, "f".repeat(64)).unwrap();
+    assert_eq!(
+        pipeline_hash_in(&p, None, Some(&cache)).unwrap(),
+        "f".repeat(64)
+    );
+    // … and changing a weight file (size) changes the key, so the content is hashed again.
+    let w = p.join("vae/diffusion_pytorch_model.safetensors");
+    let t = candle_core::safetensors::load(&w, &candle_core::Device::Cpu).unwrap();
+    let mut t2 = t.clone();
+    t2.insert(
+        "extra".into(),
+        candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+    );
+    std::fs::remove_file(&w).unwrap();
+    candle_core::safetensors::save(&t2, &w).unwrap();
+    let changed = pipeline_hash_in(&p, None, Some(&cache)).unwrap();
+    assert_ne!(changed, "f".repeat(64));
+    assert_ne!(changed, first);
+    assert_eq!(changed, pipeline_hash_in(&p, None, None).unwrap());
+}
