@@ -351,6 +351,12 @@ pub struct Pipeline {
     pub dir: PathBuf,
     /// Scheduler config.
     pub scheduler: SchedulerConfig,
+    /// The training schedule (computed once from the scheduler config).
+    pub schedule: NoiseSchedule,
+    /// What the denoiser predicts.
+    pub parameterization: Parameterization,
+    /// The configured timestep spacing (None: each sampler's default).
+    pub spacing: Option<Spacing>,
     text: Text,
     /// The VAE.
     pub vae: Vae,
@@ -477,8 +483,8 @@ impl Pipeline {
             }
         };
         let scheduler: SchedulerConfig = origin.scheduler()?;
-        scheduler.schedule(family)?;
-        scheduler.spacing()?;
+        let (schedule, parameterization) = scheduler.schedule(family)?;
+        let spacing = scheduler.spacing()?;
 
         let vcfg: VaeConfig = origin.config("vae")?;
         let vsrc = origin.source("vae", dt, device)?;
@@ -572,6 +578,9 @@ impl Pipeline {
             family,
             dir: origin.dir(),
             scheduler,
+            schedule,
+            parameterization,
+            spacing,
             text,
             vae,
             train,

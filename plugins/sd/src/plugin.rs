@@ -424,9 +424,8 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
 
     fn describe(&self) -> PluginResult<ModelDescription> {
         let p = &self.pipe;
-        let (schedule, parameterization): (NoiseSchedule, Parameterization) =
-            p.scheduler.schedule(p.family).map_err(e)?;
-        let spacing = p.scheduler.spacing().map_err(e)?;
+        let (schedule, parameterization, spacing) =
+            (p.schedule.clone(), p.parameterization, p.spacing);
         let trainable: u64 = p.vars.values().map(|v| v.elem_count() as u64).sum();
         let vc = p.vae.config();
         Ok(ModelDescription {
@@ -584,10 +583,10 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         let n = x0.data.len();
         let per = n / b;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (schedule, param) = self.pipe.scheduler.schedule(self.pipe.family).map_err(e)?;
+        let param = self.pipe.parameterization;
         let mut coef = Vec::with_capacity(b); // (a, s, model time)
         for _ in 0..b {
-            coef.push(match &schedule {
+            coef.push(match &self.pipe.schedule {
                 NoiseSchedule::Discrete { alphas_cumprod } => {
                     let t = rng.random_range(0..alphas_cumprod.len());
                     let ab = alphas_cumprod[t];
