@@ -62,6 +62,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Lower-case hex SHA-256 of a file, streamed (a multi-gigabyte weight file is never held in
+/// memory).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Rewrite a safetensors file's JSON header with sorted keys, so that the same tensors and
 /// metadata always give the same bytes (the `safetensors` crate writes metadata from a
 /// `HashMap`, whose order changes from process to process).

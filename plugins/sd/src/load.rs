@@ -97,8 +97,8 @@ pub fn source(
 ) -> Result<Source> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for f in weight_files(dir, variant)? {
-        let bytes = read(&f)?;
-        let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+        // Memory-mapped: the file is not copied into a buffer first.
+        let loaded = candle_core::safetensors::load(&f, device).map_err(|e| {
             Error::Pipeline(format!(
                 "{}: not a valid safetensors file: {e}",
                 f.display()

@@ -19,7 +19,9 @@ use adt_plugin_api::{
     DenoiseArgs, HostTensor, ModelDescription, ModelPlugin, NoiseSchedule, OptimConfig,
     Parameterization, PluginError, PluginResult, Spacing, StepStats, TensorRef,
 };
-use adt_plugin_kit::{Handles, Trainer, err, sha256_hex, to_candle, to_host, write_atomic};
+use adt_plugin_kit::{
+    Handles, Trainer, err, sha256_file, sha256_hex, to_candle, to_host, write_atomic,
+};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -164,7 +166,7 @@ pub fn pipeline_hash_in(
     }
     let mut h = Vec::new();
     for f in &files {
-        h.extend(sha256_hex(&std::fs::read(f)?).into_bytes());
+        h.extend(sha256_file(f)?.into_bytes());
     }
     let hash = sha256_hex(&h);
     if let Some(c) = cache
