@@ -20,22 +20,26 @@ pub fn err(e: candle_core::Error) -> PluginError {
     PluginError(e.to_string())
 }
 
-/// `cpu` (default) or `cuda[:N]`.
+/// `cpu` (default) or `cuda[:N]`. A build without the `cuda` feature says how to get one.
 pub fn device(spec: Option<&str>) -> PluginResult<Device> {
     match spec.unwrap_or("cpu") {
         "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda") => {
-            let idx = s
-                .strip_prefix("cuda")
-                .and_then(|r| r.strip_prefix(':'))
-                .unwrap_or("0");
-            let idx: usize = idx
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let idx: usize = s
+                .strip_prefix("cuda:")
+                .unwrap_or("0")
                 .parse()
-                .map_err(|_| PluginError::msg(format!("bad device `{s}`")))?;
+                .map_err(|_| PluginError::msg(format!("bad device `{s}` (cpu or cuda:N)")))?;
+            if !cfg!(feature = "cuda") {
+                return Err(PluginError::msg(format!(
+                    "this build has no CUDA; build with `--features cuda` \
+                     (scripts/build-cuda.sh) to use `{s}`"
+                )));
+            }
             Device::new_cuda(idx).map_err(|e| PluginError(format!("cannot open {s}: {e}")))
         }
         s => Err(PluginError::msg(format!(
-            "unknown device `{s}` (use cpu or cuda:N)"
+            "unknown device `{s}` (cpu or cuda:N)"
         ))),
     }
 }
