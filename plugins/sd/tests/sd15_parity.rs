@@ -75,17 +75,7 @@ fn unet_matches_diffusers_at_both_timesteps_and_in_its_gradients() {
         1e-6,
     );
     let grads = loss.backward().unwrap();
-    let mut n = 0;
-    for (name, want) in &refs {
-        if let Some(p) = name.strip_prefix("grad.unet.param.") {
-            let v = vars.get(p).unwrap_or_else(|| panic!("no parameter {p}"));
-            let g = grads
-                .get(v.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {p}"));
-            close(name, g, want, 5e-5);
-            n += 1;
-        }
-    }
+    let n = check_param_grads(&refs, "unet", &vars, &grads);
     assert!(n >= 15, "only {n} parameter gradients in the reference");
     close(
         "grad.unet.x",

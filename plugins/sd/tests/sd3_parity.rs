@@ -123,14 +123,7 @@ fn mmdit_matches_diffusers_at_both_timesteps_and_its_gradients() {
         1e-6,
     );
     let grads = loss.backward().unwrap();
-    let mut n = 0;
-    for (name, want) in &refs {
-        if let Some(p) = name.strip_prefix("grad.transformer.param.") {
-            let v = vars.get(p).unwrap_or_else(|| panic!("no parameter {p}"));
-            close(name, grads.get(v.as_tensor()).unwrap(), want, 5e-5);
-            n += 1;
-        }
-    }
+    let n = check_param_grads(&refs, "transformer", &vars, &grads);
     assert!(n >= 13, "only {n} parameter gradients");
     for (name, v) in [
         ("x", &xv),

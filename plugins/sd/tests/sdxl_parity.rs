@@ -126,14 +126,7 @@ fn text_time_unet_matches_diffusers_and_its_gradients() {
         1e-6,
     );
     let grads = loss.backward().unwrap();
-    let mut n = 0;
-    for (name, want) in &refs {
-        if let Some(p) = name.strip_prefix("grad.unet.param.") {
-            let v = vars.get(p).unwrap_or_else(|| panic!("no parameter {p}"));
-            close(name, grads.get(v.as_tensor()).unwrap(), want, 5e-5);
-            n += 1;
-        }
-    }
+    let n = check_param_grads(&refs, "unet", &vars, &grads);
     assert!(n >= 15, "only {n} parameter gradients");
     close(
         "grad.unet.x",

@@ -124,6 +124,29 @@ pub fn close_sum(what: &str, out: &Tensor, c: &Tensor, want: &Tensor, tol: f64) 
     loss
 }
 
+/// Check every reference gradient `grad.<component>.param.<name>` against the gradient of the
+/// variable `<name>` in `grads` (rel ≤ 5e-5, the fixture's tolerance); returns how many.
+pub fn check_param_grads(
+    refs: &HashMap<String, Tensor>,
+    component: &str,
+    vars: &HashMap<String, Var>,
+    grads: &candle_core::backprop::GradStore,
+) -> usize {
+    let prefix = format!("grad.{component}.param.");
+    let mut n = 0;
+    for (name, want) in refs {
+        if let Some(p) = name.strip_prefix(&prefix) {
+            let v = vars.get(p).unwrap_or_else(|| panic!("no parameter {p}"));
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {p}"));
+            close(name, g, want, 5e-5);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The VAE of a fixture pipeline against diffusers: decoder input (scale, shift), decode and its
 /// postprocessed image, encode (mean, std, pipeline latent), and the decoder's parameter and
 /// input gradients of L = Σ decode(z)·c. Every file tensor must be used.
@@ -174,13 +197,7 @@ pub fn check_vae(dir: &std::path::Path) {
     let c = r(&refs, "grad.vae.cotangent");
     let loss = close_sum("grad.vae.loss", &out, &c, &r(&refs, "grad.vae.loss"), 1e-6);
     let grads = loss.backward().unwrap();
-    let mut n = 0;
-    for (name, want) in &refs {
-        if let Some(p) = name.strip_prefix("grad.vae.param.") {
-            close(name, grads.get(vars[p].as_tensor()).unwrap(), want, 5e-5);
-            n += 1;
-        }
-    }
+    let n = check_param_grads(&refs, "vae", &vars, &grads);
     assert!(n >= 9, "only {n} decoder parameter gradients");
     close(
         "grad.vae.z",
