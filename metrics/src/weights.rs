@@ -338,6 +338,15 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
     if torchscript {
         walk_module(obj, String::new(), &mut found);
     } else {
+        // A bare state dict, or one under `state_dict` (training checkpoints: HPSv2).
+        let mut obj = obj;
+        if let Object::Dict(kv) = &obj
+            && let Some((_, sd)) = kv
+                .iter()
+                .find(|(k, _)| matches!(k, Object::Unicode(k) if k == "state_dict"))
+        {
+            obj = sd.clone();
+        }
         if let Object::Dict(kv) = obj {
             for (k, v) in kv {
                 if let Object::Unicode(k) = k {
@@ -394,9 +403,11 @@ fn read_tensor<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     info: &candle_core::pickle::TensorInfo,
 ) -> std::result::Result<Raw, String> {
-    if info.dtype != candle_core::DType::F32 {
-        return Err(format!("dtype {:?} (expected f32)", info.dtype));
-    }
+    let width = match info.dtype {
+        candle_core::DType::F32 => 4,
+        candle_core::DType::F16 | candle_core::DType::BF16 => 2,
+        other => return Err(format!("dtype {other:?} (expected f32, f16 or bf16)")),
+    };
     if !info.layout.is_contiguous() {
         return Err("non-contiguous storage".into());
     }
@@ -409,8 +420,8 @@ fn read_tensor<R: Read + std::io::Seek>(
         .map_err(|e| format!("storage {}: {e}", info.path))?;
     let shape = info.layout.dims().to_vec();
     let n: usize = shape.iter().product();
-    let start = info.layout.start_offset();
-    let end = start + n * 4;
+    let start = info.layout.start_offset() * width;
+    let end = start + n * width;
     if end > bytes.len() {
         return Err(format!(
             "storage {} holds {} bytes, need {end}",
@@ -418,10 +429,21 @@ fn read_tensor<R: Read + std::io::Seek>(
             bytes.len()
         ));
     }
-    let data = bytes[start..end]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let b = &bytes[start..end];
+    let data = match info.dtype {
+        candle_core::DType::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        candle_core::DType::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    };
     Ok(Raw { shape, data })
 }
 
@@ -671,7 +693,7 @@ pub fn fetch(dest: &Path) -> Result<String> {
     }
 }
 
-fn run(cmd: &mut std::process::Command) -> std::result::Result<(), String> {
+pub(crate) fn run(cmd: &mut std::process::Command) -> std::result::Result<(), String> {
     let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
@@ -689,7 +711,11 @@ fn run(cmd: &mut std::process::Command) -> std::result::Result<(), String> {
     }
 }
 
-fn extract_member(zip_path: &Path, member: &str, dest: &Path) -> std::result::Result<(), String> {
+pub(crate) fn extract_member(
+    zip_path: &Path,
+    member: &str,
+    dest: &Path,
+) -> std::result::Result<(), String> {
     let f = std::fs::File::open(zip_path).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| e.to_string())?;
     let mut entry = zip

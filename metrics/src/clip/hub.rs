@@ -1,0 +1,179 @@
+//! Where the score models' files come from: a local path, the Hugging Face cache
+//! (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`), or a download into it
+//! (hf-hub) unless `HF_HUB_OFFLINE=1`; a file that cannot be had is named in the error with
+//! the way to supply it. Other files (the aesthetic head, open_clip's BPE) are fetched once
+//! into the adt-bench cache and verified.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// The hub cache folder.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(p).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// Downloads are allowed (`HF_HUB_OFFLINE` unset or 0).
+pub fn online() -> bool {
+    !std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Does `spec` name a Hugging Face repo (`org/name[@rev]`) rather than a local path?
+pub fn is_repo_id(spec: &str) -> bool {
+    let repo = spec.split('@').next().unwrap_or(spec);
+    !Path::new(spec).exists()
+        && repo.split('/').count() == 2
+        && !spec.starts_with(['.', '/', '~'])
+        && !repo.ends_with(".pt")
+        && !repo.ends_with(".safetensors")
+}
+
+/// One file of a repo: from the cache, else downloaded (when `online`). `Ok(None)` when the
+/// repo does not have it (only checked when online); the error names the file otherwise.
+pub fn repo_file(spec: &str, file: &str, flag: &str) -> Result<Option<PathBuf>> {
+    let (repo, rev) = match spec.split_once('@') {
+        Some((r, v)) => (r, Some(v)),
+        None => (spec, None),
+    };
+    let hf_repo = |r: &str| match rev {
+        Some(v) => hf_hub::Repo::with_revision(r.into(), hf_hub::RepoType::Model, v.into()),
+        None => hf_hub::Repo::model(r.into()),
+    };
+    let cache = cache_dir();
+    if let Some(c) = &cache
+        && let Some(p) = hf_hub::Cache::new(c.clone()).repo(hf_repo(repo)).get(file)
+    {
+        return Ok(Some(p));
+    }
+    let supply = format!(
+        "supply {repo}'s `{file}`: `huggingface-cli download {repo} {file}` where there is network \
+         (into {}), or pass a local copy with {flag}",
+        cache
+            .as_deref()
+            .map_or("the Hugging Face cache".into(), |c| c.display().to_string())
+    );
+    if !online() {
+        return Err(Error::Clip(format!(
+            "{repo}: `{file}` is not in the Hugging Face cache and downloads are off (HF_HUB_OFFLINE); {supply}"
+        )));
+    }
+    let Some(c) = cache else {
+        return Err(Error::Clip(format!(
+            "no Hugging Face cache folder (HOME unset); {supply}"
+        )));
+    };
+    let mut b =
+        hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(c)).with_progress(false);
+    if let Ok(ep) = std::env::var("HF_ENDPOINT") {
+        b = b.with_endpoint(ep);
+    }
+    let api = b
+        .build()
+        .map_err(|e| Error::Clip(format!("{repo}: cannot start a download ({e}); {supply}")))?;
+    let api = api.repo(hf_repo(repo));
+    match api.get(file) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            // Distinguish "the repo has no such file" (a fallback may apply) from no network.
+            if let Ok(info) = api.info()
+                && !info.siblings.iter().any(|s| s.rfilename == file)
+            {
+                return Ok(None);
+            }
+            Err(Error::Clip(format!(
+                "{repo}: downloading `{file}` failed ({e}); {supply}"
+            )))
+        }
+    }
+}
+
+/// A transformers model folder: a local folder as is, or a repo's snapshot holding
+/// `files` (config, weights, tokenizer), each fetched as needed. Optional files are
+/// skipped when the repo lacks them.
+pub fn model_folder(spec: &str, files: &[&str], optional: &[&str], flag: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(spec);
+    if p.is_dir() {
+        return Ok(p);
+    }
+    if !is_repo_id(spec) {
+        return Err(Error::Clip(format!(
+            "{spec}: no such folder (give a transformers CLIPModel folder or a Hugging Face repo id)"
+        )));
+    }
+    let mut dir = None;
+    for f in files {
+        let got = repo_file(spec, f, flag)?.ok_or_else(|| {
+            Error::Clip(format!(
+                "{spec} has no `{f}`: not a transformers CLIPModel repo"
+            ))
+        })?;
+        dir = got.parent().map(Path::to_path_buf);
+    }
+    for f in optional {
+        // Best effort: the folder works without them.
+        let _ = repo_file(spec, f, flag);
+    }
+    dir.ok_or_else(|| Error::Clip(format!("{spec}: nothing to fetch")))
+}
+
+/// A file fetched once into the adt-bench cache from a URL (curl), checked by size and/or
+/// SHA-256; the error names the file and where to put it.
+pub fn cached_url(
+    dest: &Path,
+    url: &str,
+    size: Option<u64>,
+    sha256: Option<&str>,
+    flag: &str,
+) -> Result<PathBuf> {
+    if dest.is_file() {
+        return Ok(dest.to_path_buf());
+    }
+    let supply = format!(
+        "download {url} where there is network and pass it with {flag} (or put it at {})",
+        dest.display()
+    );
+    if !online() {
+        return Err(Error::Clip(format!(
+            "{} is not cached and downloads are off; {supply}",
+            dest.display()
+        )));
+    }
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(".fetch-{}", std::process::id()));
+    let out = std::process::Command::new("curl")
+        .args(["-fsSL", "--retry", "2", "--connect-timeout", "15", "-o"])
+        .arg(&tmp)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let fail = |why: String| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Clip(format!("fetching {url} failed ({why}); {supply}"))
+    };
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => return Err(fail(format!("curl {}", o.status))),
+        Err(e) => return Err(fail(format!("cannot start curl: {e}"))),
+    }
+    let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Some(n) = size
+        && bytes.len() as u64 != n
+    {
+        return Err(fail(format!("{} bytes, expected {n}", bytes.len())));
+    }
+    if let Some(want) = sha256 {
+        let got = crate::weights::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if got != want {
+            return Err(fail(format!("SHA-256 {got}, expected {want}")));
+        }
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+    Ok(dest.to_path_buf())
+}

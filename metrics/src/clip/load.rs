@@ -1,0 +1,546 @@
+//! Reading CLIP checkpoints: transformers `CLIPModel` folders (`config.json` +
+//! safetensors / `pytorch_model.bin`) and open_clip checkpoints (their own tensor names:
+//! `visual.*`, fused `in_proj_weight`, `x @ W` projections), renamed into transformers'
+//! names so one model serves both. A checkpoint of another family is refused by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde_json::Value;
+
+use super::model::{
+    Act, ClipConfig, ClipModel, Pool, TextConfig, TowerConfig, VisionConfig, Weights,
+};
+use crate::weights::{Raw, read_tensors};
+use crate::{Error, Result};
+
+/// Which checkpoint family a tensor set belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// transformers `CLIPModel` names (`vision_model.*`, `text_model.*`).
+    Transformers,
+    /// open_clip names (`visual.*`, `transformer.resblocks.*`).
+    OpenClip,
+}
+
+impl Family {
+    /// A name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Transformers => "a transformers CLIPModel",
+            Family::OpenClip => "an open_clip CLIP",
+        }
+    }
+}
+
+/// Guess what a tensor set is, for the "wrong family" messages.
+pub fn detect(map: &BTreeMap<String, Raw>) -> std::result::Result<Family, String> {
+    let has = |p: &str| map.keys().any(|k| k.starts_with(p));
+    if has("vision_model.") && has("text_model.") {
+        return Ok(Family::Transformers);
+    }
+    if has("visual.") && map.contains_key("token_embedding.weight") {
+        return Ok(Family::OpenClip);
+    }
+    let what = if has("down_blocks.") || has("up_blocks.") {
+        "a diffusers UNet / VAE".to_string()
+    } else if has("Mixed_") || has("Conv2d_1a_3x3") {
+        "the FID Inception network".to_string()
+    } else if has("layers.0.") && map.len() <= 12 {
+        "an aesthetic-predictor head (give it with --aesthetic-head)".to_string()
+    } else if has("vision_model.") {
+        "a vision-only model (no text tower)".to_string()
+    } else if has("text_model.") {
+        "a text-only model (no image tower)".to_string()
+    } else {
+        let first: Vec<&str> = map.keys().take(3).map(String::as_str).collect();
+        format!("an unknown model (first tensors: {})", first.join(", "))
+    };
+    Err(what)
+}
+
+/// Read every tensor of a weights file (safetensors, `torch.save` zip incl. a
+/// `state_dict` entry) as f32; `module.` prefixes are dropped.
+pub fn read_file(path: &Path) -> Result<BTreeMap<String, Raw>> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    let map = read_tensors(path, &head[..n]).map_err(|e| match e.at(path) {
+        Error::Weights { path, problem } => Error::Clip(format!("{}: {problem}", path.display())),
+        e => e,
+    })?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
+        .collect())
+}
+
+/// The weight files of a transformers folder: `model.safetensors`, its shards, or
+/// `pytorch_model.bin`.
+fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Clip(format!("{}: {e}", index.display())))?;
+        let mut files: Vec<String> = v["weight_map"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|f| f.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let bin = dir.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Ok(vec![bin]);
+    }
+    Err(Error::Clip(format!(
+        "{}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin",
+        dir.display()
+    )))
+}
+
+fn cfg_usize(v: &Value, key: &str, what: &str) -> Result<usize> {
+    v[key]
+        .as_u64()
+        .map(|x| x as usize)
+        .ok_or_else(|| Error::Clip(format!("{what}: config lacks `{key}`")))
+}
+
+fn hf_act(v: &Value, what: &str) -> Result<Act> {
+    match v["hidden_act"].as_str().unwrap_or("quick_gelu") {
+        "quick_gelu" => Ok(Act::QuickGelu),
+        "gelu" => Ok(Act::Gelu),
+        other => Err(Error::Clip(format!(
+            "{what}: hidden_act `{other}` is not supported (quick_gelu, gelu)"
+        ))),
+    }
+}
+
+/// Parse a transformers `CLIPModel` `config.json`.
+pub fn hf_config(v: &Value, what: &str) -> Result<ClipConfig> {
+    match v["model_type"].as_str() {
+        Some("clip") | None => {}
+        Some(other) => {
+            return Err(Error::Clip(format!(
+                "{what}: config.json describes a `{other}` model; a CLIPModel (model_type \"clip\") is needed"
+            )));
+        }
+    }
+    let (vc, tc) = (&v["vision_config"], &v["text_config"]);
+    if !vc.is_object() || !tc.is_object() {
+        return Err(Error::Clip(format!(
+            "{what}: config.json has no vision_config/text_config (not a CLIPModel)"
+        )));
+    }
+    let tower = |c: &Value| -> Result<TowerConfig> {
+        Ok(TowerConfig {
+            width: cfg_usize(c, "hidden_size", what)?,
+            layers: cfg_usize(c, "num_hidden_layers", what)?,
+            heads: cfg_usize(c, "num_attention_heads", what)?,
+            mlp: cfg_usize(c, "intermediate_size", what)?,
+            act: hf_act(c, what)?,
+            eps: c["layer_norm_eps"].as_f64().unwrap_or(1e-5),
+        })
+    };
+    let eos = tc["eos_token_id"].as_u64().unwrap_or(2) as u32;
+    Ok(ClipConfig {
+        vision: VisionConfig {
+            tower: tower(vc)?,
+            image_size: cfg_usize(vc, "image_size", what)?,
+            patch: cfg_usize(vc, "patch_size", what)?,
+        },
+        text: TextConfig {
+            tower: tower(tc)?,
+            vocab: cfg_usize(tc, "vocab_size", what)?,
+            context: tc["max_position_embeddings"].as_u64().unwrap_or(77) as usize,
+            // transformers: eos_token_id 2 is the legacy configs' marker for argmax pooling.
+            pool: if eos == 2 {
+                Pool::Argmax
+            } else {
+                Pool::FirstEos(eos)
+            },
+        },
+        projection_dim: v["projection_dim"].as_u64().unwrap_or(512) as usize,
+    })
+}
+
+/// Parse an open_clip model config (`{"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"}`,
+/// or the `model_cfg` of an `open_clip_config.json`), refusing the variants not implemented.
+pub fn open_clip_config(v: &Value, what: &str) -> Result<ClipConfig> {
+    let v = if v["model_cfg"].is_object() {
+        &v["model_cfg"]
+    } else {
+        v
+    };
+    let (vc, tc) = (&v["vision_cfg"], &v["text_cfg"]);
+    if !vc.is_object() || !tc.is_object() {
+        return Err(Error::Clip(format!(
+            "{what}: not an open_clip model config (no vision_cfg/text_cfg)"
+        )));
+    }
+    for (c, keys) in [
+        (
+            vc,
+            &[
+                "ls_init_value",
+                "attentional_pool",
+                "timm_model_name",
+                "no_ln_pre",
+                "final_ln_after_pool",
+                "patch_dropout_is_mask",
+                "hf_model_name",
+            ][..],
+        ),
+        (
+            tc,
+            &[
+                "hf_model_name",
+                "ls_init_value",
+                "embed_cls",
+                "no_causal_mask",
+                "proj_bias",
+            ][..],
+        ),
+    ] {
+        for k in keys {
+            if !(c[*k].is_null() || c[*k] == Value::Bool(false)) {
+                return Err(Error::Clip(format!(
+                    "{what}: open_clip option `{k}` is not supported"
+                )));
+            }
+        }
+    }
+    for (c, key, ok) in [
+        (vc, "pool_type", "tok"),
+        (tc, "pool_type", "argmax"),
+        (vc, "layers", ""),
+    ] {
+        if !ok.is_empty() && c[key].as_str().is_some_and(|s| s != ok) {
+            return Err(Error::Clip(format!(
+                "{what}: open_clip {key} `{}` is not supported ({ok})",
+                c[key]
+            )));
+        }
+        if ok.is_empty() && !c[key].is_u64() {
+            return Err(Error::Clip(format!(
+                "{what}: vision_cfg.layers must be an integer (ResNet towers are not supported)"
+            )));
+        }
+    }
+    let act = if v["quick_gelu"].as_bool().unwrap_or(false) {
+        Act::QuickGelu
+    } else {
+        Act::Gelu
+    };
+    let vw = cfg_usize(vc, "width", what)?;
+    let head_width = vc["head_width"].as_u64().unwrap_or(64) as usize;
+    let mlp_ratio = vc["mlp_ratio"].as_f64().unwrap_or(4.0);
+    let tw = cfg_usize(tc, "width", what)?;
+    let t_ratio = tc["mlp_ratio"].as_f64().unwrap_or(4.0);
+    Ok(ClipConfig {
+        vision: VisionConfig {
+            tower: TowerConfig {
+                width: vw,
+                layers: cfg_usize(vc, "layers", what)?,
+                heads: vw / head_width.max(1),
+                mlp: (vw as f64 * mlp_ratio) as usize,
+                act,
+                eps: 1e-5,
+            },
+            image_size: cfg_usize(vc, "image_size", what)?,
+            patch: cfg_usize(vc, "patch_size", what)?,
+        },
+        text: TextConfig {
+            tower: TowerConfig {
+                width: tw,
+                layers: cfg_usize(tc, "layers", what)?,
+                heads: cfg_usize(tc, "heads", what)?,
+                mlp: (tw as f64 * t_ratio) as usize,
+                act,
+                eps: 1e-5,
+            },
+            vocab: tc["vocab_size"].as_u64().unwrap_or(49408) as usize,
+            context: tc["context_length"].as_u64().unwrap_or(77) as usize,
+            pool: Pool::Argmax,
+        },
+        projection_dim: cfg_usize(v, "embed_dim", what)?,
+    })
+}
+
+/// open_clip's `ViT-H-14` (HPSv2's backbone), `ViT-L-14` and `ViT-B-32` configs, for
+/// checkpoints that come without one (HPSv2's `.pt` files).
+pub const EMBEDDED_OPEN_CLIP: [(&str, &str); 3] = [
+    (
+        "ViT-H-14",
+        r#"{"embed_dim":1024,"vision_cfg":{"image_size":224,"layers":32,"width":1280,"head_width":80,"patch_size":14},"text_cfg":{"context_length":77,"vocab_size":49408,"width":1024,"heads":16,"layers":24}}"#,
+    ),
+    (
+        "ViT-L-14",
+        r#"{"embed_dim":768,"vision_cfg":{"image_size":224,"layers":24,"width":1024,"patch_size":14},"text_cfg":{"context_length":77,"vocab_size":49408,"width":768,"heads":12,"layers":12}}"#,
+    ),
+    (
+        "ViT-B-32",
+        r#"{"embed_dim":512,"vision_cfg":{"image_size":224,"layers":12,"width":768,"patch_size":32},"text_cfg":{"context_length":77,"vocab_size":49408,"width":512,"heads":8,"layers":12}}"#,
+    ),
+];
+
+/// Rename open_clip tensors into transformers' names (splitting the fused q/k/v and
+/// transposing the `x @ W` projections); unused buffers (`attn_mask`) are dropped.
+pub fn rename_open_clip(map: BTreeMap<String, Raw>) -> BTreeMap<String, Raw> {
+    let mut out = BTreeMap::new();
+    let transpose = |r: Raw| -> Raw {
+        let (a, b) = (r.shape[0], r.shape[1]);
+        let mut data = vec![0f32; a * b];
+        for i in 0..a {
+            for j in 0..b {
+                data[j * a + i] = r.data[i * b + j];
+            }
+        }
+        Raw {
+            shape: vec![b, a],
+            data,
+        }
+    };
+    for (k, v) in map {
+        let (tower, rest) = if let Some(r) = k.strip_prefix("visual.") {
+            ("vision_model", r.to_string())
+        } else {
+            ("text_model", k.clone())
+        };
+        let name = match rest.as_str() {
+            "conv1.weight" => "vision_model.embeddings.patch_embedding.weight".into(),
+            "class_embedding" => "vision_model.embeddings.class_embedding".into(),
+            "positional_embedding" => format!("{tower}.embeddings.position_embedding.weight"),
+            "token_embedding.weight" => "text_model.embeddings.token_embedding.weight".into(),
+            "ln_pre.weight" => "vision_model.pre_layrnorm.weight".into(),
+            "ln_pre.bias" => "vision_model.pre_layrnorm.bias".into(),
+            "ln_post.weight" => "vision_model.post_layernorm.weight".into(),
+            "ln_post.bias" => "vision_model.post_layernorm.bias".into(),
+            "ln_final.weight" => "text_model.final_layer_norm.weight".into(),
+            "ln_final.bias" => "text_model.final_layer_norm.bias".into(),
+            "logit_scale" => "logit_scale".into(),
+            "proj" if tower == "vision_model" && v.shape.len() == 2 => {
+                out.insert("visual_projection.weight".into(), transpose(v));
+                continue;
+            }
+            "text_projection" if v.shape.len() == 2 => {
+                out.insert("text_projection.weight".into(), transpose(v));
+                continue;
+            }
+            r => {
+                let Some(blk) = r.strip_prefix("transformer.resblocks.") else {
+                    // Anything else (attn_mask, logit_bias, …) is kept under its own name and
+                    // ignored by the model.
+                    out.insert(k.clone(), v);
+                    continue;
+                };
+                let (i, leaf) = blk.split_once('.').unwrap_or((blk, ""));
+                let p = format!("{tower}.encoder.layers.{i}");
+                match leaf {
+                    "attn.in_proj_weight" | "attn.in_proj_bias" if v.shape[0] % 3 == 0 => {
+                        let d = v.shape[0] / 3;
+                        let row: usize = v.shape[1..].iter().product();
+                        let kind = if leaf.ends_with("weight") {
+                            "weight"
+                        } else {
+                            "bias"
+                        };
+                        for (j, qkv) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                            let mut shape = v.shape.clone();
+                            shape[0] = d;
+                            out.insert(
+                                format!("{p}.self_attn.{qkv}.{kind}"),
+                                Raw {
+                                    shape,
+                                    data: v.data[j * d * row..(j + 1) * d * row].to_vec(),
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                let leaf = leaf
+                    .replace("attn.out_proj", "self_attn.out_proj")
+                    .replace("ln_1", "layer_norm1")
+                    .replace("ln_2", "layer_norm2")
+                    .replace("mlp.c_fc", "mlp.fc1")
+                    .replace("mlp.c_proj", "mlp.fc2");
+                format!("{p}.{leaf}")
+            }
+        };
+        out.insert(name, v);
+    }
+    out
+}
+
+/// What a loaded CLIP model came from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Provenance {
+    /// The files read (weights and config).
+    pub files: Vec<PathBuf>,
+    /// SHA-256 of the tensors (name, shape, f32 values; packaging-independent).
+    pub tensors_sha256: String,
+    /// `transformers` or `open_clip`.
+    pub family: &'static str,
+}
+
+fn tensors_hash(map: &BTreeMap<String, Raw>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (k, r) in map {
+        h.update(k.as_bytes());
+        for d in &r.shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in &r.data {
+            h.update(v.to_le_bytes());
+        }
+    }
+    crate::weights::hex(&h.finalize())
+}
+
+/// Load a transformers `CLIPModel` folder.
+pub fn load_hf(dir: &Path, device: &Device) -> Result<(ClipModel, Provenance)> {
+    let what = dir.display().to_string();
+    let cfg_path = dir.join("config.json");
+    let mut map = BTreeMap::new();
+    let files = hf_weight_files(dir)?;
+    for f in &files {
+        map.extend(read_file(f)?);
+    }
+    match detect(&map) {
+        Ok(Family::Transformers) => {}
+        Ok(Family::OpenClip) => {
+            return Err(Error::Clip(format!(
+                "{what} holds an open_clip checkpoint; this metric needs a transformers CLIPModel folder"
+            )));
+        }
+        Err(found) => {
+            return Err(Error::Clip(format!(
+                "{what} holds {found}, not a CLIP model; this metric needs a transformers CLIPModel folder"
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Clip(format!("{}: {e}", cfg_path.display())))?;
+    let cfg = hf_config(&v, &what)?;
+    let model = ClipModel::from_weights(
+        &Weights {
+            map: &map,
+            device,
+            what: &what,
+        },
+        &cfg,
+    )?;
+    let mut all = files;
+    all.push(cfg_path);
+    Ok((
+        model,
+        Provenance {
+            files: all,
+            tensors_sha256: tensors_hash(&map),
+            family: "transformers",
+        },
+    ))
+}
+
+/// Load an open_clip checkpoint file. The config is `config` when given, else
+/// `open_clip_config.json` beside the file, else the one embedded config whose widths and
+/// depths match the tensors.
+pub fn load_open_clip(
+    file: &Path,
+    config: Option<&Path>,
+    device: &Device,
+) -> Result<(ClipModel, Provenance)> {
+    let what = file.display().to_string();
+    let map = read_file(file)?;
+    match detect(&map) {
+        Ok(Family::OpenClip) => {}
+        Ok(Family::Transformers) => {
+            return Err(Error::Clip(format!(
+                "{what} holds a transformers CLIPModel checkpoint; HPSv2 needs an open_clip checkpoint \
+                 (`visual.*` tensors, e.g. HPS_v2.1_compressed.pt)"
+            )));
+        }
+        Err(found) => {
+            return Err(Error::Clip(format!(
+                "{what} holds {found}, not an open_clip CLIP checkpoint"
+            )));
+        }
+    }
+    let mut files = vec![file.to_path_buf()];
+    let beside = file.with_file_name("open_clip_config.json");
+    let cfg = match config
+        .map(Path::to_path_buf)
+        .or_else(|| beside.is_file().then_some(beside))
+    {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Clip(format!("{}: {e}", p.display())))?;
+            files.push(p);
+            open_clip_config(&v, &what)?
+        }
+        None => {
+            let width = map.get("visual.conv1.weight").map_or(0, |r| r.shape[0]);
+            let layers = map
+                .keys()
+                .filter(|k| {
+                    k.starts_with("visual.transformer.resblocks.") && k.ends_with(".ln_1.weight")
+                })
+                .count();
+            let mut found = None;
+            for (name, json) in EMBEDDED_OPEN_CLIP {
+                let v: Value = serde_json::from_str(json).expect("embedded config is valid JSON");
+                let c = open_clip_config(&v, name)?;
+                if c.vision.tower.width == width && c.vision.tower.layers == layers {
+                    found = Some(c);
+                }
+            }
+            found.ok_or_else(|| {
+                Error::Clip(format!(
+                    "{what}: no open_clip model config (vision width {width}, {layers} layers); \
+                     supply the model's config JSON (open_clip's model_configs/<name>.json) beside it \
+                     as open_clip_config.json or with --hps-config"
+                ))
+            })?
+        }
+    };
+    let renamed = rename_open_clip(map);
+    let model = ClipModel::from_weights(
+        &Weights {
+            map: &renamed,
+            device,
+            what: &what,
+        },
+        &cfg,
+    )?;
+    Ok((
+        model,
+        Provenance {
+            files,
+            tensors_sha256: tensors_hash(&renamed),
+            family: "open_clip",
+        },
+    ))
+}

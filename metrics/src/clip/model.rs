@@ -1,0 +1,463 @@
+//! The CLIP image and text towers (inference only), on candle, in transformers' tensor
+//! names; open_clip checkpoints are renamed into them when loaded ([`super::load`]).
+//!
+//! Both towers are pre-LayerNorm transformers: `x += attn(ln1(x))`, `x += mlp(ln2(x))`.
+//! Vision: patch convolution (no bias), class token, learned positions, `pre_layrnorm`, the
+//! encoder, `post_layernorm` on the class token, `visual_projection`. Text: token + position
+//! embeddings, causal encoder, `final_layer_norm`, the state at the end token,
+//! `text_projection`. Nothing here is trained, so candle's fused (no-backward) LayerNorm and
+//! softmax are used.
+
+use std::collections::BTreeMap;
+
+use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
+
+use super::tokenize::Tokens;
+use crate::weights::Raw;
+use crate::{Error, Result};
+
+/// The MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    /// `x·σ(1.702x)` (OpenAI CLIP, `quick_gelu`).
+    QuickGelu,
+    /// The exact erf GELU (open_clip without `quick_gelu`, `gelu` in transformers).
+    Gelu,
+}
+
+impl Act {
+    fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Act::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+            Act::Gelu => x.gelu_erf()?,
+        })
+    }
+}
+
+/// How the text tower picks the pooled token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum Pool {
+    /// The first occurrence of this end-of-text id (transformers with `eos_token_id != 2`).
+    FirstEos(u32),
+    /// The position of the largest id (open_clip; legacy transformers configs).
+    Argmax,
+}
+
+/// Widths and depths of one transformer tower.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TowerConfig {
+    /// Width.
+    pub width: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP width.
+    pub mlp: usize,
+    /// Activation.
+    pub act: Act,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+}
+
+/// The image tower's configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VisionConfig {
+    /// The transformer.
+    pub tower: TowerConfig,
+    /// Input side.
+    pub image_size: usize,
+    /// Patch side.
+    pub patch: usize,
+}
+
+/// The text tower's configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TextConfig {
+    /// The transformer.
+    pub tower: TowerConfig,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Context length (77).
+    pub context: usize,
+    /// Pooling rule.
+    pub pool: Pool,
+}
+
+/// A whole CLIP model's configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClipConfig {
+    /// Image tower.
+    pub vision: VisionConfig,
+    /// Text tower.
+    pub text: TextConfig,
+    /// Joint embedding width.
+    pub projection_dim: usize,
+}
+
+/// Named tensors of a model being built; every lookup checks the shape and names what is
+/// missing.
+pub(crate) struct Weights<'a> {
+    pub(crate) map: &'a BTreeMap<String, Raw>,
+    pub(crate) device: &'a Device,
+    pub(crate) what: &'a str,
+}
+
+impl Weights<'_> {
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let raw = self.map.get(name).ok_or_else(|| {
+            Error::Clip(format!(
+                "{}: the weights lack tensor `{name}` (expected shape {shape:?})",
+                self.what
+            ))
+        })?;
+        if raw.shape != shape {
+            return Err(Error::Clip(format!(
+                "{}: tensor `{name}` has shape {:?}, the configuration needs {shape:?}",
+                self.what, raw.shape
+            )));
+        }
+        Ok(Tensor::from_slice(&raw.data, shape, self.device)?)
+    }
+}
+
+/// A linear layer with its weight stored transposed (`[in, out]`) for one GEMM per call.
+struct Linear {
+    wt: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(w: &Weights, name: &str, inp: usize, out: usize, bias: bool) -> Result<Self> {
+        let wt = w
+            .get(&format!("{name}.weight"), &[out, inp])?
+            .t()?
+            .contiguous()?;
+        let b = if bias {
+            Some(w.get(&format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        };
+        Ok(Linear { wt, b })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inp = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, inp))?.matmul(&self.wt)?;
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.wt.dim(1)?;
+        Ok(y.reshape(out)?)
+    }
+}
+
+struct Norm(candle_nn::LayerNorm);
+
+impl Norm {
+    fn load(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Norm(candle_nn::LayerNorm::new(
+            w.get(&format!("{name}.weight"), &[dim])?,
+            w.get(&format!("{name}.bias"), &[dim])?,
+            eps,
+        )))
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.0.forward(x)?)
+    }
+}
+
+struct Layer {
+    ln1: Norm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// The shared pre-LN transformer encoder.
+struct Encoder {
+    cfg: TowerConfig,
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    fn load(w: &Weights, prefix: &str, cfg: &TowerConfig) -> Result<Self> {
+        let d = cfg.width;
+        if cfg.heads == 0 || !d.is_multiple_of(cfg.heads) {
+            return Err(Error::Clip(format!(
+                "{}: width {d} is not a multiple of {} heads",
+                w.what, cfg.heads
+            )));
+        }
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let p = format!("{prefix}.layers.{i}");
+                let a = format!("{p}.self_attn");
+                Ok(Layer {
+                    ln1: Norm::load(w, &format!("{p}.layer_norm1"), d, cfg.eps)?,
+                    q: Linear::load(w, &format!("{a}.q_proj"), d, d, true)?,
+                    k: Linear::load(w, &format!("{a}.k_proj"), d, d, true)?,
+                    v: Linear::load(w, &format!("{a}.v_proj"), d, d, true)?,
+                    o: Linear::load(w, &format!("{a}.out_proj"), d, d, true)?,
+                    ln2: Norm::load(w, &format!("{p}.layer_norm2"), d, cfg.eps)?,
+                    fc1: Linear::load(w, &format!("{p}.mlp.fc1"), d, cfg.mlp, true)?,
+                    fc2: Linear::load(w, &format!("{p}.mlp.fc2"), cfg.mlp, d, true)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Encoder {
+            cfg: cfg.clone(),
+            layers,
+        })
+    }
+
+    fn forward(&self, mut x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let heads = self.cfg.heads;
+        let hd = d / heads;
+        let scale = (hd as f64).powf(-0.5);
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, n, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        for l in &self.layers {
+            let h = l.ln1.forward(&x)?;
+            let q = split((l.q.forward(&h)? * scale)?)?;
+            let k = split(l.k.forward(&h)?)?;
+            let v = split(l.v.forward(&h)?)?;
+            let mut att = q.matmul(&k.t()?.contiguous()?)?;
+            if let Some(m) = mask {
+                att = att.broadcast_add(m)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let a = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, n, d))?;
+            x = (x + l.o.forward(&a)?)?;
+            let h = l.ln2.forward(&x)?;
+            let h = l.fc2.forward(&self.cfg.act.forward(&l.fc1.forward(&h)?)?)?;
+            x = (x + h)?;
+        }
+        Ok(x)
+    }
+}
+
+/// What the image tower returns.
+pub struct VisionOutput {
+    /// The encoder's output (before `post_layernorm`) `[B, 1 + grid², width]`.
+    pub last_hidden: Tensor,
+    /// `post_layernorm` of the class token `[B, width]`.
+    pub pooled: Tensor,
+    /// The projected, unnormalised image embedding `[B, projection_dim]`.
+    pub embeds: Tensor,
+}
+
+/// What the text tower returns.
+pub struct TextOutput {
+    /// `final_layer_norm` of every token `[B, N, width]`.
+    pub last_hidden: Tensor,
+    /// The end token's state `[B, width]`.
+    pub pooled: Tensor,
+    /// The projected, unnormalised text embedding `[B, projection_dim]`.
+    pub embeds: Tensor,
+}
+
+/// A CLIP model: both towers, the projections and the learned logit scale (log space).
+pub struct ClipModel {
+    cfg: ClipConfig,
+    device: Device,
+    patch: Tensor,
+    class: Tensor,
+    vpos: Tensor,
+    pre_ln: Norm,
+    venc: Encoder,
+    post_ln: Norm,
+    vproj: Linear,
+    tok: Tensor,
+    tpos: Tensor,
+    tenc: Encoder,
+    final_ln: Norm,
+    tproj: Linear,
+    logit_scale: f32,
+}
+
+impl ClipModel {
+    /// Build from tensors in transformers' names.
+    pub(crate) fn from_weights(w: &Weights, cfg: &ClipConfig) -> Result<Self> {
+        let v = &cfg.vision;
+        let t = &cfg.text;
+        let (vw, tw, p) = (v.tower.width, t.tower.width, cfg.projection_dim);
+        if v.patch == 0 || !v.image_size.is_multiple_of(v.patch) {
+            return Err(Error::Clip(format!(
+                "{}: image size {} is not a multiple of the patch {}",
+                w.what, v.image_size, v.patch
+            )));
+        }
+        let grid = v.image_size / v.patch;
+        let logit = w.get("logit_scale", &[])?;
+        Ok(ClipModel {
+            patch: w.get(
+                "vision_model.embeddings.patch_embedding.weight",
+                &[vw, 3, v.patch, v.patch],
+            )?,
+            class: w.get("vision_model.embeddings.class_embedding", &[vw])?,
+            vpos: w.get(
+                "vision_model.embeddings.position_embedding.weight",
+                &[grid * grid + 1, vw],
+            )?,
+            pre_ln: Norm::load(w, "vision_model.pre_layrnorm", vw, v.tower.eps)?,
+            venc: Encoder::load(w, "vision_model.encoder", &v.tower)?,
+            post_ln: Norm::load(w, "vision_model.post_layernorm", vw, v.tower.eps)?,
+            vproj: Linear::load(w, "visual_projection", vw, p, false)?,
+            tok: w.get(
+                "text_model.embeddings.token_embedding.weight",
+                &[t.vocab, tw],
+            )?,
+            tpos: w.get(
+                "text_model.embeddings.position_embedding.weight",
+                &[t.context, tw],
+            )?,
+            tenc: Encoder::load(w, "text_model.encoder", &t.tower)?,
+            final_ln: Norm::load(w, "text_model.final_layer_norm", tw, t.tower.eps)?,
+            tproj: Linear::load(w, "text_projection", tw, p, false)?,
+            logit_scale: logit.to_dtype(DType::F32)?.to_scalar::<f32>()?,
+            cfg: cfg.clone(),
+            device: w.device.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClipConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The learned logit scale, in log space (the model uses `exp` of it).
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale
+    }
+
+    /// Encode processed images: `pixels` holds `B` CHW images of the tower's input size.
+    pub fn encode_images(&self, pixels: &[f32], b: usize) -> Result<VisionOutput> {
+        let s = self.cfg.vision.image_size;
+        if b == 0 || pixels.len() != b * 3 * s * s {
+            return Err(Error::Clip(format!(
+                "expected {b} image(s) of 3×{s}×{s} values, got {} values",
+                pixels.len()
+            )));
+        }
+        let x = Tensor::from_slice(pixels, (b, 3, s, s), &self.device)?;
+        let p = self.cfg.vision.patch;
+        let x = x.conv2d(&self.patch, 0, p, 1, 1)?; // [B, W, g, g]
+        let w = self.cfg.vision.tower.width;
+        let x = x.flatten_from(2)?.transpose(1, 2)?; // [B, g², W]
+        let cls = self.class.reshape((1, 1, w))?.broadcast_as((b, 1, w))?;
+        let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.vpos)?;
+        let x = self.pre_ln.forward(&x.contiguous()?)?;
+        let last_hidden = self.venc.forward(x, None)?;
+        let pooled = self
+            .post_ln
+            .forward(&last_hidden.i((.., 0))?.contiguous()?)?;
+        let embeds = self.vproj.forward(&pooled)?;
+        Ok(VisionOutput {
+            last_hidden,
+            pooled,
+            embeds,
+        })
+    }
+
+    /// Encode token rows (equal length, at most the context length); padded key positions
+    /// are masked when the rows carry their lengths (transformers' attention mask).
+    pub fn encode_text(&self, tokens: &Tokens) -> Result<TextOutput> {
+        let ids = &tokens.ids;
+        let t = &self.cfg.text;
+        let b = ids.len();
+        let n = ids.first().map_or(0, Vec::len);
+        if b == 0 || n == 0 || n > t.context || ids.iter().any(|r| r.len() != n) {
+            return Err(Error::Clip(format!(
+                "token ids must be a non-empty rectangle of at most {} per row",
+                t.context
+            )));
+        }
+        if let Some(bad) = ids.iter().flatten().find(|&&i| i as usize >= t.vocab) {
+            return Err(Error::Clip(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                t.vocab
+            )));
+        }
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let idt = Tensor::from_vec(flat, b * n, &self.device)?;
+        let x = self.tok.index_select(&idt, 0)?.reshape((b, n, ()))?;
+        let x = x.broadcast_add(&self.tpos.i(0..n)?)?;
+        // Causal mask, plus the padding mask per row when given.
+        let lens: Vec<usize> = match &tokens.lengths {
+            Some(l) if l.len() == b => l.iter().map(|&l| l.clamp(1, n)).collect(),
+            _ => vec![n; b],
+        };
+        let mask: Vec<f32> = lens
+            .iter()
+            .flat_map(|&len| {
+                (0..n).flat_map(move |i| {
+                    (0..n).map(move |j| {
+                        if j > i || j >= len {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, n, n), &self.device)?;
+        let x = self.tenc.forward(x, Some(&mask))?;
+        let last_hidden = self.final_ln.forward(&x)?;
+        let rows: Vec<Tensor> = ids
+            .iter()
+            .enumerate()
+            .map(|(bi, r)| {
+                let p = match t.pool {
+                    Pool::FirstEos(eos) => r.iter().position(|&i| i == eos),
+                    Pool::Argmax => {
+                        let m = r.iter().copied().max().unwrap_or(0);
+                        r.iter().position(|&i| i == m)
+                    }
+                }
+                .unwrap_or(n - 1);
+                last_hidden.i((bi, p))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let pooled = Tensor::stack(&rows, 0)?;
+        let embeds = self.tproj.forward(&pooled)?;
+        Ok(TextOutput {
+            last_hidden,
+            pooled,
+            embeds,
+        })
+    }
+}
+
+/// L2-normalise the rows of `[B, D]` (a zero row stays zero).
+pub fn normalize_rows(x: &Tensor) -> Result<Tensor> {
+    let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    let n = n.maximum(1e-30)?;
+    Ok(x.broadcast_div(&n)?)
+}
