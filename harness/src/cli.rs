@@ -79,6 +79,20 @@ pub enum Command {
     ///   adt-bench fid real/ --save-stats real.npz   then   adt-bench fid real.npz generated/
     #[command(verbatim_doc_comment)]
     Fid(FidArgs),
+    /// Quality and preference scores of an image folder: LAION aesthetic v2, CLIP score
+    /// (torchmetrics), PickScore and HPSv2 / v2.1, each with its reference preprocessing.
+    ///
+    /// Images are the folder's png / jpg / webp files in name order; prompts are one line per
+    /// image in that order (--prompts, default DIR/prompts.txt as `sample` writes it). Models
+    /// come from local paths or Hugging Face repo ids (the cache, downloaded when online).
+    /// Prints per-metric means with bootstrap 95 % intervals; --json adds per-image scores and
+    /// the weights' SHA-256.
+    ///
+    /// Examples:
+    ///   adt-bench score runs/samples --metric aesthetic,clipscore
+    ///   adt-bench score gen/ --metric hpsv2 --prompts prompts.txt --hps-model HPS_v2.1_compressed.pt --json
+    #[command(verbatim_doc_comment)]
+    Score(ScoreArgs),
     /// Fine-tune a model with ADT or the plain fine-tuning baseline.
     ///
     /// ADT rolls the sampler out from an image-to-image start on real data, updates a siamese
@@ -103,6 +117,67 @@ pub enum Command {
     Bench(BenchCmd),
 }
 
+/// Where the CLIP-based metrics' models come from (paths or Hugging Face repo ids).
+#[derive(Debug, Args, Clone)]
+pub struct ScoreModelOpts {
+    /// CLIP score's CLIPModel (folder or repo id).
+    #[arg(long = "clip-model", default_value = "openai/clip-vit-large-patch14")]
+    pub clip_model: String,
+    /// PickScore's model (folder or repo id).
+    #[arg(long = "pickscore-model", default_value = "yuvalkirstain/PickScore_v1")]
+    pub pickscore_model: String,
+    /// Where PickScore's tokenizer comes from when its model folder has none.
+    #[arg(
+        long = "pickscore-processor",
+        default_value = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    )]
+    pub pickscore_processor: String,
+    /// The aesthetic predictor's CLIP ViT-L/14 (folder or repo id).
+    #[arg(
+        long = "aesthetic-clip",
+        default_value = "openai/clip-vit-large-patch14"
+    )]
+    pub aesthetic_clip: String,
+    /// The aesthetic head (`sac+logos+ava1-l14-linearMSE.pth` or safetensors; default:
+    /// fetched once into the cache).
+    #[arg(long = "aesthetic-head", value_name = "PATH")]
+    pub aesthetic_head: Option<PathBuf>,
+    /// HPSv2's open_clip checkpoint: a file, or REPO:FILE on the hub.
+    #[arg(
+        long = "hps-model",
+        default_value = "xswu/HPSv2:HPS_v2.1_compressed.pt"
+    )]
+    pub hps_model: String,
+    /// open_clip model config JSON for --hps-model (default: open_clip_config.json beside
+    /// it, else ViT-H-14 / ViT-L-14 / ViT-B-32 matched by shape).
+    #[arg(long = "hps-config", value_name = "JSON")]
+    pub hps_config: Option<PathBuf>,
+    /// HPSv2 tokenizer: open_clip's bpe_simple_vocab_16e6.txt.gz or a tokenizer.json
+    /// (default: fetched once from the open_clip_torch wheel).
+    #[arg(long = "hps-tokenizer", value_name = "PATH")]
+    pub hps_tokenizer: Option<PathBuf>,
+    /// HPSv2 version label (v2.0 / v2.1; default from the checkpoint's file name). The two
+    /// versions' scores are not comparable.
+    #[arg(long = "hps-version")]
+    pub hps_version: Option<String>,
+    /// uint8 bicubic of CLIP score / PickScore: `torchvision` (transformers ≥ 5) or `pil`
+    /// (transformers 4's slow processor). They differ by at most one grey level.
+    #[arg(long, default_value = "torchvision", value_parser = ["torchvision", "pil"])]
+    pub processor: String,
+    /// uint8 bicubic of the aesthetic predictor: `pil` (its reference, `clip.load`) or
+    /// `torchvision`.
+    #[arg(
+        long = "aesthetic-processor",
+        default_value = "pil",
+        value_parser = ["torchvision", "pil"]
+    )]
+    pub aesthetic_processor: String,
+    /// HPSv2 resize without antialias (the tensor default of the torchvision HPSv2 was
+    /// released with; the default is torchvision ≥ 0.17's antialias).
+    #[arg(long = "hps-no-antialias")]
+    pub hps_no_antialias: bool,
+}
+
 /// Where the FID Inception weights come from.
 #[derive(Debug, Args, Clone)]
 pub struct InceptionOpts {
@@ -113,6 +188,39 @@ pub struct InceptionOpts {
     /// Never download weights; fail with instructions instead.
     #[arg(long = "no-download")]
     pub no_download: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Image folder.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Metrics, comma-separated: aesthetic, clipscore, pickscore, hpsv2.
+    #[arg(long, default_value = "aesthetic,clipscore,pickscore,hpsv2")]
+    pub metric: String,
+    /// Prompt file, one line per image in name order (default: DIR/prompts.txt).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Print JSON (values, intervals, per-image scores, weights' SHA-256).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write per-image scores as CSV.
+    #[arg(long = "per-image", value_name = "FILE.csv")]
+    pub per_image: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Bootstrap replicates of each mean's 95 % interval.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device of the CLIP towers: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub models: ScoreModelOpts,
 }
 
 #[derive(Debug, Args)]

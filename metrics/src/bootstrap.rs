@@ -158,6 +158,25 @@ impl GramSets {
     }
 }
 
+/// `reps` bootstrap replicates of the mean of `values` (images resampled with
+/// replacement), from a ChaCha8 stream seeded by `seed`.
+pub fn mean_replicates(values: &[f64], reps: usize, seed: u64) -> Vec<f64> {
+    use rand::SeedableRng;
+    if values.is_empty() {
+        return Vec::new();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..reps)
+        .map(|_| {
+            resample(&mut rng, values.len())
+                .iter()
+                .map(|&i| values[i])
+                .sum::<f64>()
+                / values.len() as f64
+        })
+        .collect()
+}
+
 /// `n` indices drawn uniformly from `0..n` with replacement.
 pub fn resample(rng: &mut impl rand::Rng, n: usize) -> Vec<usize> {
     (0..n).map(|_| rng.random_range(0..n)).collect()

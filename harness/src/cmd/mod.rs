@@ -9,6 +9,7 @@ pub mod probe;
 pub mod report;
 pub mod run;
 pub mod sample;
+pub mod score;
 pub mod train_encoder;
 pub mod tune;
 
@@ -26,6 +27,7 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Run(a) => run::run(g, &a),
         Command::Report(c) => report::run(g, c),
         Command::Fid(a) => fid::run(g, &a),
+        Command::Score(a) => score::run(g, &a),
         Command::TrainEncoder(a) => train_encoder::run(g, &a),
         Command::Tune(a) => tune::run(g, &a),
         Command::Probe(a) => probe::run(g, &a),
