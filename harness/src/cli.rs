@@ -448,6 +448,42 @@ pub enum BenchCmd {
     /// when it is there), and the time and peak GPU memory of one ADT iteration (K = 3) of an
     /// SD 1.5-sized UNet with invented weights at 512 px. Prints a summary and writes JSON.
     Device(BenchDeviceArgs),
+    /// CLIP image-tower throughput (224×224 → projected embedding) beside transformers'
+    /// CLIPModel on the same weights, inputs and thread count, with the embeddings' agreement.
+    /// The transformers side runs scripts/bench/clip_tower_baseline.py (needs torch and
+    /// transformers; without them only our side is timed, on invented weights).
+    ///
+    /// Example: adt-bench bench clip --arch vit-l-14 --python .venv-ref/bin/python
+    #[command(verbatim_doc_comment)]
+    Clip(BenchClipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchClipArgs {
+    /// Architecture: vit-l-14 (CLIP score / aesthetic backbone), vit-b-32, tiny.
+    #[arg(long, default_value = "vit-l-14", value_parser = ["vit-l-14", "vit-b-32", "tiny"])]
+    pub arch: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Timed batches (after one warm-up batch).
+    #[arg(long, default_value_t = 2)]
+    pub batches: usize,
+    /// Threads for both sides (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Python with torch + transformers (default: ADT_TORCH_PYTHON, then python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The reference script (default: scripts/bench/clip_tower_baseline.py).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Device of our side: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -278,3 +278,31 @@ fn bad_input_stops_with_a_clear_message() {
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o).contains("unknown metric `fid`"), "{}", text(&o));
 }
+
+#[test]
+fn bench_clip_times_our_tower_and_says_when_transformers_is_missing() {
+    let o = run(&[
+        "bench",
+        "clip",
+        "--arch",
+        "tiny",
+        "--batch",
+        "2",
+        "--batches",
+        "1",
+        "--python",
+        "/nonexistent/python",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j["ours_images_per_s"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(j["ratio_vs_transformers"].is_null(), "{j}");
+    assert!(
+        j["transformers_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start"),
+        "{j}"
+    );
+}

@@ -15,7 +15,7 @@ use adt_metrics::inception::Act;
 use adt_metrics::stats::FeatureStats;
 use adt_metrics::weights;
 
-use crate::cli::{BenchInceptionArgs, GlobalOpts};
+use crate::cli::{BenchClipArgs, BenchInceptionArgs, GlobalOpts};
 use crate::cmd::fid::Net;
 
 fn python(a: &BenchInceptionArgs) -> PathBuf {
@@ -359,6 +359,175 @@ pub fn tune_memory(g: &GlobalOpts, a: &crate::cli::BenchTuneMemoryArgs) -> anyho
             "  ratio K=8 / K=1                      {:8.3}",
             p8 as f64 / p1 as f64
         );
+    }
+    Ok(())
+}
+
+/// The transformers reference script, embedded so the benchmark runs from any folder.
+const CLIP_BASELINE: &str = include_str!("../../../scripts/bench/clip_tower_baseline.py");
+
+/// The architectures the reference script builds (vision tower; a small text tower).
+fn clip_arch(name: &str) -> adt_metrics::clip::model::ClipConfig {
+    use adt_metrics::clip::model::{Act, ClipConfig, Pool, TextConfig, TowerConfig, VisionConfig};
+    let (width, mlp, layers, heads, patch, proj) = match name {
+        "vit-b-32" => (768, 3072, 12, 12, 32, 512),
+        "tiny" => (64, 256, 2, 4, 32, 64),
+        _ => (1024, 4096, 24, 16, 14, 768),
+    };
+    ClipConfig {
+        vision: VisionConfig {
+            tower: TowerConfig {
+                width,
+                layers,
+                heads,
+                mlp,
+                act: Act::QuickGelu,
+                eps: 1e-5,
+            },
+            image_size: 224,
+            patch,
+        },
+        text: TextConfig {
+            tower: TowerConfig {
+                width: 64,
+                layers: 1,
+                heads: 4,
+                mlp: 256,
+                act: Act::QuickGelu,
+                eps: 1e-5,
+            },
+            vocab: 49408,
+            context: 77,
+            pool: Pool::FirstEos(2),
+        },
+        projection_dim: proj,
+    }
+}
+
+pub fn clip(g: &GlobalOpts, a: &BenchClipArgs) -> anyhow::Result<()> {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let device = crate::device::open(&a.device)?;
+    let tmp = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let script = match &a.script {
+        Some(p) => p.clone(),
+        None => {
+            let p = tmp.path().join("clip_tower_baseline.py");
+            std::fs::write(&p, CLIP_BASELINE)?;
+            p
+        }
+    };
+    let py = a
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("ADT_TORCH_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    if !g.quiet {
+        eprintln!("timing transformers ({}, {}) …", py.display(), a.arch);
+    }
+    let out = tmp.path().join("ref");
+    let reference = json_of(
+        Command::new(&py)
+            .arg(&script)
+            .arg(&out)
+            .args(["--arch", &a.arch, "--threads", &threads.to_string()])
+            .args([
+                "--batch",
+                &a.batch.to_string(),
+                "--batches",
+                &a.batches.to_string(),
+            ]),
+    );
+    let s = 224usize;
+    let (model, pixels, ref_embeds) = match &reference {
+        Ok(_) => {
+            let (m, _) = adt_metrics::clip::load::load_hf(&out.join("model"), &device)?;
+            let read = |f: &str, k: &str| -> anyhow::Result<Vec<f32>> {
+                let t = candle_core::safetensors::load(out.join(f), &candle_core::Device::Cpu)?;
+                Ok(t.get(k)
+                    .with_context(|| format!("{f} lacks {k}"))?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
+            };
+            (
+                m,
+                read("pixels.safetensors", "pixels")?,
+                Some(read("embeds.safetensors", "embeds")?),
+            )
+        }
+        Err(_) => {
+            let m = adt_metrics::clip::load::random(&clip_arch(&a.arch), 0, &device)?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let px = (0..a.batch * 3 * s * s)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            (m, px, None)
+        }
+    };
+    // Ours: one warm-up batch, then the timed ones.
+    let first = model.encode_images(&pixels, a.batch)?.embeds;
+    let agreement = match &ref_embeds {
+        Some(r) => {
+            let ours = first.flatten_all()?.to_vec1::<f32>()?;
+            let max_ref = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+            let d = ours
+                .iter()
+                .zip(r)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            Some((d / max_ref) as f64)
+        }
+        None => None,
+    };
+    let t = Instant::now();
+    for _ in 0..a.batches {
+        model.encode_images(&pixels, a.batch)?;
+    }
+    let ours_ips = (a.batch * a.batches) as f64 / t.elapsed().as_secs_f64();
+    let ref_ips = reference
+        .as_ref()
+        .ok()
+        .and_then(|j| j["images_per_s"].as_f64());
+    let summary = json!({
+        "arch": a.arch, "batch": a.batch, "batches": a.batches, "threads": threads,
+        "device": a.device,
+        "ours_images_per_s": ours_ips,
+        "transformers_images_per_s": ref_ips,
+        "ratio_vs_transformers": ref_ips.map(|r| ours_ips / r),
+        "embeds_max_rel_diff": agreement,
+        "transformers": reference.as_ref().ok(),
+        "transformers_unavailable": reference.as_ref().err(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "CLIP image tower {} (224×224 → embedding), batch {}, {} thread(s), {}",
+        a.arch, a.batch, threads, a.device
+    );
+    println!("  ours          {ours_ips:8.2} images/s");
+    match (&reference, ref_ips) {
+        (Ok(j), Some(r)) => {
+            println!(
+                "  transformers  {r:8.2} images/s (torch {}, transformers {})",
+                j["torch"].as_str().unwrap_or("?"),
+                j["transformers"].as_str().unwrap_or("?")
+            );
+            println!(
+                "  ratio         {:8.2}× (≥ 1 means faster than transformers)",
+                ours_ips / r
+            );
+            if let Some(d) = agreement {
+                println!(
+                    "  embeddings    max |Δ|/max|ref| = {d:.2e} on the same weights and pixels"
+                );
+            }
+        }
+        (Err(e), _) => {
+            println!("  transformers  unavailable ({e}); our side ran on invented weights");
+        }
+        (Ok(_), None) => println!("  transformers  printed no images_per_s"),
     }
     Ok(())
 }

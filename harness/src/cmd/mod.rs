@@ -34,6 +34,7 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Bench(crate::cli::BenchCmd::Inception(a)) => bench::inception(g, &a),
         Command::Bench(crate::cli::BenchCmd::TuneMemory(a)) => bench::tune_memory(g, &a),
         Command::Bench(crate::cli::BenchCmd::Device(a)) => device_check::run(g, &a),
+        Command::Bench(crate::cli::BenchCmd::Clip(a)) => bench::clip(g, &a),
     }
 }
 

@@ -544,3 +544,102 @@ pub fn load_open_clip(
         },
     ))
 }
+
+/// A model of `cfg` with invented weights (N(0, 0.02²) matrices, LayerNorms near identity,
+/// drawn from a ChaCha8 stream seeded by `seed`): throughput needs only the architecture.
+pub fn random(cfg: &ClipConfig, seed: u64, device: &Device) -> Result<ClipModel> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+    let mut map = BTreeMap::new();
+    let mut put = |name: String, shape: Vec<usize>, ln: bool| {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                let v = normal.sample(&mut rng);
+                if ln && name.ends_with("weight") {
+                    1.0 + v
+                } else {
+                    v
+                }
+            })
+            .collect();
+        map.insert(name, Raw { shape, data });
+    };
+    let (v, t, p) = (&cfg.vision, &cfg.text, cfg.projection_dim);
+    let grid = v.image_size / v.patch.max(1);
+    let vw = v.tower.width;
+    put(
+        "vision_model.embeddings.patch_embedding.weight".into(),
+        vec![vw, 3, v.patch, v.patch],
+        false,
+    );
+    put(
+        "vision_model.embeddings.class_embedding".into(),
+        vec![vw],
+        false,
+    );
+    put(
+        "vision_model.embeddings.position_embedding.weight".into(),
+        vec![grid * grid + 1, vw],
+        false,
+    );
+    put(
+        "text_model.embeddings.token_embedding.weight".into(),
+        vec![t.vocab, t.tower.width],
+        false,
+    );
+    put(
+        "text_model.embeddings.position_embedding.weight".into(),
+        vec![t.context, t.tower.width],
+        false,
+    );
+    for (tower, c) in [("vision_model", &v.tower), ("text_model", &t.tower)] {
+        let d = c.width;
+        for i in 0..c.layers {
+            let l = format!("{tower}.encoder.layers.{i}");
+            for n in ["layer_norm1", "layer_norm2"] {
+                put(format!("{l}.{n}.weight"), vec![d], true);
+                put(format!("{l}.{n}.bias"), vec![d], true);
+            }
+            for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                put(format!("{l}.self_attn.{n}.weight"), vec![d, d], false);
+                put(format!("{l}.self_attn.{n}.bias"), vec![d], false);
+            }
+            put(format!("{l}.mlp.fc1.weight"), vec![c.mlp, d], false);
+            put(format!("{l}.mlp.fc1.bias"), vec![c.mlp], false);
+            put(format!("{l}.mlp.fc2.weight"), vec![d, c.mlp], false);
+            put(format!("{l}.mlp.fc2.bias"), vec![d], false);
+        }
+    }
+    for (n, d) in [
+        ("vision_model.pre_layrnorm", vw),
+        ("vision_model.post_layernorm", vw),
+        ("text_model.final_layer_norm", t.tower.width),
+    ] {
+        put(format!("{n}.weight"), vec![d], true);
+        put(format!("{n}.bias"), vec![d], true);
+    }
+    put("visual_projection.weight".into(), vec![p, vw], false);
+    put(
+        "text_projection.weight".into(),
+        vec![p, t.tower.width],
+        false,
+    );
+    map.insert(
+        "logit_scale".into(),
+        Raw {
+            shape: vec![],
+            data: vec![2.6592],
+        },
+    );
+    ClipModel::from_weights(
+        &Weights {
+            map: &map,
+            device,
+            what: "invented weights",
+        },
+        cfg,
+    )
+}
