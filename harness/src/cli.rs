@@ -753,6 +753,13 @@ pub struct RunArgs {
     /// up to 512 images per cell, else 0 (each replicate costs an n × n eigen solve).
     #[arg(long)]
     pub bootstrap: Option<usize>,
+    /// Quality and preference scores of every evaluated cell, as extra metric rows and a
+    /// report table: any of aesthetic, clipscore, pickscore, hpsv2 (models as in `score`;
+    /// default: none).
+    #[arg(long, value_delimiter = ',')]
+    pub scores: Vec<String>,
+    #[command(flatten)]
+    pub score_models: ScoreModelOpts,
     #[command(flatten)]
     pub inception: InceptionOpts,
     /// Output folder (the cache of tuned models and samples lives in its `cache/`).

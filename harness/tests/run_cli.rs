@@ -289,3 +289,110 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("# adt-bench run"));
 }
+
+/// `run --scores`: the CLIP-based metrics as frame rows (per seed and over seeds, with
+/// intervals), a report table and the weights' hashes in the manifest.
+#[test]
+fn run_adds_quality_and_preference_scores() {
+    let Some(w) = weights() else { return };
+    let base = std::env::var_os("ADT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let f = base.join("clip-metrics");
+    if !f.join("reference.safetensors").exists() {
+        eprintln!(
+            "SKIPPED: clip-metrics fixtures not found at {}",
+            f.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let s = |p: &str| f.join(p).display().to_string();
+    let (clip, head, oc, occ) = (
+        s("hf-clip"),
+        s("aesthetic-head.safetensors"),
+        s("open-clip/open_clip_model.safetensors"),
+        s("open-clip/tiny-hpsv2-vit.json"),
+    );
+    let o = common::run_with_weights(
+        &tmp.path().join("cache"),
+        &w,
+        &[
+            "run",
+            "-n",
+            "4",
+            "--batch",
+            "4",
+            "--methods",
+            "base",
+            "--eval-samplers",
+            "ddim:2",
+            "--seeds",
+            "0,1",
+            "--bootstrap",
+            "50",
+            "--scores",
+            "aesthetic,clipscore,hpsv2",
+            "--clip-model",
+            &clip,
+            "--aesthetic-clip",
+            &clip,
+            "--aesthetic-head",
+            &head,
+            "--hps-model",
+            &oc,
+            "--hps-config",
+            &occ,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    for metric in ["aesthetic", "clipscore", "hpsv2"] {
+        for seed in ["0", "1", ""] {
+            let r = rows
+                .iter()
+                .find(|r| &r[7] == metric && &r[6] == seed)
+                .unwrap_or_else(|| panic!("no {metric} row for seed '{seed}':\n{csv}"));
+            let (v, lo, hi): (f64, f64, f64) = (
+                r[8].parse().unwrap(),
+                r[9].parse().unwrap(),
+                r[10].parse().unwrap(),
+            );
+            assert!(
+                lo <= v + 1e-12 && v <= hi + 1e-12,
+                "{metric} {seed}: {v} [{lo}, {hi}]"
+            );
+            assert_eq!(&r[11], if seed.is_empty() { "8" } else { "4" });
+        }
+    }
+    // The over-seeds value is the mean of the two seeds' values.
+    let val = |seed: &str| -> f64 {
+        rows.iter()
+            .find(|r| &r[7] == "aesthetic" && &r[6] == seed)
+            .unwrap()[8]
+            .parse()
+            .unwrap()
+    };
+    assert!((val("") - (val("0") + val("1")) / 2.0).abs() < 1e-12);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Quality and preference scores"), "{md}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    for metric in ["aesthetic", "clipscore", "hpsv2"] {
+        let files = m["scores"][metric]["files_sha256"].as_array().unwrap();
+        assert!(
+            files.iter().all(|f| f[1].as_str().unwrap().len() == 64),
+            "{m}"
+        );
+    }
+    assert!(
+        m["scores"]["aesthetic"]["files_sha256"]
+            .to_string()
+            .contains("aesthetic-head")
+    );
+}

@@ -66,7 +66,8 @@ fn fmt_value(metric: &str, v: f64) -> String {
         return format!("{v}");
     }
     match metric {
-        "kid" | "kid_diff" => format!("{v:.4}"),
+        "kid" | "kid_diff" | "hpsv2" => format!("{v:.4}"),
+        "aesthetic" | "pickscore" => format!("{v:.3}"),
         m if m.ends_with("accuracy") => format!("{v:.3}"),
         m if m.starts_with("tune_") => format!("{v:.4}"),
         _ => format!("{v:.2}"),
@@ -186,6 +187,45 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
         ]);
     }
     out.push(t);
+
+    // 1b. Quality and preference scores, when the run computed any.
+    const SCORES: [(&str, &str); 4] = [
+        ("aesthetic", "aesthetic"),
+        ("clipscore", "CLIP score"),
+        ("pickscore", "PickScore"),
+        ("hpsv2", "HPSv2"),
+    ];
+    let present: Vec<(&str, &str)> = SCORES
+        .iter()
+        .copied()
+        .filter(|(k, _)| rows.iter().any(|r| r.metric == *k))
+        .collect();
+    if !present.is_empty() {
+        let mut header: Vec<String> = ["model", "method", "train sampler", "eval sampler"]
+            .map(String::from)
+            .to_vec();
+        header.extend(present.iter().map(|(_, h)| h.to_string()));
+        let mut t = Table {
+            title: "Quality and preference scores (mean over seeds, 95 % interval)".into(),
+            header,
+            rows: Vec::new(),
+            note: "Per image (with its prompt), then the mean; intervals from a two-stage \
+                   bootstrap (seeds, then images). LAION aesthetic v2 (1–10 scale for the real \
+                   head), CLIP score as torchmetrics (max(mean 100·cos, 0)), PickScore \
+                   (exp(logit_scale)·cos), HPSv2 (raw cosine; v2.0 and v2.1 are not comparable; \
+                   the version is in the manifest). Higher is better for all four."
+                .into(),
+        };
+        for ((m, _, me, ts, es), v) in &all {
+            if es == "-" || me == "adt-ft" || !present.iter().any(|(k, _)| v.contains_key(*k)) {
+                continue;
+            }
+            let mut row = vec![m.clone(), me.clone(), ts.clone(), es.clone()];
+            row.extend(present.iter().map(|(k, _)| get(v, k)));
+            t.rows.push(row);
+        }
+        out.push(t);
+    }
 
     // 2. Paired ADT − FT.
     let mut t = Table {

@@ -24,6 +24,7 @@ pub struct FileConfig {
     weights: Option<Vec<String>>,
     backbone: Option<Vec<String>>,
     bootstrap: Option<usize>,
+    scores: Option<Vec<String>>,
     inception_weights: Option<PathBuf>,
     out: Option<PathBuf>,
 }
@@ -46,6 +47,8 @@ pub struct Resolved {
     pub weights: Vec<String>,
     pub backbone: Vec<String>,
     pub bootstrap: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<String>,
     pub out: PathBuf,
 }
 
@@ -82,6 +85,7 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<RunArgs> {
         device,
         weights,
         backbone,
+        scores,
         out
     );
     if f.guidance.is_some() && !given("guidance") {
@@ -117,6 +121,7 @@ pub fn save(a: &RunArgs, dir: &Path) -> anyhow::Result<Resolved> {
         weights: a.weights.clone(),
         backbone: a.backbone.clone(),
         bootstrap: bootstrap_reps(a),
+        scores: a.scores.clone(),
         out: a.out.clone(),
     };
     let text = format!(

@@ -221,7 +221,73 @@ pub fn rows(
 }
 
 fn is_control(r: &MetricRow) -> bool {
-    r.seed.is_some() && !r.metric.starts_with("fid") && !r.metric.starts_with("kid")
+    r.seed.is_some()
+        && !r.metric.starts_with("fid")
+        && !r.metric.starts_with("kid")
+        && adt_metrics::clip::Metric::parse(&r.metric).is_none()
+}
+
+/// One cell's per-image scores of one CLIP-based metric (for the over-seeds rows).
+pub struct ScoredCell {
+    /// The cell (with its seed).
+    pub cell: MetricRow,
+    /// Metric name.
+    pub metric: String,
+    /// Per image.
+    pub per_sample: Vec<f64>,
+}
+
+/// Over-seeds rows of the CLIP-based scores: the mean of the seeds' values with a two-stage
+/// bootstrap interval (seeds, then images); CLIP score's mean clamped at 0 as torchmetrics.
+pub fn score_rows(cells: &[ScoredCell], reps: usize) -> anyhow::Result<Vec<MetricRow>> {
+    use adt_metrics::bootstrap::{mean_replicates, over_seeds, percentile_interval};
+    let mut groups: BTreeMap<String, (MetricRow, Vec<&ScoredCell>)> = BTreeMap::new();
+    for c in cells {
+        let k = MetricRow {
+            seed: None,
+            ..c.cell.at(&c.metric, 0.0, 0)
+        };
+        groups
+            .entry(k.key())
+            .or_insert_with(|| (k, Vec::new()))
+            .1
+            .push(c);
+    }
+    let clamp = |m: &str, v: f64| if m == "clipscore" { v.max(0.0) } else { v };
+    let mut out = Vec::new();
+    for (key, (mut row, members)) in groups {
+        let per_seed_values: Vec<f64> = members
+            .iter()
+            .map(|c| {
+                clamp(
+                    &c.metric,
+                    c.per_sample.iter().sum::<f64>() / c.per_sample.len().max(1) as f64,
+                )
+            })
+            .collect();
+        row.value = per_seed_values.iter().sum::<f64>() / per_seed_values.len() as f64;
+        row.n = members.iter().map(|c| c.per_sample.len()).sum();
+        if reps > 0 {
+            let seed = key
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+            let per_seed: Vec<Vec<f64>> = members
+                .iter()
+                .map(|c| {
+                    mean_replicates(&c.per_sample, reps, seed)
+                        .into_iter()
+                        .map(|v| clamp(&c.metric, v))
+                        .collect()
+                })
+                .collect();
+            let r = over_seeds(&per_seed, reps, seed);
+            let (lo, hi) = percentile_interval(&r, 0.95)?;
+            row.ci_low = Some(lo);
+            row.ci_high = Some(hi);
+        }
+        out.push(row);
+    }
+    Ok(out)
 }
 
 /// Means over seeds (no interval) of the per-seed control rows (everything but FID/KID and

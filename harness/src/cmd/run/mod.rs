@@ -402,6 +402,21 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         .clone()
         .context("the real set has no features")?;
 
+    // The CLIP-based scores, loaded once for every cell.
+    let reps = config::bootstrap_reps(a);
+    let scorers = if a.scores.is_empty() {
+        Vec::new()
+    } else {
+        let metrics = super::score::parse_metrics(&a.scores.join(","))?;
+        super::score::load_scorers(
+            &metrics,
+            &super::score::sources(&a.score_models),
+            &opts.device,
+            g.quiet,
+        )?
+    };
+    let mut scored: Vec<intervals::ScoredCell> = Vec::new();
+
     let mut rows: Vec<MetricRow> = Vec::new();
     let mut evaluated: Vec<intervals::Evaluated> = Vec::new();
     // (label, tuning log) of every tuned state, for the loss curves.
@@ -497,6 +512,28 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     for (name, v) in controls(&images, &prompts) {
                         rows.push(cell.at(name, v, images.len()));
                     }
+                    if !scorers.is_empty() {
+                        let p = &prompts[..images.len().min(prompts.len())];
+                        for sc in super::score::score_set(
+                            &scorers,
+                            &images,
+                            Some(p),
+                            16,
+                            reps.max(1),
+                            seed,
+                        )? {
+                            let mut r = cell.at(sc.scores.metric, sc.scores.value, images.len());
+                            if reps > 0 {
+                                (r.ci_low, r.ci_high) = (Some(sc.ci95.0), Some(sc.ci95.1));
+                            }
+                            rows.push(r);
+                            scored.push(intervals::ScoredCell {
+                                cell: cell.clone(),
+                                metric: sc.scores.metric.to_string(),
+                                per_sample: sc.scores.per_sample,
+                            });
+                        }
+                    }
                     evaluated.push(intervals::Evaluated {
                         cell,
                         seed,
@@ -510,8 +547,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     }
 
     // FID/KID with intervals, means over seeds, paired ADT − FT differences.
-    let reps = config::bootstrap_reps(a);
     rows.extend(intervals::rows(&real_feats, &evaluated, reps, g.quiet)?);
+    rows.extend(intervals::score_rows(&scored, reps)?);
     rows.extend(intervals::seed_means_of_controls(&rows));
 
     // The frame.
@@ -539,6 +576,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             },
         })).collect::<Vec<_>>(),
         "data": { "real_images_sha256": real_hash },
+        "scores": scorers.iter().map(|sc| (sc.metric().name(), serde_json::json!({
+            "files_sha256": sc.files(), "processor": sc.processor().describe(), "version": sc.version(),
+        }))).collect::<BTreeMap<_, _>>(),
         "hashes": hashes,
         "machine": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
                      "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
