@@ -306,3 +306,80 @@ fn bench_clip_times_our_tower_and_says_when_transformers_is_missing() {
         "{j}"
     );
 }
+
+#[test]
+fn models_resolve_from_the_hugging_face_cache_layout_offline() {
+    let Some(f) = fixture() else { return };
+    let hub = tempfile::tempdir().unwrap();
+    // models--org--name/{refs/main, snapshots/REV/…} as huggingface_hub writes it.
+    let root = hub.path().join("models--acme--tiny-clip");
+    let snap = root.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::write(root.join("refs/main"), "0123abcd").unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(f.join("hf-clip").join(file), snap.join(file)).unwrap();
+    }
+    // A second repo with a config but no weights.
+    let bare = hub.path().join("models--acme--no-weights/snapshots/feed");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::create_dir_all(hub.path().join("models--acme--no-weights/refs")).unwrap();
+    std::fs::write(
+        hub.path().join("models--acme--no-weights/refs/main"),
+        "feed",
+    )
+    .unwrap();
+    std::fs::copy(f.join("hf-clip/config.json"), bare.join("config.json")).unwrap();
+
+    let imgs = tempfile::tempdir().unwrap();
+    copy_images(&f, imgs.path(), 2);
+    std::fs::write(
+        imgs.path().join("prompts.txt"),
+        "a photo of an astronaut\na cup\n",
+    )
+    .unwrap();
+    let go = |repo: &str| {
+        common::bin()
+            .args([
+                "score",
+                imgs.path().to_str().unwrap(),
+                "--metric",
+                "clipscore",
+                "--clip-model",
+                repo,
+                "--json",
+            ])
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HUB_CACHE", hub.path())
+            .output()
+            .unwrap()
+    };
+    let o = go("acme/tiny-clip");
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = j["metrics"][0]["weights"].to_string();
+    assert!(
+        files.contains("snapshots/0123abcd/model.safetensors"),
+        "{files}"
+    );
+    // The same numbers as from the folder itself.
+    let o2 = score(imgs.path(), &["--metric", "clipscore", "--json"], &f);
+    let j2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
+    assert_eq!(
+        j["metrics"][0]["per_sample"],
+        j2["metrics"][0]["per_sample"]
+    );
+
+    let o = go("acme/no-weights");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("model.safetensors") && t.contains("HF_HUB_OFFLINE"),
+        "{t}"
+    );
+}

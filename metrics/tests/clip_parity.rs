@@ -493,3 +493,26 @@ fn wrong_family_checkpoints_are_refused_by_name() {
     .to_string();
     assert!(e.contains("open_clip_config.json"), "{e}");
 }
+
+#[test]
+fn hpsv2_style_torch_checkpoints_are_read() {
+    // `{'state_dict': {'module.' + name: float16}}` as HPSv2's *_compressed.pt files.
+    let Some(dir) = fixture() else { return };
+    let pt =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/open-clip-compressed-f16.pt");
+    let got = adt_metrics::clip::load::read_file(&pt).unwrap();
+    let want =
+        adt_metrics::clip::load::read_file(&dir.join("open-clip/open_clip_model.safetensors"))
+            .unwrap();
+    assert_eq!(got.len(), 7, "{:?}", got.keys().collect::<Vec<_>>());
+    for (name, r) in &got {
+        let w = want
+            .get(name)
+            .unwrap_or_else(|| panic!("`{name}`: module. prefix not stripped?"));
+        assert_eq!(r.shape, w.shape, "{name}");
+        for (a, b) in r.data.iter().zip(&w.data) {
+            // float16 storage: relative rounding 2^-11.
+            assert!((a - b).abs() <= b.abs() * 1e-3 + 1e-6, "{name}: {a} vs {b}");
+        }
+    }
+}

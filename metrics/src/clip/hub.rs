@@ -94,9 +94,9 @@ pub fn repo_file(spec: &str, file: &str, flag: &str) -> Result<Option<PathBuf>> 
 }
 
 /// A transformers model folder: a local folder as is, or a repo's snapshot holding
-/// `files` (config, weights, tokenizer), each fetched as needed. Optional files are
-/// skipped when the repo lacks them.
-pub fn model_folder(spec: &str, files: &[&str], optional: &[&str], flag: &str) -> Result<PathBuf> {
+/// `config.json`, one weights file (`model.safetensors`, else `pytorch_model.bin`) and the
+/// `optional` files (tokenizer, processor) when the repo has them.
+pub fn model_folder(spec: &str, optional: &[&str], flag: &str) -> Result<PathBuf> {
     let p = PathBuf::from(spec);
     if p.is_dir() {
         return Ok(p);
@@ -106,20 +106,37 @@ pub fn model_folder(spec: &str, files: &[&str], optional: &[&str], flag: &str) -
             "{spec}: no such folder (give a transformers CLIPModel folder or a Hugging Face repo id)"
         )));
     }
-    let mut dir = None;
-    for f in files {
-        let got = repo_file(spec, f, flag)?.ok_or_else(|| {
-            Error::Clip(format!(
-                "{spec} has no `{f}`: not a transformers CLIPModel repo"
-            ))
-        })?;
-        dir = got.parent().map(Path::to_path_buf);
+    let config = repo_file(spec, "config.json", flag)?.ok_or_else(|| {
+        Error::Clip(format!(
+            "{spec} has no `config.json`: not a transformers CLIPModel repo"
+        ))
+    })?;
+    let dir = config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::Clip(format!("{spec}: bad cache path")))?;
+    const WEIGHTS: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+    if !WEIGHTS.iter().any(|w| dir.join(w).is_file()) {
+        let mut got = false;
+        for w in WEIGHTS {
+            if repo_file(spec, w, flag)?.is_some() {
+                got = true;
+                break;
+            }
+        }
+        if !got {
+            return Err(Error::Clip(format!(
+                "{spec} has neither model.safetensors nor pytorch_model.bin"
+            )));
+        }
     }
     for f in optional {
-        // Best effort: the folder works without them.
-        let _ = repo_file(spec, f, flag);
+        if !dir.join(f).is_file() {
+            // Best effort: the folder works without them (a fallback may supply a tokenizer).
+            let _ = repo_file(spec, f, flag);
+        }
     }
-    dir.ok_or_else(|| Error::Clip(format!("{spec}: nothing to fetch")))
+    Ok(dir)
 }
 
 /// A file fetched once into the adt-bench cache from a URL (curl), checked by size and/or

@@ -270,7 +270,6 @@ fn hf_tokenizer(dir: &Path, fallback: Option<&str>, context: usize) -> Result<Cl
     }
 }
 
-const HF_FILES: [&str; 2] = ["config.json", "model.safetensors"];
 const HF_OPTIONAL: [&str; 3] = [
     "tokenizer.json",
     "tokenizer_config.json",
@@ -292,7 +291,7 @@ impl Scorer {
                     Metric::PickScore => (&src.pickscore_model, "--pickscore-model"),
                     _ => (&src.aesthetic_clip, "--aesthetic-clip"),
                 };
-                let dir = hub::model_folder(spec, &HF_FILES, &HF_OPTIONAL, flag)?;
+                let dir = hub::model_folder(spec, &HF_OPTIONAL, flag)?;
                 let (model, prov) = load::load_hf(&dir, device)?;
                 for f in &prov.files {
                     record(f)?;
