@@ -328,9 +328,14 @@ impl Scorer {
                     ),
                     _ => (Some(hf_tokenizer(&dir, None, context)?), None, src.resample),
                 };
+                let processor = match (metric, resample) {
+                    // The aesthetic predictor's reference preprocessing is clip.load's.
+                    (Metric::Aesthetic, Resample::Pil) => Processor::clip_load(),
+                    _ => Processor::openai(resample),
+                };
                 Scorer {
                     metric,
-                    processor: Processor::openai(resample),
+                    processor,
                     model,
                     tokenizer,
                     head,

@@ -47,6 +47,10 @@ pub enum Processor {
         std: [f32; 3],
         /// Which uint8 bicubic.
         resample: Resample,
+        /// Crop offsets `round((h − crop)/2)` (half to even) as torchvision's `CenterCrop`
+        /// in OpenAI's `clip.load` transform, instead of transformers' `int((h − crop)/2)`.
+        #[serde(default)]
+        round_crop: bool,
     },
     /// HPSv2's validation transform (`ResizeMaxSize` on the tensor, zero pad, mean/std).
     Hps {
@@ -62,7 +66,7 @@ pub enum Processor {
 }
 
 impl Processor {
-    /// OpenAI's CLIP processor at 224 with the given resampler.
+    /// transformers' `CLIPImageProcessor` at 224 with the given resampler.
     pub fn openai(resample: Resample) -> Self {
         Processor::Clip {
             size: 224,
@@ -70,6 +74,20 @@ impl Processor {
             mean: OPENAI_MEAN,
             std: OPENAI_STD,
             resample,
+            round_crop: false,
+        }
+    }
+
+    /// OpenAI's `clip.load` transform (the aesthetic predictor's): PIL bicubic, torchvision
+    /// `CenterCrop` (rounded offsets), `ToTensor`, mean/std.
+    pub fn clip_load() -> Self {
+        Processor::Clip {
+            size: 224,
+            crop: 224,
+            mean: OPENAI_MEAN,
+            std: OPENAI_STD,
+            resample: Resample::Pil,
+            round_crop: true,
         }
     }
 
@@ -98,12 +116,23 @@ impl Processor {
                 size,
                 crop,
                 resample,
+                round_crop,
                 ..
             } => format!(
-                "CLIPImageProcessor: short side {size} ({} uint8 bicubic, antialiased), centre crop {crop}, OpenAI mean/std",
+                "{}: short side {size} ({} uint8 bicubic, antialiased), centre crop {crop}{}, OpenAI mean/std",
+                if *round_crop {
+                    "clip.load transform"
+                } else {
+                    "CLIPImageProcessor"
+                },
                 match resample {
                     Resample::Torchvision => "torchvision",
                     Resample::Pil => "PIL",
+                },
+                if *round_crop {
+                    " (rounded offsets)"
+                } else {
+                    ""
                 }
             ),
             Processor::Hps {
@@ -123,7 +152,8 @@ impl Processor {
                 mean,
                 std,
                 resample,
-            } => clip(img, *size, *crop, mean, std, *resample),
+                round_crop,
+            } => clip(img, *size, *crop, mean, std, *resample, *round_crop),
             Processor::Hps {
                 size,
                 antialias,
@@ -153,6 +183,7 @@ fn clip(
     mean: &[f32; 3],
     std: &[f32; 3],
     resample: Resample,
+    round_crop: bool,
 ) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (oh, ow) = short_side_size(h, w, size);
@@ -160,8 +191,15 @@ fn clip(
     let mut out = vec![0f32; 3 * crop * crop];
     // transformers' center_crop: top = int((h − crop)/2); a side shorter than the crop is
     // padded with zeros around the image (never the case after the resize above).
-    let top = (oh as i64 - crop as i64) / 2;
-    let left = (ow as i64 - crop as i64) / 2;
+    let offset = |full: usize| -> i64 {
+        let d = full as i64 - crop as i64;
+        if round_crop {
+            (d as f64 / 2.0).round_ties_even() as i64
+        } else {
+            d / 2
+        }
+    };
+    let (top, left) = (offset(oh), offset(ow));
     for ch in 0..3 {
         let plane: Vec<u8> = (0..w * h).map(|i| raw[i * 3 + ch]).collect();
         let r = resize_u8(&plane, w, h, ow, oh, resample);
@@ -177,7 +215,9 @@ fn clip(
                 o[y * crop + x] = match resample {
                     // The fast processor fuses the rescale into the normalisation.
                     Resample::Torchvision => (v - 255.0 * mean[ch]) / (255.0 * std[ch]),
-                    // The slow one rescales (in float32), then normalises.
+                    // clip.load: ToTensor divides by 255.
+                    Resample::Pil if round_crop => (v / 255.0 - mean[ch]) / std[ch],
+                    // The slow processor rescales (in float32), then normalises.
                     Resample::Pil => (v * (1.0f32 / 255.0) - mean[ch]) / std[ch],
                 };
             }
@@ -434,6 +474,25 @@ mod tests {
         // 150·224/190 = 176.84… → 177; 2.5 → 2 (half to even).
         assert_eq!(max_side_size(150, 190, 224), Some((177, 224)));
         assert_eq!(max_side_size(5, 448, 224), Some((2, 224)));
+    }
+
+    #[test]
+    fn clip_load_rounds_the_crop_offset_half_to_even() {
+        // A 224×355 image: (355 − 224)/2 = 65.5 → torchvision's CenterCrop 66, transformers 65.
+        let img = RgbImage::from_fn(224, 355, |_, y| image::Rgb([y as u8, 0, 0]));
+        let row0 = |p: &Processor| {
+            let v = p.apply(&img)[0];
+            ((v * OPENAI_STD[0] + OPENAI_MEAN[0]) * 255.0).round() as i64
+        };
+        assert_eq!(row0(&Processor::clip_load()), 66);
+        assert_eq!(row0(&Processor::openai(Resample::Pil)), 65);
+        // 64.5 → 64 in both.
+        let img = RgbImage::from_fn(224, 353, |_, y| image::Rgb([y as u8, 0, 0]));
+        let v = Processor::clip_load().apply(&img)[0];
+        assert_eq!(
+            ((v * OPENAI_STD[0] + OPENAI_MEAN[0]) * 255.0).round() as i64,
+            64
+        );
     }
 
     #[test]
