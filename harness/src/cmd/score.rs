@@ -52,7 +52,6 @@ pub fn sources(o: &ScoreModelOpts) -> Sources {
             Resample::Pil
         },
         hps_antialias: !o.hps_no_antialias,
-        ..Sources::default()
     }
 }
 

@@ -18,7 +18,8 @@ use crate::preprocess::{BICUBIC, coeffs};
 
 /// OpenAI CLIP's normalisation mean (RGB).
 pub const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// OpenAI CLIP's normalisation standard deviation (RGB).
+/// OpenAI CLIP's normalisation standard deviation (RGB), as the processors' configs write it.
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The uint8 bicubic resampler of a CLIP processor.

@@ -981,6 +981,14 @@ mod tests {
             device: "cpu".into(),
             weights: Vec::new(),
             backbone: Vec::new(),
+            scores: Vec::new(),
+            score_models: {
+                use clap::Parser;
+                match crate::cli::App::try_parse_from(["adt-bench", "run"]).map(|a| a.cmd) {
+                    Ok(crate::cli::Command::Run(r)) => r.score_models,
+                    _ => unreachable!("`adt-bench run` parses"),
+                }
+            },
             inception: crate::cli::InceptionOpts {
                 inception_weights: None,
                 no_download: true,
