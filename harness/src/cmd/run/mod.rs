@@ -521,6 +521,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                             16,
                             reps.max(1),
                             seed,
+                            true,
                         )? {
                             let mut r = cell.at(sc.scores.metric, sc.scores.value, images.len());
                             if reps > 0 {
