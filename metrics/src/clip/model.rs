@@ -140,6 +140,10 @@ impl Linear {
         } else {
             None
         };
+        Linear::new(wt, b)
+    }
+
+    fn new(wt: Tensor, b: Option<Tensor>) -> Result<Self> {
         Ok(Linear { wt, b })
     }
 
@@ -147,6 +151,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inp = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
+
         let y = x.reshape((rows, inp))?.matmul(&self.wt)?;
         let y = match &self.b {
             Some(b) => y.broadcast_add(b)?,
@@ -177,9 +182,8 @@ impl Norm {
 
 struct Layer {
     ln1: Norm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v in one GEMM (`[d, 3d]`), the attention scale folded into q's columns.
+    qkv: Linear,
     o: Linear,
     ln2: Norm,
     fc1: Linear,
@@ -205,11 +209,21 @@ impl Encoder {
             .map(|i| {
                 let p = format!("{prefix}.layers.{i}");
                 let a = format!("{p}.self_attn");
+                let scale = ((d / cfg.heads) as f64).powf(-0.5);
+                let q = Linear::load(w, &format!("{a}.q_proj"), d, d, true)?;
+                let k = Linear::load(w, &format!("{a}.k_proj"), d, d, true)?;
+                let v = Linear::load(w, &format!("{a}.v_proj"), d, d, true)?;
+                let bias = |l: &Linear| l.b.clone().expect("loaded with bias");
+                let qkv = Linear::new(
+                    Tensor::cat(&[&(&q.wt * scale)?, &k.wt, &v.wt], 1)?.contiguous()?,
+                    Some(Tensor::cat(
+                        &[&(bias(&q) * scale)?, &bias(&k), &bias(&v)],
+                        0,
+                    )?),
+                )?;
                 Ok(Layer {
                     ln1: Norm::load(w, &format!("{p}.layer_norm1"), d, cfg.eps)?,
-                    q: Linear::load(w, &format!("{a}.q_proj"), d, d, true)?,
-                    k: Linear::load(w, &format!("{a}.k_proj"), d, d, true)?,
-                    v: Linear::load(w, &format!("{a}.v_proj"), d, d, true)?,
+                    qkv,
                     o: Linear::load(w, &format!("{a}.out_proj"), d, d, true)?,
                     ln2: Norm::load(w, &format!("{p}.layer_norm2"), d, cfg.eps)?,
                     fc1: Linear::load(w, &format!("{p}.mlp.fc1"), d, cfg.mlp, true)?,
@@ -227,18 +241,17 @@ impl Encoder {
         let (b, n, d) = x.dims3()?;
         let heads = self.cfg.heads;
         let hd = d / heads;
-        let scale = (hd as f64).powf(-0.5);
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, n, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
         for l in &self.layers {
             let h = l.ln1.forward(&x)?;
-            let q = split((l.q.forward(&h)? * scale)?)?;
-            let k = split(l.k.forward(&h)?)?;
-            let v = split(l.v.forward(&h)?)?;
-            let mut att = q.matmul(&k.t()?.contiguous()?)?;
+            // [b, n, 3, heads, hd] → [3, b, heads, n, hd]
+            let qkv = l
+                .qkv
+                .forward(&h)?
+                .reshape((b, n, 3, heads, hd))?
+                .permute((2, 0, 3, 1, 4))?
+                .contiguous()?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            let mut att = q.matmul(&k.t()?)?;
             if let Some(m) = mask {
                 att = att.broadcast_add(m)?;
             }
