@@ -325,7 +325,11 @@ fn run_adds_quality_and_preference_scores() {
             "--batch",
             "4",
             "--methods",
-            "base",
+            "base,ft,adt",
+            "--train-samplers",
+            "ddim:4",
+            "--tune-args",
+            "--iters 2 --d-warmup 1 --h 2 --batch 4",
             "--eval-samplers",
             "ddim:2",
             "--seeds",
@@ -356,7 +360,7 @@ fn run_adds_quality_and_preference_scores() {
         for seed in ["0", "1", ""] {
             let r = rows
                 .iter()
-                .find(|r| &r[7] == metric && &r[6] == seed)
+                .find(|r| &r[1] == "base" && &r[7] == metric && &r[6] == seed)
                 .unwrap_or_else(|| panic!("no {metric} row for seed '{seed}':\n{csv}"));
             let (v, lo, hi): (f64, f64, f64) = (
                 r[8].parse().unwrap(),
@@ -371,16 +375,27 @@ fn run_adds_quality_and_preference_scores() {
         }
     }
     // The over-seeds value is the mean of the two seeds' values.
-    let val = |seed: &str| -> f64 {
+    let val = |method: &str, metric: &str, seed: &str| -> f64 {
         rows.iter()
-            .find(|r| &r[7] == "aesthetic" && &r[6] == seed)
-            .unwrap()[8]
+            .find(|r| &r[1] == method && &r[7] == metric && &r[6] == seed)
+            .unwrap_or_else(|| panic!("no {method} {metric} seed '{seed}':\n{csv}"))[8]
             .parse()
             .unwrap()
     };
-    assert!((val("") - (val("0") + val("1")) / 2.0).abs() < 1e-12);
+    let a = |seed: &str| val("base", "aesthetic", seed);
+    assert!((a("") - (a("0") + a("1")) / 2.0).abs() < 1e-12);
+    // Paired ADT − FT per seed = the difference of the two methods' means (per-image pairs).
+    for seed in ["0", "1"] {
+        let d = val("adt-ft", "hpsv2_diff", seed);
+        let want = val("adt", "hpsv2", seed) - val("ft", "hpsv2", seed);
+        assert!((d - want).abs() < 1e-9, "seed {seed}: {d} vs {want}");
+    }
+    let d_all = val("adt-ft", "aesthetic_diff", "");
+    let want = (val("adt-ft", "aesthetic_diff", "0") + val("adt-ft", "aesthetic_diff", "1")) / 2.0;
+    assert!((d_all - want).abs() < 1e-12);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## Quality and preference scores"), "{md}");
+    assert!(md.contains("ΔHPSv2") && md.contains("Δaesthetic"), "{md}");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     for metric in ["aesthetic", "clipscore", "hpsv2"] {

@@ -66,8 +66,8 @@ fn fmt_value(metric: &str, v: f64) -> String {
         return format!("{v}");
     }
     match metric {
-        "kid" | "kid_diff" | "hpsv2" => format!("{v:.4}"),
-        "aesthetic" | "pickscore" => format!("{v:.3}"),
+        "kid" | "kid_diff" | "hpsv2" | "hpsv2_diff" => format!("{v:.4}"),
+        "aesthetic" | "pickscore" | "aesthetic_diff" | "pickscore_diff" => format!("{v:.3}"),
         m if m.ends_with("accuracy") => format!("{v:.3}"),
         m if m.starts_with("tune_") => format!("{v:.4}"),
         _ => format!("{v:.2}"),
@@ -245,6 +245,21 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
                images on both sides of each replicate. Negative = ADT better."
             .into(),
     };
+    let score_diffs: Vec<(&str, &str)> = SCORES
+        .iter()
+        .map(|(k, h)| (*k, *h))
+        .filter(|(k, _)| rows.iter().any(|r| r.metric == format!("{k}_diff")))
+        .collect();
+    for (_, h) in &score_diffs {
+        t.header.insert(t.header.len() - 1, format!("Δ{h}"));
+    }
+    if !score_diffs.is_empty() {
+        t.note.push_str(
+            " Score differences are per image (ADT's sample i minus FT's), resampled in pairs; \
+             positive = ADT better for the scores (higher is better), and CLIP score's \
+             difference is of the unclamped means.",
+        );
+    }
     for ((m, _, me, ts, es), v) in &all {
         if me != "adt-ft" {
             continue;
@@ -255,14 +270,20 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             Some((Some(_), Some(_))) => "no difference shown (interval contains 0)",
             _ => "no interval",
         };
-        t.rows.push(vec![
+        let mut row = vec![
             m.clone(),
             ts.clone(),
             es.clone(),
             get(v, "fid_diff"),
             get(v, "kid_diff"),
-            reading.into(),
-        ]);
+        ];
+        row.extend(
+            score_diffs
+                .iter()
+                .map(|(k, _)| get(v, &format!("{k}_diff"))),
+        );
+        row.push(reading.into());
+        t.rows.push(row);
     }
     if !t.rows.is_empty() {
         out.push(t);

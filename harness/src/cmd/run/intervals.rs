@@ -224,7 +224,7 @@ fn is_control(r: &MetricRow) -> bool {
     r.seed.is_some()
         && !r.metric.starts_with("fid")
         && !r.metric.starts_with("kid")
-        && adt_metrics::clip::Metric::parse(&r.metric).is_none()
+        && adt_metrics::clip::Metric::parse(r.metric.trim_end_matches("_diff")).is_none()
 }
 
 /// One cell's per-image scores of one CLIP-based metric (for the over-seeds rows).
@@ -253,6 +253,7 @@ pub fn score_rows(cells: &[ScoredCell], reps: usize) -> anyhow::Result<Vec<Metri
             .1
             .push(c);
     }
+    // torchmetrics' clamp applies to CLIP score itself, not to paired differences.
     let clamp = |m: &str, v: f64| if m == "clipscore" { v.max(0.0) } else { v };
     let mut out = Vec::new();
     for (key, (mut row, members)) in groups {
@@ -320,6 +321,68 @@ pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
             r
         })
         .collect()
+}
+
+/// Paired ADT − FT differences of the CLIP-based scores: per image i, ADT's sample i minus
+/// FT's (same caption and initial noise), as cells of method `adt-ft` and metric
+/// `{metric}_diff`; per-seed rows (images resampled, the same indices on both sides since the
+/// difference is taken per image) and, through [`score_rows`], over-seeds rows.
+pub fn score_diff_rows(cells: &[ScoredCell], reps: usize) -> anyhow::Result<Vec<MetricRow>> {
+    use adt_metrics::bootstrap::{mean_replicates, percentile_interval};
+    let key = |c: &ScoredCell, method: &str| {
+        (
+            c.cell.model.clone(),
+            method.to_string(),
+            c.cell.train_sampler.clone(),
+            c.cell.eval_sampler.clone(),
+            c.cell.seed,
+            c.metric.clone(),
+        )
+    };
+    let index: BTreeMap<_, &ScoredCell> =
+        cells.iter().map(|c| (key(c, &c.cell.method), c)).collect();
+    let mut diffs = Vec::new();
+    for a in cells.iter().filter(|c| c.cell.method == "adt") {
+        let Some(f) = index.get(&key(a, "ft")) else {
+            continue;
+        };
+        if a.per_sample.len() != f.per_sample.len() {
+            continue;
+        }
+        diffs.push(ScoredCell {
+            cell: MetricRow {
+                method: "adt-ft".into(),
+                ..a.cell.clone()
+            },
+            metric: format!("{}_diff", a.metric),
+            per_sample: a
+                .per_sample
+                .iter()
+                .zip(&f.per_sample)
+                .map(|(x, y)| x - y)
+                .collect(),
+        });
+    }
+    let mut out = Vec::new();
+    for d in &diffs {
+        let n = d.per_sample.len();
+        let mut r = d.cell.at(
+            &d.metric,
+            d.per_sample.iter().sum::<f64>() / n.max(1) as f64,
+            n,
+        );
+        if reps > 0 {
+            let seed = r
+                .key()
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+            let (lo, hi) = percentile_interval(&mean_replicates(&d.per_sample, reps, seed), 0.95)?;
+            (r.ci_low, r.ci_high) = (Some(lo), Some(hi));
+        }
+        out.push(r);
+    }
+    out.extend(score_rows(&diffs, reps)?);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -550,6 +550,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     // FID/KID with intervals, means over seeds, paired ADT − FT differences.
     rows.extend(intervals::rows(&real_feats, &evaluated, reps, g.quiet)?);
     rows.extend(intervals::score_rows(&scored, reps)?);
+    rows.extend(intervals::score_diff_rows(&scored, reps)?);
     rows.extend(intervals::seed_means_of_controls(&rows));
 
     // The frame.
