@@ -504,3 +504,25 @@ fn hpsv2_style_torch_checkpoints_are_read() {
         }
     }
 }
+
+#[test]
+fn a_tokenizer_file_with_its_own_padding_gives_the_same_ids() {
+    let Some(dir) = fixture() else { return };
+    let src = dir.join("hf-clip/tokenizer.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&src).unwrap()).unwrap();
+    v["padding"] = serde_json::json!({"strategy": {"Fixed": 77}, "direction": "Right",
+        "pad_to_multiple_of": null, "pad_id": 619, "pad_type_id": 0, "pad_token": "<|endoftext|>"});
+    v["truncation"] = serde_json::json!({"direction": "Right", "max_length": 5,
+        "strategy": "LongestFirst", "stride": 0});
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("tokenizer.json");
+    std::fs::write(&p, v.to_string()).unwrap();
+    let ps = prompts(&dir);
+    let a = ClipTokenizer::from_hf(&src, 77)
+        .unwrap()
+        .encode(&ps)
+        .unwrap();
+    let b = ClipTokenizer::from_hf(&p, 77).unwrap().encode(&ps).unwrap();
+    assert_eq!(a, b);
+}

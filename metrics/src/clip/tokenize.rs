@@ -46,7 +46,11 @@ impl ClipTokenizer {
     /// A transformers CLIP `tokenizer.json` (with `tokenizer_config.json` beside it naming
     /// the pad token when present).
     pub fn from_hf(path: &Path, context: usize) -> Result<Self> {
-        let tok = Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+        let mut tok = Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+        // Padding and truncation are applied here, as the processor does, never by the file's
+        // own settings.
+        tok.with_padding(None);
+        tok.with_truncation(None).map_err(|e| tok_err(path, e))?;
         let id = |s: &str| tok.token_to_id(s);
         let bos = id("<|startoftext|>").ok_or_else(|| tok_err(path, "no <|startoftext|> token"))?;
         let eos = id("<|endoftext|>").ok_or_else(|| tok_err(path, "no <|endoftext|> token"))?;
