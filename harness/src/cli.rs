@@ -755,7 +755,7 @@ pub struct RunArgs {
     pub bootstrap: Option<usize>,
     /// Quality and preference scores of every evaluated cell, as extra metric rows and a
     /// report table: any of aesthetic, clipscore, pickscore, hpsv2 (models as in `score`;
-    /// default: none).
+    /// in a --config file under a `[score_models]` table, keys as the flags; default: none).
     #[arg(long, value_delimiter = ',')]
     pub scores: Vec<String>,
     #[command(flatten)]

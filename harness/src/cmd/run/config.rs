@@ -25,8 +25,58 @@ pub struct FileConfig {
     backbone: Option<Vec<String>>,
     bootstrap: Option<usize>,
     scores: Option<Vec<String>>,
+    score_models: Option<ScoreModelsFile>,
     inception_weights: Option<PathBuf>,
     out: Option<PathBuf>,
+}
+
+/// The `[score_models]` table: where `--scores`' models come from (keys as the flags).
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreModelsFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pickscore_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pickscore_processor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aesthetic_clip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aesthetic_head: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hps_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hps_config: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hps_tokenizer: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hps_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aesthetic_processor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hps_no_antialias: Option<bool>,
+}
+
+impl ScoreModelsFile {
+    fn of(o: &crate::cli::ScoreModelOpts) -> Self {
+        ScoreModelsFile {
+            clip_model: Some(o.clip_model.clone()),
+            pickscore_model: Some(o.pickscore_model.clone()),
+            pickscore_processor: Some(o.pickscore_processor.clone()),
+            aesthetic_clip: Some(o.aesthetic_clip.clone()),
+            aesthetic_head: o.aesthetic_head.clone(),
+            hps_model: Some(o.hps_model.clone()),
+            hps_config: o.hps_config.clone(),
+            hps_tokenizer: o.hps_tokenizer.clone(),
+            hps_version: o.hps_version.clone(),
+            processor: Some(o.processor.clone()),
+            aesthetic_processor: Some(o.aesthetic_processor.clone()),
+            hps_no_antialias: Some(o.hps_no_antialias),
+        }
+    }
 }
 
 /// The configuration a run used, every value resolved (saved as `config.toml`; `run --config`
@@ -50,6 +100,9 @@ pub struct Resolved {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scores: Vec<String>,
     pub out: PathBuf,
+    /// Only with `scores`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_models: Option<ScoreModelsFile>,
 }
 
 /// `a` with the values of its `--config` file filled in wherever the command line did not
@@ -94,6 +147,36 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<RunArgs> {
     if f.bootstrap.is_some() && !given("bootstrap") {
         r.bootstrap = f.bootstrap;
     }
+    if let Some(m) = f.score_models {
+        let o = &mut r.score_models;
+        macro_rules! fill_opt {
+            ($($field:ident),*) => {$(
+                if let Some(v) = m.$field {
+                    if !given(stringify!($field)) {
+                        o.$field = v;
+                    }
+                }
+            )*};
+        }
+        fill_opt!(
+            clip_model,
+            pickscore_model,
+            pickscore_processor,
+            aesthetic_clip,
+            hps_model,
+            processor,
+            aesthetic_processor,
+            hps_no_antialias
+        );
+        macro_rules! fill_some {
+            ($($field:ident),*) => {$(
+                if m.$field.is_some() && !given(stringify!($field)) {
+                    o.$field = m.$field;
+                }
+            )*};
+        }
+        fill_some!(aesthetic_head, hps_config, hps_tokenizer, hps_version);
+    }
     if f.inception_weights.is_some() && !given("inception_weights") {
         r.inception.inception_weights = f.inception_weights;
     }
@@ -123,6 +206,7 @@ pub fn save(a: &RunArgs, dir: &Path) -> anyhow::Result<Resolved> {
         bootstrap: bootstrap_reps(a),
         scores: a.scores.clone(),
         out: a.out.clone(),
+        score_models: (!a.scores.is_empty()).then(|| ScoreModelsFile::of(&a.score_models)),
     };
     let text = format!(
         "# The configuration of this run, every option resolved; `adt-bench run --config` reads it.\n{}",
@@ -173,6 +257,51 @@ mod tests {
                 .unwrap();
         assert_eq!(back.num, Some(16));
         assert_eq!(back.seeds, Some(vec![0, 1, 2]));
+        assert!(
+            back.score_models.is_none(),
+            "no [score_models] without --scores"
+        );
+
+        // The score models' table fills the flags not given.
+        std::fs::write(
+            &cfg,
+            "scores = [\"aesthetic\"]\n[score_models]\naesthetic_clip = \"/m/clip\"\n\
+             aesthetic_head = \"/m/head.pth\"\nhps_model = \"/m/hps.pt\"\n",
+        )
+        .unwrap();
+        let app = crate::parse_args([
+            "adt-bench",
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--hps-model",
+            "/cli/hps.pt",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(a2) = app.cmd else {
+            panic!("not run")
+        };
+        let r2 = apply(&a2).unwrap();
+        assert_eq!(r2.scores, ["aesthetic"]);
+        assert_eq!(r2.score_models.aesthetic_clip, "/m/clip");
+        assert_eq!(
+            r2.score_models.aesthetic_head.as_deref(),
+            Some(Path::new("/m/head.pth"))
+        );
+        assert_eq!(r2.score_models.hps_model, "/cli/hps.pt", "the flag wins");
+        assert_eq!(
+            r2.score_models.clip_model, "openai/clip-vit-large-patch14",
+            "defaults stay"
+        );
+        save(&r2, dir.path()).unwrap();
+        let back: FileConfig =
+            toml::from_str(&std::fs::read_to_string(dir.path().join("config.toml")).unwrap())
+                .unwrap();
+        let sm = back
+            .score_models
+            .expect("[score_models] saved with --scores");
+        assert_eq!(sm.aesthetic_clip.as_deref(), Some("/m/clip"));
+        assert_eq!(sm.hps_model.as_deref(), Some("/cli/hps.pt"));
 
         std::fs::write(&cfg, "seed = [1]\n").unwrap();
         let e = format!("{:#}", apply(&a).unwrap_err());
