@@ -451,34 +451,29 @@ fn wrong_family_checkpoints_are_refused_by_name() {
         tmp.path().join("model.safetensors"),
     )
     .unwrap();
-    let e = load_hf(tmp.path(), &dev).err().unwrap().to_string();
+    /// The error's message (the call must fail).
+    fn message<T>(r: adt_metrics::Result<T>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+    let e = message(load_hf(tmp.path(), &dev));
     assert!(e.contains("open_clip checkpoint"), "{e}");
-    let e = load_open_clip(&dir.join("hf-clip/model.safetensors"), None, &dev)
-        .err()
-        .unwrap()
-        .to_string();
+    let oc = |p: &str| message(load_open_clip(&dir.join(p), None, &dev));
+    let e = oc("hf-clip/model.safetensors");
     assert!(e.contains("transformers CLIPModel"), "{e}");
     // The aesthetic head is neither.
-    let e = load_open_clip(&dir.join("aesthetic-head.safetensors"), None, &dev)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = oc("aesthetic-head.safetensors");
     assert!(e.contains("aesthetic-predictor head"), "{e}");
     // A CLIP model given as the aesthetic head.
-    let e = AestheticHead::load(&dir.join("hf-clip/model.safetensors"), &dev)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = message(AestheticHead::load(
+        &dir.join("hf-clip/model.safetensors"),
+        &dev,
+    ));
     assert!(e.contains("not the aesthetic head"), "{e}");
     // An open_clip file without a config and no embedded config of its size.
-    let e = load_open_clip(
-        &dir.join("open-clip/open_clip_model.safetensors"),
-        None,
-        &dev,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = oc("open-clip/open_clip_model.safetensors");
     assert!(e.contains("open_clip_config.json"), "{e}");
 }
 
@@ -497,8 +492,16 @@ fn hpsv2_style_torch_checkpoints_are_read() {
         let w = want
             .get(name)
             .unwrap_or_else(|| panic!("`{name}`: module. prefix not stripped?"));
-        assert_eq!(r.shape, w.shape, "{name}");
-        for (a, b) in r.data.iter().zip(&w.data) {
+        assert_eq!(r.dims(), w.dims(), "{name}");
+        let f32s = |t: &Tensor| -> Vec<f32> {
+            t.to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for (a, b) in f32s(r).iter().zip(&f32s(w)) {
             // float16 storage: relative rounding 2^-11.
             assert!((a - b).abs() <= b.abs() * 1e-3 + 1e-6, "{name}: {a} vs {b}");
         }

@@ -12,7 +12,9 @@ use serde_json::Value;
 use super::model::{
     Act, ClipConfig, ClipModel, Pool, TextConfig, TowerConfig, VisionConfig, Weights,
 };
-use crate::weights::{Raw, read_tensors};
+use candle_core::Tensor;
+
+use crate::weights::read_tensors;
 use crate::{Error, Result};
 
 /// Which checkpoint family a tensor set belongs to.
@@ -35,7 +37,7 @@ impl Family {
 }
 
 /// Guess what a tensor set is, for the "wrong family" messages.
-pub fn detect(map: &BTreeMap<String, Raw>) -> std::result::Result<Family, String> {
+pub fn detect<V>(map: &BTreeMap<String, V>) -> std::result::Result<Family, String> {
     let has = |p: &str| map.keys().any(|k| k.starts_with(p));
     if has("vision_model.") && has("text_model.") {
         return Ok(Family::Transformers);
@@ -60,19 +62,43 @@ pub fn detect(map: &BTreeMap<String, Raw>) -> std::result::Result<Family, String
     Err(what)
 }
 
-/// Read every tensor of a weights file (safetensors, `torch.save` zip incl. a
-/// `state_dict` entry) as f32; `module.` prefixes are dropped.
-pub fn read_file(path: &Path) -> Result<BTreeMap<String, Raw>> {
+/// Read every tensor of a weights file onto the CPU: safetensors in their stored dtype, a
+/// `torch.save` zip (incl. a `state_dict` entry, f16/bf16 storages) as f32; `module.`
+/// prefixes are dropped. The towers take these tensors as they are (f32 on the CPU shares the
+/// storage) or convert them on their device, so the weights are held once after loading.
+pub fn read_file(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    read_file_hashed(path).map(|(map, _)| map)
+}
+
+/// [`read_file`] and the file's SHA-256, from the same read for safetensors (a torch zip is
+/// hashed in a second, streamed pass).
+pub fn read_file_hashed(path: &Path) -> Result<(BTreeMap<String, Tensor>, String)> {
     use std::io::Read;
     let mut head = [0u8; 8];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| Error::io(path, e))?;
-    let map = read_tensors(path, &head[..n]).map_err(|e| match e.at(path) {
-        Error::Weights { path, problem } => Error::Clip(format!("{}: {problem}", path.display())),
-        e => e,
-    })?;
-    Ok(map
+    let bad = |problem: String| Error::Clip(format!("{}: {problem}", path.display()));
+    let (map, sha): (BTreeMap<String, Tensor>, String) = if n == 8 && &head[..4] != b"PK\x03\x04" {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let sha = sha256_hex(&bytes);
+        let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+            .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?
+            .into_iter()
+            .collect();
+        (map, sha)
+    } else {
+        let raw = read_tensors(path, &head[..n]).map_err(|e| match e.at(path) {
+            Error::Weights { problem, .. } => bad(problem),
+            e => e,
+        })?;
+        let map = raw
+            .into_iter()
+            .map(|(k, r)| Ok((k, Tensor::from_vec(r.data, r.shape, &Device::Cpu)?)))
+            .collect::<Result<_>>()?;
+        (map, sha256_file(path)?)
+    };
+    let map = map
         .into_iter()
         .map(|(k, v)| {
             (
@@ -80,7 +106,38 @@ pub fn read_file(path: &Path) -> Result<BTreeMap<String, Raw>> {
                 v,
             )
         })
-        .collect())
+        .collect();
+    Ok((map, sha))
+}
+
+/// SHA-256 (hex) of bytes.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    crate::weights::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+/// SHA-256 (hex) of a file, streamed.
+pub(crate) fn sha256_file(p: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::weights::hex(&h.finalize()))
+}
+
+/// A JSON file's parsed value and SHA-256, from one read.
+fn read_json(p: &Path) -> Result<(Value, String)> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    let v =
+        serde_json::from_str(&text).map_err(|e| Error::Clip(format!("{}: {e}", p.display())))?;
+    Ok((v, sha256_hex(text.as_bytes())))
 }
 
 /// The weight files of a transformers folder: `model.safetensors`, its shards, or
@@ -303,27 +360,14 @@ pub const EMBEDDED_OPEN_CLIP: [(&str, &str); 3] = [
 ];
 
 /// Rename open_clip tensors into transformers' names (splitting the fused q/k/v and
-/// transposing the `x @ W` projections); unused buffers (`attn_mask`) are dropped.
-pub fn rename_open_clip(map: BTreeMap<String, Raw>) -> BTreeMap<String, Raw> {
+/// transposing the `x @ W` projections); unused buffers (`attn_mask`) keep their names and are
+/// ignored by the model.
+pub fn rename_open_clip(map: BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
-    let transpose = |r: Raw| -> Raw {
-        let (a, b) = (r.shape[0], r.shape[1]);
-        let mut data = vec![0f32; a * b];
-        for i in 0..a {
-            for j in 0..b {
-                data[j * a + i] = r.data[i * b + j];
-            }
-        }
-        Raw {
-            shape: vec![b, a],
-            data,
-        }
-    };
     for (k, v) in map {
-        let (tower, rest) = if let Some(r) = k.strip_prefix("visual.") {
-            ("vision_model", r.to_string())
-        } else {
-            ("text_model", k.clone())
+        let (tower, rest) = match k.strip_prefix("visual.") {
+            Some(r) => ("vision_model", r.to_string()),
+            None => ("text_model", k.clone()),
         };
         let name = match rest.as_str() {
             "conv1.weight" => "vision_model.embeddings.patch_embedding.weight".into(),
@@ -337,46 +381,36 @@ pub fn rename_open_clip(map: BTreeMap<String, Raw>) -> BTreeMap<String, Raw> {
             "ln_final.weight" => "text_model.final_layer_norm.weight".into(),
             "ln_final.bias" => "text_model.final_layer_norm.bias".into(),
             "logit_scale" => "logit_scale".into(),
-            "proj" if tower == "vision_model" && v.shape.len() == 2 => {
-                out.insert("visual_projection.weight".into(), transpose(v));
+            "proj" if tower == "vision_model" && v.rank() == 2 => {
+                out.insert("visual_projection.weight".into(), v.t()?.contiguous()?);
                 continue;
             }
-            "text_projection" if v.shape.len() == 2 => {
-                out.insert("text_projection.weight".into(), transpose(v));
+            "text_projection" if v.rank() == 2 => {
+                out.insert("text_projection.weight".into(), v.t()?.contiguous()?);
                 continue;
             }
             r => {
                 let Some(blk) = r.strip_prefix("transformer.resblocks.") else {
-                    // Anything else (attn_mask, logit_bias, …) is kept under its own name and
-                    // ignored by the model.
                     out.insert(k.clone(), v);
                     continue;
                 };
                 let (i, leaf) = blk.split_once('.').unwrap_or((blk, ""));
                 let p = format!("{tower}.encoder.layers.{i}");
-                match leaf {
-                    "attn.in_proj_weight" | "attn.in_proj_bias" if v.shape[0] % 3 == 0 => {
-                        let d = v.shape[0] / 3;
-                        let row: usize = v.shape[1..].iter().product();
-                        let kind = if leaf.ends_with("weight") {
-                            "weight"
-                        } else {
-                            "bias"
-                        };
-                        for (j, qkv) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-                            let mut shape = v.shape.clone();
-                            shape[0] = d;
-                            out.insert(
-                                format!("{p}.self_attn.{qkv}.{kind}"),
-                                Raw {
-                                    shape,
-                                    data: v.data[j * d * row..(j + 1) * d * row].to_vec(),
-                                },
-                            );
-                        }
-                        continue;
+                if matches!(leaf, "attn.in_proj_weight" | "attn.in_proj_bias") && v.dim(0)? % 3 == 0
+                {
+                    let d = v.dim(0)? / 3;
+                    let kind = if leaf.ends_with("weight") {
+                        "weight"
+                    } else {
+                        "bias"
+                    };
+                    for (j, qkv) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                        out.insert(
+                            format!("{p}.self_attn.{qkv}.{kind}"),
+                            v.narrow(0, j * d, d)?.contiguous()?,
+                        );
                     }
-                    _ => {}
+                    continue;
                 }
                 let leaf = leaf
                     .replace("attn.out_proj", "self_attn.out_proj")
@@ -389,33 +423,16 @@ pub fn rename_open_clip(map: BTreeMap<String, Raw>) -> BTreeMap<String, Raw> {
         };
         out.insert(name, v);
     }
-    out
+    Ok(out)
 }
 
 /// What a loaded CLIP model came from.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Provenance {
-    /// The files read (weights and config).
-    pub files: Vec<PathBuf>,
-    /// SHA-256 of the tensors (name, shape, f32 values; packaging-independent).
-    pub tensors_sha256: String,
+    /// The files read (weights and config), each with its SHA-256.
+    pub files: Vec<(PathBuf, String)>,
     /// `transformers` or `open_clip`.
     pub family: &'static str,
-}
-
-fn tensors_hash(map: &BTreeMap<String, Raw>) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for (k, r) in map {
-        h.update(k.as_bytes());
-        for d in &r.shape {
-            h.update((*d as u64).to_le_bytes());
-        }
-        for v in &r.data {
-            h.update(v.to_le_bytes());
-        }
-    }
-    crate::weights::hex(&h.finalize())
 }
 
 /// Load a transformers `CLIPModel` folder.
@@ -423,9 +440,11 @@ pub fn load_hf(dir: &Path, device: &Device) -> Result<(ClipModel, Provenance)> {
     let what = dir.display().to_string();
     let cfg_path = dir.join("config.json");
     let mut map = BTreeMap::new();
-    let files = hf_weight_files(dir)?;
-    for f in &files {
-        map.extend(read_file(f)?);
+    let mut files = Vec::new();
+    for f in hf_weight_files(dir)? {
+        let (m, sha) = read_file_hashed(&f)?;
+        map.extend(m);
+        files.push((f, sha));
     }
     match detect(&map) {
         Ok(Family::Transformers) => {}
@@ -440,25 +459,14 @@ pub fn load_hf(dir: &Path, device: &Device) -> Result<(ClipModel, Provenance)> {
             )));
         }
     }
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Clip(format!("{}: {e}", cfg_path.display())))?;
+    let (v, sha) = read_json(&cfg_path)?;
     let cfg = hf_config(&v, &what)?;
-    let model = ClipModel::from_weights(
-        &Weights {
-            map: &map,
-            device,
-            what: &what,
-        },
-        &cfg,
-    )?;
-    let mut all = files;
-    all.push(cfg_path);
+    let model = ClipModel::from_weights(&Weights::new(&map, device, &what), &cfg)?;
+    files.push((cfg_path, sha));
     Ok((
         model,
         Provenance {
-            files: all,
-            tensors_sha256: tensors_hash(&map),
+            files,
             family: "transformers",
         },
     ))
@@ -473,7 +481,7 @@ pub fn load_open_clip(
     device: &Device,
 ) -> Result<(ClipModel, Provenance)> {
     let what = file.display().to_string();
-    let map = read_file(file)?;
+    let (map, sha) = read_file_hashed(file)?;
     match detect(&map) {
         Ok(Family::OpenClip) => {}
         Ok(Family::Transformers) => {
@@ -488,21 +496,19 @@ pub fn load_open_clip(
             )));
         }
     }
-    let mut files = vec![file.to_path_buf()];
+    let mut files = vec![(file.to_path_buf(), sha)];
     let beside = file.with_file_name("open_clip_config.json");
     let cfg = match config
         .map(Path::to_path_buf)
         .or_else(|| beside.is_file().then_some(beside))
     {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Clip(format!("{}: {e}", p.display())))?;
-            files.push(p);
+            let (v, sha) = read_json(&p)?;
+            files.push((p, sha));
             open_clip_config(&v, &what)?
         }
         None => {
-            let width = map.get("visual.conv1.weight").map_or(0, |r| r.shape[0]);
+            let width = map.get("visual.conv1.weight").map_or(0, |t| t.dims()[0]);
             let layers = map
                 .keys()
                 .filter(|k| {
@@ -526,120 +532,21 @@ pub fn load_open_clip(
             })?
         }
     };
-    let renamed = rename_open_clip(map);
-    let model = ClipModel::from_weights(
-        &Weights {
-            map: &renamed,
-            device,
-            what: &what,
-        },
-        &cfg,
-    )?;
+    let renamed = rename_open_clip(map)?;
+    let model = ClipModel::from_weights(&Weights::new(&renamed, device, &what), &cfg)?;
     Ok((
         model,
         Provenance {
             files,
-            tensors_sha256: tensors_hash(&renamed),
             family: "open_clip",
         },
     ))
 }
 
-/// A model of `cfg` with invented weights (N(0, 0.02²) matrices, LayerNorms near identity,
-/// drawn from a ChaCha8 stream seeded by `seed`): throughput needs only the architecture.
+/// A model of `cfg` with invented weights (N(0, 0.02²) tensors, LayerNorm weights near 1,
+/// drawn in the order the model asks for them from a ChaCha8 stream seeded by `seed`):
+/// throughput needs only the architecture.
 pub fn random(cfg: &ClipConfig, seed: u64, device: &Device) -> Result<ClipModel> {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, Normal};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
-    let mut map = BTreeMap::new();
-    let mut put = |name: String, shape: Vec<usize>, ln: bool| {
-        let n: usize = shape.iter().product();
-        let data = (0..n)
-            .map(|_| {
-                let v = normal.sample(&mut rng);
-                if ln && name.ends_with("weight") {
-                    1.0 + v
-                } else {
-                    v
-                }
-            })
-            .collect();
-        map.insert(name, Raw { shape, data });
-    };
-    let (v, t, p) = (&cfg.vision, &cfg.text, cfg.projection_dim);
-    let grid = v.image_size / v.patch.max(1);
-    let vw = v.tower.width;
-    put(
-        "vision_model.embeddings.patch_embedding.weight".into(),
-        vec![vw, 3, v.patch, v.patch],
-        false,
-    );
-    put(
-        "vision_model.embeddings.class_embedding".into(),
-        vec![vw],
-        false,
-    );
-    put(
-        "vision_model.embeddings.position_embedding.weight".into(),
-        vec![grid * grid + 1, vw],
-        false,
-    );
-    put(
-        "text_model.embeddings.token_embedding.weight".into(),
-        vec![t.vocab, t.tower.width],
-        false,
-    );
-    put(
-        "text_model.embeddings.position_embedding.weight".into(),
-        vec![t.context, t.tower.width],
-        false,
-    );
-    for (tower, c) in [("vision_model", &v.tower), ("text_model", &t.tower)] {
-        let d = c.width;
-        for i in 0..c.layers {
-            let l = format!("{tower}.encoder.layers.{i}");
-            for n in ["layer_norm1", "layer_norm2"] {
-                put(format!("{l}.{n}.weight"), vec![d], true);
-                put(format!("{l}.{n}.bias"), vec![d], true);
-            }
-            for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                put(format!("{l}.self_attn.{n}.weight"), vec![d, d], false);
-                put(format!("{l}.self_attn.{n}.bias"), vec![d], false);
-            }
-            put(format!("{l}.mlp.fc1.weight"), vec![c.mlp, d], false);
-            put(format!("{l}.mlp.fc1.bias"), vec![c.mlp], false);
-            put(format!("{l}.mlp.fc2.weight"), vec![d, c.mlp], false);
-            put(format!("{l}.mlp.fc2.bias"), vec![d], false);
-        }
-    }
-    for (n, d) in [
-        ("vision_model.pre_layrnorm", vw),
-        ("vision_model.post_layernorm", vw),
-        ("text_model.final_layer_norm", t.tower.width),
-    ] {
-        put(format!("{n}.weight"), vec![d], true);
-        put(format!("{n}.bias"), vec![d], true);
-    }
-    put("visual_projection.weight".into(), vec![p, vw], false);
-    put(
-        "text_projection.weight".into(),
-        vec![p, t.tower.width],
-        false,
-    );
-    map.insert(
-        "logit_scale".into(),
-        Raw {
-            shape: vec![],
-            data: vec![2.6592],
-        },
-    );
-    ClipModel::from_weights(
-        &Weights {
-            map: &map,
-            device,
-            what: "invented weights",
-        },
-        cfg,
-    )
+    let empty = BTreeMap::new();
+    ClipModel::from_weights(&Weights::invented(&empty, device, seed), cfg)
 }

@@ -212,22 +212,6 @@ pub struct MetricScores {
     pub preference: Option<Vec<f64>>,
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(crate::weights::hex(&h.finalize()))
-}
-
 fn hf_tokenizer(dir: &Path, fallback: Option<&str>, context: usize) -> Result<ClipTokenizer> {
     let local = dir.join("tokenizer.json");
     if local.is_file() {
@@ -257,9 +241,8 @@ impl Scorer {
     /// Load a metric's model from `sources` onto `device`.
     pub fn load(metric: Metric, src: &Sources, device: &Device) -> Result<Scorer> {
         let mut files = Vec::new();
-        let mut record = |p: &Path| -> Result<()> {
-            files.push((p.display().to_string(), sha256_file(p)?));
-            Ok(())
+        let hashed = |p: &Path| -> Result<(String, String)> {
+            Ok((p.display().to_string(), load::sha256_file(p)?))
         };
         let scorer = match metric {
             Metric::ClipScore | Metric::PickScore | Metric::Aesthetic => {
@@ -270,9 +253,11 @@ impl Scorer {
                 };
                 let dir = hub::model_folder(spec, &HF_OPTIONAL, flag)?;
                 let (model, prov) = load::load_hf(&dir, device)?;
-                for f in &prov.files {
-                    record(f)?;
-                }
+                files.extend(
+                    prov.files
+                        .iter()
+                        .map(|(f, h)| (f.display().to_string(), h.clone())),
+                );
                 let context = model.config().text.context;
                 let (tokenizer, head, resample) = match metric {
                     Metric::Aesthetic => {
@@ -295,7 +280,7 @@ impl Scorer {
                                 model.config().projection_dim
                             )));
                         }
-                        record(&head_path)?;
+                        files.push(hashed(&head_path)?);
                         (None, Some(head), src.aesthetic_resample)
                     }
                     Metric::PickScore => (
@@ -337,9 +322,11 @@ impl Scorer {
                     )));
                 }
                 let (model, prov) = load::load_open_clip(&file, src.hps_config.as_deref(), device)?;
-                for f in &prov.files {
-                    record(f)?;
-                }
+                files.extend(
+                    prov.files
+                        .iter()
+                        .map(|(f, h)| (f.display().to_string(), h.clone())),
+                );
                 let context = model.config().text.context;
                 let tokenizer = match &src.hps_tokenizer {
                     Some(p) if p.extension().is_some_and(|e| e == "json") => {
@@ -347,7 +334,7 @@ impl Scorer {
                     }
                     other => {
                         let p = open_clip_bpe(other.as_deref())?;
-                        record(&p)?;
+                        files.push(hashed(&p)?);
                         ClipTokenizer::from_open_clip_bpe(&p, context)?
                     }
                 };

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 
 use super::tokenize::Tokens;
-use crate::weights::Raw;
 use crate::{Error, Result};
 
 /// The MLP activation.
@@ -97,29 +96,82 @@ pub struct ClipConfig {
     pub projection_dim: usize,
 }
 
-/// Named tensors of a model being built; every lookup checks the shape and names what is
-/// missing.
+/// Named tensors of a model being built; every lookup checks the shape, names what is
+/// missing, and converts to f32 on the model's device. With `invent`, a missing tensor is
+/// drawn instead (N(0, 0.02²); LayerNorm weights 1 + that), for timing without weights.
 pub(crate) struct Weights<'a> {
-    pub(crate) map: &'a BTreeMap<String, Raw>,
-    pub(crate) device: &'a Device,
+    map: &'a BTreeMap<String, Tensor>,
+    device: &'a Device,
     pub(crate) what: &'a str,
+    invent: Option<std::cell::RefCell<rand_chacha::ChaCha8Rng>>,
 }
 
-impl Weights<'_> {
+impl<'a> Weights<'a> {
+    pub(crate) fn new(
+        map: &'a BTreeMap<String, Tensor>,
+        device: &'a Device,
+        what: &'a str,
+    ) -> Self {
+        Weights {
+            map,
+            device,
+            what,
+            invent: None,
+        }
+    }
+
+    pub(crate) fn invented(
+        map: &'a BTreeMap<String, Tensor>,
+        device: &'a Device,
+        seed: u64,
+    ) -> Self {
+        use rand::SeedableRng;
+        Weights {
+            map,
+            device,
+            what: "invented weights",
+            invent: Some(std::cell::RefCell::new(
+                rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            )),
+        }
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        self.device
+    }
+
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let raw = self.map.get(name).ok_or_else(|| {
-            Error::Clip(format!(
-                "{}: the weights lack tensor `{name}` (expected shape {shape:?})",
-                self.what
-            ))
-        })?;
-        if raw.shape != shape {
+        let t = match (self.map.get(name), &self.invent) {
+            (Some(t), _) => t.clone(),
+            (None, Some(rng)) => {
+                use rand_distr::{Distribution, Normal};
+                let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+                let norm = name.contains("norm") || name.contains("layrnorm");
+                let one = if norm && name.ends_with("weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                let mut rng = rng.borrow_mut();
+                let n: usize = shape.iter().product();
+                let data: Vec<f32> = (0..n).map(|_| one + normal.sample(&mut *rng)).collect();
+                Tensor::from_vec(data, shape, &Device::Cpu)?
+            }
+            (None, None) => {
+                return Err(Error::Clip(format!(
+                    "{}: the weights lack tensor `{name}` (expected shape {shape:?})",
+                    self.what
+                )));
+            }
+        };
+        if t.dims() != shape {
             return Err(Error::Clip(format!(
                 "{}: tensor `{name}` has shape {:?}, the configuration needs {shape:?}",
-                self.what, raw.shape
+                self.what,
+                t.dims()
             )));
         }
-        Ok(Tensor::from_slice(&raw.data, shape, self.device)?)
+        Ok(t.to_dtype(DType::F32)?.to_device(self.device)?)
     }
 }
 
@@ -350,7 +402,7 @@ impl ClipModel {
             tproj: Linear::load(w, "text_projection", tw, p, false)?,
             logit_scale: logit.to_dtype(DType::F32)?.to_scalar::<f32>()?,
             cfg: cfg.clone(),
-            device: w.device.clone(),
+            device: w.device().clone(),
         })
     }
 

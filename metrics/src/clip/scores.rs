@@ -15,7 +15,6 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::load::read_file;
-use crate::weights::Raw;
 use crate::{Error, Result};
 
 /// `cos` of every (image, prompt) pair: `[images][prompts]`, from normalised rows.
@@ -63,7 +62,6 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
 /// The LAION aesthetic predictor v2 head: five linear layers with no activation between.
 pub struct AestheticHead {
     layers: Vec<(Tensor, Tensor)>,
-    sha256: String,
 }
 
 /// The head's layer names and shapes (`layers.1/3/5` are dropouts).
@@ -82,7 +80,7 @@ impl AestheticHead {
         Self::from_tensors(&map, device, &path.display().to_string())
     }
 
-    fn from_tensors(map: &BTreeMap<String, Raw>, device: &Device, what: &str) -> Result<Self> {
+    fn from_tensors(map: &BTreeMap<String, Tensor>, device: &Device, what: &str) -> Result<Self> {
         if map
             .keys()
             .any(|k| k.starts_with("vision_model.") || k.starts_with("visual."))
@@ -92,7 +90,7 @@ impl AestheticHead {
                  CLIP backbone with --aesthetic-clip and the head with --aesthetic-head"
             )));
         }
-        let w = super::model::Weights { map, device, what };
+        let w = super::model::Weights::new(map, device, what);
         let layers = AESTHETIC_LAYERS
             .iter()
             .map(|(n, i, o)| {
@@ -104,22 +102,7 @@ impl AestheticHead {
                 ))
             })
             .collect::<Result<_>>()?;
-        let mut h = <sha2::Sha256 as sha2::Digest>::new();
-        for (k, r) in map {
-            sha2::Digest::update(&mut h, k.as_bytes());
-            for v in &r.data {
-                sha2::Digest::update(&mut h, v.to_le_bytes());
-            }
-        }
-        Ok(AestheticHead {
-            layers,
-            sha256: crate::weights::hex(&sha2::Digest::finalize(h)),
-        })
-    }
-
-    /// SHA-256 of the head's tensors.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
+        Ok(AestheticHead { layers })
     }
 
     /// Scores of normalised image embeddings `[B, 768]`.
