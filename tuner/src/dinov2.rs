@@ -115,6 +115,43 @@ pub fn hf_to_original(name: &str) -> Option<String> {
     Some(format!("blocks.{i}.{mapped}"))
 }
 
+/// Every tensor a DINOv2 of `cfg` has, in original names, with its shape — except
+/// `pos_embed`, whose length depends on the training resolution.
+fn tensor_shapes(cfg: &Dinov2Config) -> Vec<(String, Vec<usize>)> {
+    let (h, m) = (cfg.hidden, cfg.mlp);
+    let mut out: Vec<(String, Vec<usize>)> = vec![
+        ("cls_token".into(), vec![1, 1, h]),
+        (
+            "patch_embed.proj.weight".into(),
+            vec![h, 3, cfg.patch, cfg.patch],
+        ),
+        ("patch_embed.proj.bias".into(), vec![h]),
+        ("norm.weight".into(), vec![h]),
+        ("norm.bias".into(), vec![h]),
+    ];
+    for i in 0..cfg.layers {
+        for (n, sh) in [
+            ("norm1.weight", vec![h]),
+            ("norm1.bias", vec![h]),
+            ("attn.qkv.weight", vec![3 * h, h]),
+            ("attn.qkv.bias", vec![3 * h]),
+            ("attn.proj.weight", vec![h, h]),
+            ("attn.proj.bias", vec![h]),
+            ("ls1.gamma", vec![h]),
+            ("norm2.weight", vec![h]),
+            ("norm2.bias", vec![h]),
+            ("mlp.fc1.weight", vec![m, h]),
+            ("mlp.fc1.bias", vec![m]),
+            ("mlp.fc2.weight", vec![h, m]),
+            ("mlp.fc2.bias", vec![h]),
+            ("ls2.gamma", vec![h]),
+        ] {
+            out.push((format!("blocks.{i}.{n}"), sh));
+        }
+    }
+    out
+}
+
 impl Dinov2 {
     /// Build from tensors with either naming; every tensor the architecture needs is checked by
     /// name and shape.
@@ -158,35 +195,7 @@ impl Dinov2 {
             }
         }
         let h = cfg.hidden;
-        let mut need: Vec<(String, Vec<usize>)> = vec![
-            ("cls_token".into(), vec![1, 1, h]),
-            (
-                "patch_embed.proj.weight".into(),
-                vec![h, 3, cfg.patch, cfg.patch],
-            ),
-            ("patch_embed.proj.bias".into(), vec![h]),
-            ("norm.weight".into(), vec![h]),
-            ("norm.bias".into(), vec![h]),
-        ];
-        for i in 0..cfg.layers {
-            let b = |s: &str| format!("blocks.{i}.{s}");
-            need.extend([
-                (b("norm1.weight"), vec![h]),
-                (b("norm1.bias"), vec![h]),
-                (b("attn.qkv.weight"), vec![3 * h, h]),
-                (b("attn.qkv.bias"), vec![3 * h]),
-                (b("attn.proj.weight"), vec![h, h]),
-                (b("attn.proj.bias"), vec![h]),
-                (b("ls1.gamma"), vec![h]),
-                (b("norm2.weight"), vec![h]),
-                (b("norm2.bias"), vec![h]),
-                (b("mlp.fc1.weight"), vec![cfg.mlp, h]),
-                (b("mlp.fc1.bias"), vec![cfg.mlp]),
-                (b("mlp.fc2.weight"), vec![h, cfg.mlp]),
-                (b("mlp.fc2.bias"), vec![h]),
-                (b("ls2.gamma"), vec![h]),
-            ]);
-        }
+        let need = tensor_shapes(&cfg);
         for (name, shape) in &need {
             match w.get(name) {
                 None => {
@@ -290,39 +299,13 @@ impl Dinov2 {
     pub fn random_vits14(seed: u64, dev: &Device) -> Result<Self> {
         use rand::{Rng, SeedableRng};
         let cfg = Dinov2Config::vits14();
-        let (h, m) = (cfg.hidden, cfg.mlp);
         let grid = 518 / cfg.patch;
-        let mut shapes: Vec<(String, Vec<usize>)> = vec![
-            ("cls_token".into(), vec![1, 1, h]),
-            ("pos_embed".into(), vec![1, 1 + grid * grid, h]),
-            (
-                "patch_embed.proj.weight".into(),
-                vec![h, 3, cfg.patch, cfg.patch],
-            ),
-            ("patch_embed.proj.bias".into(), vec![h]),
-            ("norm.weight".into(), vec![h]),
-            ("norm.bias".into(), vec![h]),
-        ];
-        for i in 0..cfg.layers {
-            for (n, sh) in [
-                ("norm1.weight", vec![h]),
-                ("norm1.bias", vec![h]),
-                ("attn.qkv.weight", vec![3 * h, h]),
-                ("attn.qkv.bias", vec![3 * h]),
-                ("attn.proj.weight", vec![h, h]),
-                ("attn.proj.bias", vec![h]),
-                ("ls1.gamma", vec![h]),
-                ("norm2.weight", vec![h]),
-                ("norm2.bias", vec![h]),
-                ("mlp.fc1.weight", vec![m, h]),
-                ("mlp.fc1.bias", vec![m]),
-                ("mlp.fc2.weight", vec![h, m]),
-                ("mlp.fc2.bias", vec![h]),
-                ("ls2.gamma", vec![h]),
-            ] {
-                shapes.push((format!("blocks.{i}.{n}"), sh));
-            }
-        }
+        let mut shapes = tensor_shapes(&cfg);
+        // pos_embed's length follows the image size the weights were trained at (518 px).
+        shapes.insert(
+            1,
+            ("pos_embed".into(), vec![1, 1 + grid * grid, cfg.hidden]),
+        );
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut t = HashMap::new();
         for (name, shape) in shapes {

@@ -117,65 +117,37 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<RunArgs> {
     let f: FileConfig =
         toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))?;
     let given = |id: &str| a.explicit.iter().any(|e| e == id);
+    // `fill!(src => dst; a, b; opt c, d)`: a value the file gives replaces the default of an
+    // option the command line did not give; `opt` fields are `Option`s on both sides.
     macro_rules! fill {
-        ($($field:ident),*) => {$(
-            if let Some(v) = f.$field {
-                if !given(stringify!($field)) {
-                    r.$field = v;
-                }
-            }
-        )*};
-    }
-    fill!(
-        models,
-        methods,
-        train_samplers,
-        eval_samplers,
-        seeds,
-        num,
-        batch,
-        tune_args,
-        device,
-        weights,
-        backbone,
-        scores,
-        out
-    );
-    if f.guidance.is_some() && !given("guidance") {
-        r.guidance = f.guidance;
-    }
-    if f.bootstrap.is_some() && !given("bootstrap") {
-        r.bootstrap = f.bootstrap;
-    }
-    if let Some(m) = f.score_models {
-        let o = &mut r.score_models;
-        macro_rules! fill_opt {
-            ($($field:ident),*) => {$(
-                if let Some(v) = m.$field {
+        ($src:ident => $dst:expr; $($field:ident),* $(; opt $($o:ident),*)?) => {
+            $(
+                if let Some(v) = $src.$field {
                     if !given(stringify!($field)) {
-                        o.$field = v;
+                        $dst.$field = v;
                     }
                 }
-            )*};
-        }
-        fill_opt!(
-            clip_model,
-            pickscore_model,
-            pickscore_processor,
-            aesthetic_clip,
-            hps_model,
-            processor,
-            aesthetic_processor,
-            hps_no_antialias
-        );
-        macro_rules! fill_some {
-            ($($field:ident),*) => {$(
-                if m.$field.is_some() && !given(stringify!($field)) {
-                    o.$field = m.$field;
+            )*
+            $($(
+                if $src.$o.is_some() && !given(stringify!($o)) {
+                    $dst.$o = $src.$o;
                 }
-            )*};
-        }
-        fill_some!(aesthetic_head, hps_config, hps_tokenizer, hps_version);
+            )*)?
+        };
+    }
+    fill!(
+        f => r;
+        models, methods, train_samplers, eval_samplers, seeds, num, batch, tune_args, device,
+        weights, backbone, scores, out;
+        opt guidance, bootstrap
+    );
+    if let Some(m) = f.score_models {
+        fill!(
+            m => r.score_models;
+            clip_model, pickscore_model, pickscore_processor, aesthetic_clip, hps_model,
+            processor, aesthetic_processor, hps_no_antialias;
+            opt aesthetic_head, hps_config, hps_tokenizer, hps_version
+        );
     }
     if f.inception_weights.is_some() && !given("inception_weights") {
         r.inception.inception_weights = f.inception_weights;
@@ -221,6 +193,15 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `adt-bench run ARGS` as `main` parses it (with the explicit options recorded).
+    fn run_args(args: &[&str]) -> RunArgs {
+        let app = crate::parse_args(["adt-bench", "run"].iter().chain(args)).unwrap();
+        let crate::cli::Command::Run(a) = app.cmd else {
+            panic!("not run")
+        };
+        a
+    }
+
     #[test]
     fn the_file_fills_what_the_command_line_left_and_typos_are_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,18 +212,7 @@ mod tests {
              tune_args = \"--iters 4\"\nbootstrap = 50\n",
         )
         .unwrap();
-        let app = crate::parse_args([
-            "adt-bench",
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "-n",
-            "16",
-        ])
-        .unwrap();
-        let crate::cli::Command::Run(a) = app.cmd else {
-            panic!("not run")
-        };
+        let a = run_args(&["--config", cfg.to_str().unwrap(), "-n", "16"]);
         let r = apply(&a).unwrap();
         assert_eq!(r.seeds, [0, 1, 2]);
         assert_eq!(r.num, 16, "the flag wins over the file");
@@ -269,18 +239,12 @@ mod tests {
              aesthetic_head = \"/m/head.pth\"\nhps_model = \"/m/hps.pt\"\n",
         )
         .unwrap();
-        let app = crate::parse_args([
-            "adt-bench",
-            "run",
+        let a2 = run_args(&[
             "--config",
             cfg.to_str().unwrap(),
             "--hps-model",
             "/cli/hps.pt",
-        ])
-        .unwrap();
-        let crate::cli::Command::Run(a2) = app.cmd else {
-            panic!("not run")
-        };
+        ]);
         let r2 = apply(&a2).unwrap();
         assert_eq!(r2.scores, ["aesthetic"]);
         assert_eq!(r2.score_models.aesthetic_clip, "/m/clip");

@@ -61,11 +61,7 @@ fn cache_entry(a: &RunArgs, kind: &str, label: &str, parts: &[&str]) -> PathBuf 
 }
 
 fn file_sha256(p: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    adt_plugin_kit::sha256_file(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
 /// Tune `model` with `method` (cached by everything that determines the result); returns the
