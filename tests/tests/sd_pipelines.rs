@@ -1,6 +1,6 @@
 //! The SD-family plugins end to end against diffusers on `shared/fixtures/diffusers-tiny`:
 //! loaded through the plugin boundary (the three `cdylib`s loaded dynamically, like any user
-//! plugin), the prompt encoded through the tokenizers, and the full 6-step sampling of every
+//! plugin), the prompt encoded through the tokenizers, and the full sampling (the fixture's step count) of every
 //! scheduler the fixture lists at guidance 1 and 4 — sampler plans from `adt-plugin-samplers`
 //! executed by the tuner's rollout, starting from the stored initial latents (Euler-ancestral
 //! replays the recorded noise) — compared step by step with the pipeline's latents, and the
@@ -80,18 +80,26 @@ fn check_family(family: &str) {
     let lib = build_plugins().join(lib_name(&format!("adt-plugin-{family}")));
     let info = check_library(&lib).unwrap();
     assert_eq!(info.name, family);
-    let cfg =
-        serde_json::json!({"weights": dir.display().to_string(), "height": 128, "width": 192});
-    let mut model = Model::create(&info, &cfg).unwrap();
-    let desc = model.describe().unwrap();
-    let init = refs.get("sample.init_latent");
-    assert_eq!(&init.shape[1..], &desc.latent_shape);
     let text: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("reference.json"))
             .unwrap()
             .replace("-Infinity", "null"),
     )
     .unwrap();
+    // Image size and step count as the fixture's pipeline call used them.
+    let size = |k: &str| {
+        text["sampling"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("sampling.{k}"))
+    };
+    let (height, width) = (size("height"), size("width"));
+    let steps = size("num_inference_steps") as usize;
+    let cfg =
+        serde_json::json!({"weights": dir.display().to_string(), "height": height, "width": width});
+    let mut model = Model::create(&info, &cfg).unwrap();
+    let desc = model.describe().unwrap();
+    let init = refs.get("sample.init_latent");
+    assert_eq!(&init.shape[1..], &desc.latent_shape);
     let prompt = text["prompt"].as_str().unwrap().to_string();
     let cond = model.encode_prompts(&[prompt]).unwrap();
     let uncond = model.encode_prompts(&[String::new()]).unwrap();
@@ -99,7 +107,7 @@ fn check_family(family: &str) {
     for key in text["schedulers"].as_object().unwrap().keys() {
         let req = PlanRequest {
             sampler: our_name(key).into(),
-            steps: 6,
+            steps,
             schedule: desc.schedule.clone(),
             parameterization: desc.parameterization,
             spacing: (!desc.sampler_default_spacing).then_some(desc.default_spacing),
@@ -144,7 +152,7 @@ fn check_family(family: &str) {
             // x / α = x·√(σ²+1).
             let traj = refs.get(&format!("{base}.trajectory"));
             let per: usize = traj.shape[1..].iter().product();
-            for i in 0..6 {
+            for i in 0..steps {
                 let k = plan
                     .sigmas
                     .as_ref()

@@ -55,6 +55,15 @@ impl Family {
         }
     }
 
+    /// The Hugging Face repo a plugin of this family loads when no weights are given.
+    pub fn default_repo(self) -> &'static str {
+        match self {
+            Family::Sd15 => "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            Family::Sdxl => "stabilityai/stable-diffusion-xl-base-1.0",
+            Family::Sd3 => "stabilityai/stable-diffusion-3-medium-diffusers",
+        }
+    }
+
     /// The diffusers pipeline class of `model_index.json`.
     pub fn pipeline_class(self) -> &'static str {
         match self {
@@ -647,15 +656,8 @@ impl Pipeline {
                 );
                 let te = t5.forward(&ids(tok3)?, dev)?;
                 let clip = Tensor::cat(&[&l.penultimate, &g.penultimate], 2)?;
-                let (cw, tw) = (clip.dim(2)?, te.dim(2)?);
-                if cw > tw {
-                    return Err(Error::Config(format!(
-                        "sd3: CLIP width {cw} exceeds the T5 width {tw}"
-                    )));
-                }
-                let clip = clip.pad_with_zeros(2, 0, tw - cw)?;
                 Ok(Cond {
-                    ctx: Tensor::cat(&[&clip, &te], 1)?,
+                    ctx: sd3_joint_context(&clip, &te)?,
                     pooled: Some(Tensor::cat(&[&l.pooled, &g.pooled], 1)?),
                 })
             }
@@ -871,4 +873,18 @@ impl Origin<'_> {
             Origin::Random { .. } => true,
         }
     }
+}
+
+/// SD3's joint text context as diffusers builds it: the CLIP rows (`[b, n, c]`, the two
+/// encoders' penultimate states side by side) brought to the T5 width — zero-padded when
+/// narrower, cut to it when wider (`F.pad` with a negative amount crops) — then the T5 rows
+/// appended along the sequence.
+pub fn sd3_joint_context(clip: &Tensor, t5: &Tensor) -> Result<Tensor> {
+    let (cw, tw) = (clip.dim(2)?, t5.dim(2)?);
+    let clip = if cw >= tw {
+        clip.narrow(2, 0, tw)?
+    } else {
+        clip.pad_with_zeros(2, 0, tw - cw)?
+    };
+    Ok(Tensor::cat(&[&clip, t5], 1)?)
 }

@@ -134,8 +134,9 @@ fn an_fp16_variant_is_preferred_when_asked_for() {
     )
     .unwrap();
     let out = |variant: Option<&str>| {
+        let [h, w] = image_hw(&reference_json(&dir));
         let mut cfg =
-            serde_json::json!({"weights": p.display().to_string(), "height": 128, "width": 192});
+            serde_json::json!({"weights": p.display().to_string(), "height": h, "width": w});
         if let Some(v) = variant {
             cfg["variant"] = v.into();
         }
@@ -184,7 +185,8 @@ fn half_precision_compute_runs_and_stays_close_to_f32() {
     }
     {
         let dtype = "f16";
-        let cfg = serde_json::json!({"weights": dir.display().to_string(), "height": 128, "width": 192, "dtype": dtype});
+        let [h, w] = image_hw(&json);
+        let cfg = serde_json::json!({"weights": dir.display().to_string(), "height": h, "width": w, "dtype": dtype});
         let mut m =
             adt_plugin_sd::plugin::SdPlugin::<adt_plugin_sd::plugin::Sd3>::create(&cfg).unwrap();
         let c = m

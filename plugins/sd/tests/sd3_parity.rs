@@ -57,18 +57,33 @@ fn clip_l_clip_g_and_t5_conditioning_matches_the_pipeline() {
             )
             .unwrap();
         let want = r(&refs, emb);
+        // Row counts and widths from the tensors: CLIP rows first, then T5's.
+        let n_clip = ol.penultimate.dim(1).unwrap();
+        let (n_t5, tw) = (ot.dim(1).unwrap(), ot.dim(2).unwrap());
+        assert_eq!(
+            want.dims()[1..],
+            [n_clip + n_t5, tw],
+            "{emb}: rows and width"
+        );
         let clip_cat = Tensor::cat(&[&ol.penultimate, &og.penultimate], 2).unwrap();
-        let w = clip_cat.dim(2).unwrap();
+        let w = clip_cat.dim(2).unwrap().min(tw);
         close(
             &format!("{emb} clip rows"),
-            &clip_cat,
-            &want.narrow(1, 0, 77).unwrap().narrow(2, 0, w).unwrap(),
+            &clip_cat.narrow(2, 0, w).unwrap(),
+            &want.narrow(1, 0, n_clip).unwrap().narrow(2, 0, w).unwrap(),
             1e-5,
         );
         close(
             &format!("{emb} t5 rows"),
             &ot,
-            &want.narrow(1, 77, 256).unwrap(),
+            &want.narrow(1, n_clip, n_t5).unwrap(),
+            1e-5,
+        );
+        // The pipeline's joint context (pad or crop to the T5 width), as the plugin builds it.
+        close(
+            &format!("{emb} joint context"),
+            &adt_plugin_sd::pipeline::sd3_joint_context(&clip_cat, &ot).unwrap(),
+            &want,
             1e-5,
         );
         let p = Tensor::cat(&[&ol.pooled, &og.pooled], 1).unwrap();
@@ -144,4 +159,49 @@ fn mmdit_matches_diffusers_at_both_timesteps_and_its_gradients() {
 fn sixteen_channel_vae_with_shift_and_scale_matches_diffusers() {
     let Some(dir) = fixture("sd3") else { return };
     check_vae(&dir);
+}
+
+/// diffusers pads the CLIP rows to the T5 width with `F.pad(x, (0, t5_w − clip_w))`; when the
+/// CLIP width is larger the amount is negative and the pad crops. Both directions, on small
+/// tensors whose widths are drawn on either side of the T5 width.
+#[test]
+fn joint_context_pads_or_crops_the_clip_rows_to_the_t5_width() {
+    use adt_plugin_sd::pipeline::sd3_joint_context;
+    let dev = Device::Cpu;
+    let t5 = Tensor::arange(0f32, 2.0 * 5.0 * 6.0, &dev)
+        .unwrap()
+        .reshape((2, 5, 6))
+        .unwrap();
+    for cw in [4usize, 6, 9] {
+        let clip = (Tensor::arange(0f32, (2 * 3 * cw) as f32, &dev)
+            .unwrap()
+            .reshape((2, 3, cw))
+            .unwrap()
+            + 1000.0)
+            .unwrap();
+        let ctx = sd3_joint_context(&clip, &t5).unwrap();
+        assert_eq!(ctx.dims(), [2, 8, 6], "clip width {cw}");
+        let head = ctx.narrow(1, 0, 3).unwrap();
+        let keep = cw.min(6);
+        assert_eq!(
+            head.narrow(2, 0, keep).unwrap().to_vec3::<f32>().unwrap(),
+            clip.narrow(2, 0, keep).unwrap().to_vec3::<f32>().unwrap()
+        );
+        if cw < 6 {
+            let pad = head.narrow(2, cw, 6 - cw).unwrap();
+            assert_eq!(
+                pad.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap(),
+                0.0
+            );
+        }
+        assert_eq!(
+            ctx.narrow(1, 3, 5).unwrap().to_vec3::<f32>().unwrap(),
+            t5.to_vec3::<f32>().unwrap()
+        );
+    }
 }

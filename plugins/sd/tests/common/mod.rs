@@ -219,3 +219,12 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The fixture's image size `[height, width]` (`reference.json` → `image_size_hw`).
+pub fn image_hw(json: &serde_json::Value) -> [usize; 2] {
+    let hw = json["image_size_hw"]
+        .as_array()
+        .expect("reference.json has image_size_hw");
+    let v = |i: usize| hw[i].as_u64().expect("image_size_hw holds integers") as usize;
+    [v(0), v(1)]
+}
