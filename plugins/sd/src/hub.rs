@@ -172,7 +172,10 @@ pub fn resolve_in(
         Some(c) if online.is_some() => download(repo, rev, variant, c, online.flatten()),
         _ => Err(Error::Pipeline(format!(
             "{repo} is not in the Hugging Face cache ({}) and downloads are off (HF_HUB_OFFLINE); \
-             download it first (`huggingface-cli download {repo}`) or give a local folder",
+             fetch it first — `huggingface-cli download {repo} --include 'model_index.json' \
+             '*/config.json' '*/*.safetensors' 'tokenizer*/*' 'scheduler/*'` (the pipeline's \
+             configs, tokenizer files and one safetensors set per component) — or pass a local \
+             diffusers folder with `--weights MODEL=PATH`",
             cache.map_or("no cache folder".into(), |c| c.display().to_string())
         ))),
     }

@@ -3,7 +3,8 @@
 //! the three plugins (each packaged as its own `cdylib` in `plugins/sd15|sdxl|sd3`).
 //!
 //! Instance config (JSON passed to `create`):
-//! - `weights` (required): a diffusers pipeline folder, a Hugging Face repo id (`org/name`,
+//! - `weights` (default: the family's usual Hugging Face repo, [`Family::default_repo`]): a
+//!   diffusers pipeline folder, a Hugging Face repo id (`org/name`,
 //!   looked up in the Hugging Face cache), a checkpoint this plugin saved (`model.safetensors`
 //!   or its folder: the trained tensors over the base pipeline named in its metadata), or
 //!   `random:sd15[?seed=N]` (SD 1.5's architecture with invented weights, for timing);
@@ -306,14 +307,11 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
                 "dtype bf16 needs a CUDA device (candle's CPU matmul has no bf16); use f32 or f16 on CPU",
             ));
         }
-        let w = c.weights.clone().ok_or_else(|| {
-            PluginError(format!(
-                "the {} plugin needs weights: a diffusers folder, a Hugging Face repo id or a \
-                 checkpoint (e.g. `--weights {}=PATH`)",
-                family.name(),
-                family.name()
-            ))
-        })?;
+        // Without weights: the family's usual Hugging Face repo (cache, else download).
+        let w = c
+            .weights
+            .clone()
+            .unwrap_or_else(|| family.default_repo().to_string());
         // A checkpoint of ours (file, or folder holding model.safetensors without a
         // model_index.json), or a pipeline.
         let p = PathBuf::from(&w);

@@ -23,8 +23,9 @@ fn cand(h: &HostTensor) -> Tensor {
 }
 
 fn sd15(dir: &std::path::Path, extra: serde_json::Value) -> SdPlugin<Sd15> {
+    let [h, w] = image_hw(&reference_json(dir));
     let mut cfg =
-        serde_json::json!({"weights": dir.display().to_string(), "height": 128, "width": 192});
+        serde_json::json!({"weights": dir.display().to_string(), "height": h, "width": w});
     if let serde_json::Value::Object(m) = extra {
         for (k, v) in m {
             cfg[k] = v;
@@ -220,8 +221,8 @@ fn training_steps_and_checkpoints_round_trip_over_the_base_pipeline() {
         let d = back.describe().unwrap();
         assert_ne!(d.weights_hash.unwrap(), base_hash);
         assert_eq!(
-            d.image_shape,
-            [3, 128, 192],
+            d.image_shape[1..],
+            image_hw(&reference_json(&dir)),
             "the checkpoint keeps the image size"
         );
         let c3 = back.encode_prompts(&["a horse".into()]).unwrap();
@@ -283,15 +284,26 @@ fn broken_or_foreign_pipelines_are_refused_with_names() {
 
     let shaped = tmp.path().join("shaped");
     copy_dir(&dir, &shaped);
+    // conv_in's real shape [out, in, k, k] from the file; a 1×1 kernel in its place.
+    let real: Vec<usize> = candle_core::safetensors::load(
+        dir.join("unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()["conv_in.weight"]
+        .dims()
+        .to_vec();
+    let wrong = [real[0], real[1], 1, 1];
     rewrite_unet(&shaped, |t| {
         t.insert(
             "conv_in.weight".into(),
-            Tensor::zeros((16, 4, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            Tensor::zeros(&wrong[..], candle_core::DType::F32, &Device::Cpu).unwrap(),
         );
     });
     let e = create_err::<SdPlugin<Sd15>>(&shaped);
     assert!(
-        e.contains("conv_in.weight") && e.contains("[16, 4, 1, 1]") && e.contains("[16, 4, 3, 3]"),
+        e.contains("conv_in.weight")
+            && e.contains(&format!("{wrong:?}"))
+            && e.contains(&format!("{real:?}")),
         "{e}"
     );
 
@@ -311,9 +323,32 @@ fn broken_or_foreign_pipelines_are_refused_with_names() {
         e.contains("no model_index.json") || e.contains("not a diffusers"),
         "{e}"
     );
-    let e = match SdPlugin::<Sd15>::create(&serde_json::json!({})) {
-        Ok(_) => panic!("no weights accepted"),
-        Err(e) => e.0,
-    };
-    assert!(e.contains("needs weights"), "{e}");
+}
+
+/// Without weights each family resolves its usual repo id; offline and uncached, the error
+/// names the repo, the files to fetch and the flag that passes a local copy.
+#[test]
+fn default_weights_are_the_usual_repos_and_offline_errors_say_what_to_fetch() {
+    use adt_plugin_sd::pipeline::Family;
+    let empty = tempfile::tempdir().unwrap();
+    for (f, repo) in [
+        (Family::Sd15, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+        (Family::Sdxl, "stabilityai/stable-diffusion-xl-base-1.0"),
+        (
+            Family::Sd3,
+            "stabilityai/stable-diffusion-3-medium-diffusers",
+        ),
+    ] {
+        assert_eq!(f.default_repo(), repo);
+        let e = adt_plugin_sd::hub::resolve_in(repo, Some(empty.path()), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(repo)
+                && e.contains("huggingface-cli download")
+                && e.contains("model_index.json")
+                && e.contains("--weights MODEL=PATH"),
+            "{e}"
+        );
+    }
 }
