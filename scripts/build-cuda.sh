@@ -58,13 +58,15 @@ export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 export LIBRARY_PATH="$CUDA/lib:$CUDA/lib/stubs"
 export LD_LIBRARY_PATH="$CUDA/lib"
 echo "== cargo build (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP)"
-cargo build --release --locked -p adt-bench -p adt-plugin-sd15 -p adt-plugin-sdxl -p adt-plugin-sd3 \
+cargo build --release --locked -p adt-bench -p adt-plugin-samplers-dylib \
+  -p adt-plugin-sd15 -p adt-plugin-sdxl -p adt-plugin-sd3 \
   --features adt-bench/cuda,adt-plugin-sd15/cuda,adt-plugin-sdxl/cuda,adt-plugin-sd3/cuda
 
 DIST="$HERE/dist/adt-bench-cuda"
 rm -rf "$DIST" && mkdir -p "$DIST"
 cp "$CARGO_TARGET_DIR/release/adt-bench" "$DIST/"
-cp "$CARGO_TARGET_DIR"/release/libadt_plugin_sd15.so "$CARGO_TARGET_DIR"/release/libadt_plugin_sdxl.so \
+cp "$CARGO_TARGET_DIR"/release/libadt_plugin_samplers_lib.so \
+   "$CARGO_TARGET_DIR"/release/libadt_plugin_sd15.so "$CARGO_TARGET_DIR"/release/libadt_plugin_sdxl.so \
    "$CARGO_TARGET_DIR"/release/libadt_plugin_sd3.so "$DIST/"
 # Line tables are for local debugging; the shipped copies drop them (about a third of the size).
 strip --strip-debug "$DIST/adt-bench" "$DIST"/*.so

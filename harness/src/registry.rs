@@ -1,5 +1,6 @@
-//! The plugins this binary knows: the built-ins (linked statically, registered through their
-//! C headers) and libraries on the search path.
+//! The plugins this binary knows: the built-in `tiny` model (linked statically, registered
+//! through its C header) and the libraries on the search path — among them the samplers and
+//! the SD-family models that `cargo build --release` leaves beside the executable.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use adt_plugin_host::Registry;
 
 /// Headers of the statically linked plugins.
 pub const BUILTINS: &[fn() -> &'static adt_plugin_api::abi::PluginHeader] =
-    &[adt_plugin_tiny::header, adt_plugin_samplers::header];
+    &[adt_plugin_tiny::header];
 
 /// Build the registry: built-ins, then the search path (`--plugin-path`, `ADT_PLUGIN_PATH`,
 /// the executable's folder).

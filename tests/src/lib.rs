@@ -60,6 +60,12 @@ pub fn build_plugins() -> PathBuf {
             "adt-plugin-sdxl",
             "-p",
             "adt-plugin-sd3",
+            "-p",
+            "adt-plugin-samplers-dylib",
+            "-p",
+            "adt-test-plugin-extra-sampler",
+            "-p",
+            "adt-bench",
         ]);
         if release {
             cmd.arg("--release");

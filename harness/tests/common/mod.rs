@@ -4,9 +4,26 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `adt-bench` binary, without colour.
+/// The `adt-bench` binary, without colour, with the sampler plugin library it ships with
+/// built beside it (`cargo test -p adt-bench` alone does not build the workspace's cdylibs).
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adt-bench"));
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_adt-bench"));
+    BUILT.get_or_init(|| {
+        let release = exe
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut b = Command::new(cargo);
+        b.args(["build", "--quiet", "-p", "adt-plugin-samplers-dylib"]);
+        if release {
+            b.arg("--release");
+        }
+        let ok = b.status().is_ok_and(|s| s.success());
+        assert!(ok, "building the sampler plugin library failed");
+    });
+    let mut c = Command::new(exe);
     c.env("NO_COLOR", "1");
     c
 }

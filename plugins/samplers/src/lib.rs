@@ -29,96 +29,96 @@ adt_plugin_api::declare_sampler_plugin!(pub fn header, Builtin, name = "builtin-
 /// The built-in sampler family.
 pub struct Builtin;
 
-fn info(
-    name: &str,
+/// Which schedules a sampler plans for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    /// Variance-preserving discrete schedules (`alphas_cumprod`).
+    Discrete,
+    /// Flow matching (`num_train_timesteps`, `shift`).
+    Flow,
+}
+
+/// How a sampler builds its plan.
+#[derive(Clone, Copy)]
+enum Build {
+    /// DDIM (`false`) or DDPM (`true`).
+    DdimLike(bool),
+    EulerFamily,
+    DpmPP2M,
+    UniPC,
+    FlowEuler,
+}
+
+/// One row of the sampler table: what `list` reports and how `plan` builds it. Both read this
+/// one table, so every listed sampler can be planned and every plannable one is listed.
+struct Row {
+    name: &'static str,
     order: u32,
     stochastic: bool,
     evals: u32,
-    schedules: &[&str],
-    mirrors: &str,
-    d: &str,
-) -> SamplerInfo {
-    SamplerInfo {
-        name: name.into(),
-        order,
-        stochastic,
-        evals_per_step: evals,
-        schedules: schedules.iter().map(|s| s.to_string()).collect(),
-        mirrors: mirrors.into(),
-        description: d.into(),
-    }
+    on: On,
+    mirrors: &'static str,
+    description: &'static str,
+    build: Build,
 }
+
+#[rustfmt::skip]
+const SAMPLERS: &[Row] = &[
+    Row { name: "ddim", order: 1, stochastic: false, evals: 1, on: On::Discrete,
+          mirrors: "DDIMScheduler",
+          description: "DDIM (η = 0 deterministic; η > 0 adds noise)",
+          build: Build::DdimLike(false) },
+    Row { name: "ddpm", order: 1, stochastic: true, evals: 1, on: On::Discrete,
+          mirrors: "DDPMScheduler",
+          description: "ancestral DDPM posterior sampling (fixed_small variance)",
+          build: Build::DdimLike(true) },
+    Row { name: "euler", order: 1, stochastic: false, evals: 1, on: On::Discrete,
+          mirrors: "EulerDiscreteScheduler",
+          description: "Euler on the probability-flow ODE (k-diffusion)",
+          build: Build::EulerFamily },
+    Row { name: "euler-a", order: 1, stochastic: true, evals: 1, on: On::Discrete,
+          mirrors: "EulerAncestralDiscreteScheduler",
+          description: "Euler ancestral",
+          build: Build::EulerFamily },
+    Row { name: "heun", order: 2, stochastic: false, evals: 2, on: On::Discrete,
+          mirrors: "HeunDiscreteScheduler",
+          description: "Heun's 2nd-order method (last step Euler)",
+          build: Build::EulerFamily },
+    Row { name: "dpm++2m", order: 2, stochastic: false, evals: 1, on: On::Discrete,
+          mirrors: "DPMSolverMultistepScheduler",
+          description: "DPM-Solver++(2M), first order at the first and last step",
+          build: Build::DpmPP2M },
+    Row { name: "unipc", order: 2, stochastic: false, evals: 1, on: On::Discrete,
+          mirrors: "UniPCMultistepScheduler",
+          description: "UniPC (bh2 predictor-corrector), first order at the first and last step",
+          build: Build::UniPC },
+    Row { name: "flow-euler", order: 1, stochastic: false, evals: 1, on: On::Flow,
+          mirrors: "FlowMatchEulerDiscreteScheduler",
+          description: "Euler for rectified-flow models (SD3)",
+          build: Build::FlowEuler },
+];
 
 impl SamplerPlugin for Builtin {
     fn list() -> Vec<SamplerInfo> {
-        vec![
-            info(
-                "ddim",
-                1,
-                false,
-                1,
-                &["discrete"],
-                "DDIMScheduler",
-                "DDIM (η = 0 deterministic; η > 0 adds noise)",
-            ),
-            info(
-                "ddpm",
-                1,
-                true,
-                1,
-                &["discrete"],
-                "DDPMScheduler",
-                "ancestral DDPM posterior sampling (fixed_small variance)",
-            ),
-            info(
-                "euler",
-                1,
-                false,
-                1,
-                &["discrete"],
-                "EulerDiscreteScheduler",
-                "Euler on the probability-flow ODE (k-diffusion)",
-            ),
-            info(
-                "euler-a",
-                1,
-                true,
-                1,
-                &["discrete"],
-                "EulerAncestralDiscreteScheduler",
-                "Euler ancestral",
-            ),
-            info(
-                "heun",
-                2,
-                false,
-                2,
-                &["discrete"],
-                "HeunDiscreteScheduler",
-                "Heun's 2nd-order method (last step Euler)",
-            ),
-            info(
-                "dpm++2m",
-                2,
-                false,
-                1,
-                &["discrete"],
-                "DPMSolverMultistepScheduler",
-                "DPM-Solver++(2M), first order at the first and last step",
-            ),
-            info(
-                "flow-euler",
-                1,
-                false,
-                1,
-                &["flow"],
-                "FlowMatchEulerDiscreteScheduler",
-                "Euler for rectified-flow models (SD3)",
-            ),
-        ]
+        SAMPLERS
+            .iter()
+            .map(|r| SamplerInfo {
+                name: r.name.into(),
+                order: r.order,
+                stochastic: r.stochastic,
+                evals_per_step: r.evals,
+                schedules: vec![on_name(r.on).into()],
+                mirrors: r.mirrors.into(),
+                description: r.description.into(),
+            })
+            .collect()
     }
 
     fn plan(req: &PlanRequest) -> PluginResult<Plan> {
+        let row = SAMPLERS
+            .iter()
+            .find(|r| r.name == req.sampler)
+            .ok_or_else(|| unknown(&req.sampler))?;
         if req.steps == 0 {
             return Err(PluginError::msg("steps must be at least 1"));
         }
@@ -130,8 +130,8 @@ impl SamplerPlugin for Builtin {
                 req.steps - 1
             )));
         }
-        match (&req.schedule, req.sampler.as_str()) {
-            (NoiseSchedule::Discrete { alphas_cumprod }, name) => {
+        match (&req.schedule, row.build) {
+            (NoiseSchedule::Discrete { alphas_cumprod }, build) if row.on == On::Discrete => {
                 if alphas_cumprod.len() < req.steps {
                     return Err(PluginError::msg(
                         "schedule shorter than the number of steps",
@@ -140,37 +140,58 @@ impl SamplerPlugin for Builtin {
                 if alphas_cumprod.iter().any(|a| !(*a > 0.0 && *a <= 1.0)) {
                     return Err(PluginError::msg("alphas_cumprod must lie in (0, 1]"));
                 }
-                match name {
-                    "ddim" => Ok(ddim_like(req, alphas_cumprod, false)),
-                    "ddpm" => Ok(ddim_like(req, alphas_cumprod, true)),
-                    "euler" | "euler-a" | "heun" => Ok(euler_family(req, alphas_cumprod)),
-                    "dpm++2m" => Ok(dpmpp_2m(req, alphas_cumprod)),
-                    "unipc" => Ok(unipc(req, alphas_cumprod)),
-                    "flow-euler" => Err(PluginError::msg(
-                        "flow-euler needs a flow-matching model (schedule kind `flow`)",
-                    )),
-                    other => Err(unknown(other)),
-                }
+                let ac = alphas_cumprod;
+                Ok(match build {
+                    Build::DdimLike(ddpm) => ddim_like(req, ac, ddpm),
+                    Build::EulerFamily => euler_family(req, ac),
+                    Build::DpmPP2M => dpmpp_2m(req, ac),
+                    Build::UniPC => unipc(req, ac),
+                    Build::FlowEuler => flow_only(row)?,
+                })
             }
             (
                 NoiseSchedule::Flow {
                     num_train_timesteps,
                     shift,
                 },
-                "flow-euler",
+                Build::FlowEuler,
             ) => Ok(flow_euler(req, *num_train_timesteps, *shift)),
-            (NoiseSchedule::Flow { .. }, other) if Self::list().iter().any(|s| s.name == other) => {
-                Err(PluginError(format!(
-                    "`{other}` needs a discrete (variance-preserving) schedule; flow-matching models use flow-euler"
-                )))
-            }
-            (_, other) => Err(unknown(other)),
+            (NoiseSchedule::Flow { .. }, _) => Err(PluginError(format!(
+                "`{}` needs a discrete (variance-preserving) schedule; flow-matching models use {}",
+                row.name,
+                names(On::Flow).join(", ")
+            ))),
+            (NoiseSchedule::Discrete { .. }, _) => flow_only(row),
         }
     }
 }
 
+fn flow_only(row: &Row) -> PluginResult<Plan> {
+    Err(PluginError(format!(
+        "`{}` needs a flow-matching model (schedule kind `flow`); discrete-schedule models use {}",
+        row.name,
+        names(On::Discrete).join(", ")
+    )))
+}
+
+fn on_name(on: On) -> &'static str {
+    match on {
+        On::Discrete => "discrete",
+        On::Flow => "flow",
+    }
+}
+
+/// The names of the samplers for one kind of schedule.
+fn names(on: On) -> Vec<&'static str> {
+    SAMPLERS
+        .iter()
+        .filter(|r| r.on == on)
+        .map(|r| r.name)
+        .collect()
+}
+
 fn unknown(name: &str) -> PluginError {
-    let names: Vec<String> = Builtin::list().into_iter().map(|s| s.name).collect();
+    let names: Vec<&str> = SAMPLERS.iter().map(|r| r.name).collect();
     PluginError(format!(
         "unknown sampler `{name}` (available: {})",
         names.join(", ")
