@@ -589,6 +589,39 @@ pub struct ModelOpts {
     /// Seed of a random initialisation (with --weights random).
     #[arg(long = "init-seed", default_value_t = 0)]
     pub init_seed: u64,
+    /// Compute dtype where the plugin offers one: f32, f16, bf16 (bf16 needs CUDA).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Train rank-R LoRA adapters on the attention projections instead of every weight
+    /// (SD-family plugins).
+    #[arg(long = "lora-rank", value_name = "R")]
+    pub lora_rank: Option<usize>,
+    /// Weight-file variant, e.g. `fp16` (prefer `*.fp16.safetensors`).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Image height in pixels (with --width; default: the pipeline's).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Image width in pixels (with --height).
+    #[arg(long)]
+    pub width: Option<usize>,
+}
+
+impl ModelOpts {
+    /// The typed model spec these options name.
+    pub fn spec(&self) -> anyhow::Result<crate::engine::settings::ModelSpec> {
+        Ok(crate::engine::settings::ModelSpec {
+            plugin: self.model.clone(),
+            weights: self.weights.clone(),
+            device: self.device.parse()?,
+            init_seed: self.init_seed,
+            dtype: self.dtype.clone(),
+            lora_rank: self.lora_rank,
+            variant: self.variant.clone(),
+            height: self.height,
+            width: self.width,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -684,14 +717,6 @@ pub enum ReportCmd {
     },
 }
 
-/// The tuning schedule of the embedded default: 20 discriminator-only iterations, then 25 model
-/// updates of 8 examples, rollouts of the 4-step train sampler from its first two indices,
-/// λ = 5 (docs/tuning-experiments.md: the few-step regime is where ADT beat FT on this model,
-/// and λ 1 let the generator add background noise). Sized with `-n 48` so that the whole
-/// default (3 seeds) fits 10 minutes on 2 cores.
-pub const DEFAULT_TUNE_ARGS: &str = "--iters 70 --d-warmup 20 --h 2 --batch 8 -k 2 --lr 3e-5 \
-     --lambda 5 --start 0..1 --disc-loss non-saturating";
-
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// A TOML file of these options (keys as the long flags with `_` for `-`, e.g.
@@ -708,14 +733,16 @@ pub struct RunArgs {
     /// Methods: `base` (untuned), `ft` (diffusion-loss fine-tuning), `adt`.
     #[arg(long, default_value = "base,ft,adt", value_delimiter = ',')]
     pub methods: Vec<String>,
-    /// Samplers to tune with, comma-separated `name:steps`.
+    /// Samplers to tune with, comma-separated `name:steps`, for every model (default: ddim:4,
+    /// or the first sampler of a model's schedule kind, e.g. flow-euler:4 for SD3).
     #[arg(
         long = "train-samplers",
         default_value = "ddim:4",
         value_delimiter = ','
     )]
     pub train_samplers: Vec<String>,
-    /// Samplers to evaluate with (every tuned model with every one: the transfer matrix).
+    /// Samplers to evaluate with (every tuned model with every one: the transfer matrix), for
+    /// every model (default: ddim:4,dpm++2m:4, adapted to a model's schedule kind).
     #[arg(
         long = "eval-samplers",
         default_value = "ddim:4,dpm++2m:4",
@@ -734,9 +761,25 @@ pub struct RunArgs {
     /// Guidance scale of the evaluation (default: the model's).
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// Options given to every `tune` (see `adt-bench tune --help`); part of the cache key.
-    #[arg(long = "tune-args", default_value = DEFAULT_TUNE_ARGS, allow_hyphen_values = true)]
-    pub tune_args: String,
+    /// `tune` options for every model, over the run's default schedule (see `adt-bench tune
+    /// --help`; e.g. "--lambda 2 --h 5"). A --config file has a typed `[tune]` table instead,
+    /// and `[models.NAME.tune]` per model. The resolved settings are part of the cache key.
+    #[arg(long = "tune-args", allow_hyphen_values = true, value_name = "OPTIONS")]
+    pub tune_args: Option<String>,
+    /// Training data of every tune: a data source (image folder with captions, parquet,
+    /// webdataset shards, builtin:shapes). Default: the built-in data set.
+    #[arg(long = "train-data", value_name = "SOURCE")]
+    pub train_data: Option<String>,
+    /// A per-model setting, `MODEL.KEY=VALUE` (repeatable; a value is TOML, else a string):
+    /// any key of a `[models.MODEL]` table — weights, backbone, dtype, lora_rank, variant,
+    /// resolution, height, width, guidance, train_samplers, eval_samplers, tune.KEY.
+    /// E.g. `--set sd15.lora_rank=8 --set 'sd3.eval_samplers=["flow-euler:28"]'`.
+    #[arg(long = "set", value_name = "MODEL.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the plan — every model's resolved settings, every cell with its cache state
+    /// (done / partial / to do) and the work left — and exit.
+    #[arg(long)]
+    pub plan: bool,
     /// Device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -749,6 +792,33 @@ pub struct RunArgs {
     /// `sd15=dinov2:/models/dinov2-small`. Default: `shapes` for `tiny`.
     #[arg(long, value_delimiter = ',')]
     pub backbone: Vec<String>,
+    /// Prompts to generate from: a text file (one prompt a line), CSV / TSV with a header, or
+    /// JSONL; PartiPrompts' TSV works as it is, and its `Category` / `Challenge` columns break
+    /// every score down in the report. Default: the captions of --eval-data.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// The prompt column of a CSV / TSV / JSONL prompt file (default: Prompt, prompt, caption
+    /// or text).
+    #[arg(long = "prompt-column", value_name = "NAME")]
+    pub prompt_column: Option<String>,
+    /// Evaluation data: any data source (image folder with captions, parquet, webdataset
+    /// shards, builtin:shapes?…). Its captions are the prompts (unless --prompts), its images
+    /// the FID/KID reference. Default: the built-in data set's evaluation split.
+    #[arg(long = "eval-data", value_name = "SOURCE")]
+    pub eval_data: Option<String>,
+    /// Which N prompts / evaluation records: `first` (file order) or `seeded:SEED` (N drawn
+    /// without replacement from the first 65 536, kept in file order).
+    #[arg(long = "eval-subset", default_value = "first", value_name = "RULE")]
+    pub eval_subset: String,
+    /// FID reference statistics (`.npz` with mu and sigma, as clean-fid / pytorch-fid and
+    /// `adt-bench fid --save-stats` write them; mode and dimension checked). FID then needs no
+    /// reference images; KID and intervals need the file's `feats`.
+    #[arg(long = "fid-ref", value_name = "FILE.npz")]
+    pub fid_ref: Option<PathBuf>,
+    /// FID input pipeline: clean (clean-fid's default), pytorch-fid or tf-legacy. Recorded in
+    /// the report and the manifest.
+    #[arg(long = "fid-mode", default_value = "clean")]
+    pub fid_mode: String,
     /// Bootstrap replicates behind each 95 % interval (0: no intervals). Default: 1000 for
     /// up to 512 images per cell, else 0 (each replicate costs an n × n eigen solve).
     #[arg(long)]

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod device;
+pub mod engine;
 pub mod exit;
 pub mod progress;
 pub mod registry;

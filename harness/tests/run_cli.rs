@@ -206,9 +206,29 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
         serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["fid"]["mode"], "clean");
     assert_eq!(
-        m["data"]["real_images_sha256"].as_str().map(str::len),
+        m["inputs"]["eval_data"]["sha256"].as_str().map(str::len),
         Some(64),
         "{m}"
+    );
+    assert_eq!(m["inputs"]["eval_data"]["records"], 4, "{m}");
+    assert_eq!(
+        m["train_data"]["builtin:shapes"].as_str().map(str::len),
+        Some(64),
+        "{m}"
+    );
+    // Each tune's done.json keeps its resolved settings and the equivalent command line.
+    let done = std::fs::read_dir(a.join("cache/tune"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("done.json"))
+        .find(|p| p.is_file())
+        .expect("a finished tune");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(done).unwrap()).unwrap();
+    assert_eq!(d["settings"]["job"]["settings"]["iters"], 4, "{d}");
+    let cmd = d["command"].as_str().unwrap();
+    assert!(
+        cmd.starts_with("adt-bench tune --model tiny") && cmd.contains("--iters 4"),
+        "{cmd}"
     );
     assert!(a.join("logs/tiny-adt-ddim-10-s0.csv").exists());
     assert!(a.join("logs/tiny-ft-ddim-10-s0.parquet").exists());

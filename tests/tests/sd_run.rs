@@ -97,8 +97,10 @@ fn run_family(family: &str, sampler: &str, eval: &str) {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    let weights = manifest["config"]["weights"][0].as_str().unwrap();
-    assert!(weights.starts_with(&format!("{family}=")), "{manifest}");
+    let weights = manifest["config"]["per_model"][family]["weights"]
+        .as_str()
+        .unwrap();
+    assert_eq!(weights, pipe.display().to_string(), "{manifest}");
     let plugin = manifest["plugins"]
         .as_array()
         .unwrap()
@@ -126,12 +128,14 @@ fn sd3_runs_end_to_end_on_the_tiny_pipeline() {
 }
 
 #[test]
-fn a_model_without_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
+fn a_model_without_cached_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
     let Some(sd3) = fixture("sd3") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let run = |extra: &[String]| {
         let o = Command::new(adt_bench())
             .env("NO_COLOR", "1")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HUB_CACHE", tmp.path().join("empty-hub"))
             .args([
                 "run",
                 "--models",
@@ -152,8 +156,11 @@ fn a_model_without_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
         String::from_utf8_lossy(&o.stderr).to_string()
     };
     let e = run(&[]);
+    // No --weights: the usual repo id, not cached and offline → what to fetch, and the flag.
     assert!(
-        e.contains("needs weights") && e.contains("--weights sd15="),
+        e.contains("stable-diffusion-v1-5/stable-diffusion-v1-5")
+            && e.contains("huggingface-cli download")
+            && e.contains("--weights MODEL=PATH"),
         "{e}"
     );
     let e = run(&["--weights".into(), format!("sd15={}", sd3.display())]);
@@ -162,5 +169,5 @@ fn a_model_without_weights_or_with_a_foreign_pipeline_is_refused_clearly() {
         "{e}"
     );
     let e = run(&["--weights".into(), "sdxl=/x".into()]);
-    assert!(e.contains("not in --models"), "{e}");
+    assert!(e.contains("not in the run's models"), "{e}");
 }

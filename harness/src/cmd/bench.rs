@@ -16,7 +16,7 @@ use adt_metrics::stats::FeatureStats;
 use adt_metrics::weights;
 
 use crate::cli::{BenchClipArgs, BenchInceptionArgs, GlobalOpts};
-use crate::cmd::fid::Net;
+use crate::engine::evaluate::Net;
 
 fn python(a: &BenchInceptionArgs) -> PathBuf {
     a.python

@@ -14,7 +14,7 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::cli::{BenchDeviceArgs, BenchInceptionArgs, GlobalOpts, ModelOpts};
+use crate::cli::{BenchDeviceArgs, BenchInceptionArgs, GlobalOpts};
 
 /// max|a − b| / max|b|.
 fn rel(a: &[f32], b: &[f32]) -> f64 {
@@ -45,15 +45,7 @@ fn tiny_calls(g: &GlobalOpts, dev: &str, reference: &str) -> anyhow::Result<Valu
     let reg = crate::registry::load(&g.plugin_path)?;
     let mut outs = Vec::new();
     for d in [reference, dev] {
-        let mut m = super::open_model(
-            &reg,
-            &ModelOpts {
-                model: "tiny".into(),
-                weights: None,
-                device: d.into(),
-                init_seed: 0,
-            },
-        )?;
+        let mut m = crate::engine::settings::ModelSpec::new("tiny", d.parse()?).open(&reg)?;
         let shape = [4, 3, 32, 32];
         let x = noise(&shape, 1);
         let cot = noise(&shape, 2);
@@ -79,11 +71,34 @@ fn tiny_calls(g: &GlobalOpts, dev: &str, reference: &str) -> anyhow::Result<Valu
     }))
 }
 
+/// A tune written as `tune`'s options (the check's fixed settings), run through the engine.
 fn tune(g: &GlobalOpts, args: &[String]) -> anyhow::Result<()> {
+    #[derive(clap::Parser)]
+    struct TuneCli {
+        #[command(flatten)]
+        a: crate::cli::TuneArgs,
+    }
     let mut argv = vec!["tune".to_string()];
     argv.extend(args.iter().cloned());
-    let cli = super::run::TuneCli::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{e}"))?;
-    super::tune::run(g, &cli.a)
+    let a = TuneCli::try_parse_from(&argv)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .a;
+    let method = a
+        .method
+        .parse::<crate::engine::settings::Method>()?
+        .tuned()
+        .context("the device check tunes with adt or ft")?;
+    let job = crate::engine::cells::TuneJob {
+        model: a.model.spec()?,
+        method,
+        sampler: a.sampler.parse()?,
+        seed: a.seed,
+        settings: crate::engine::settings::TuneSettings::from_args(&a)?,
+    };
+    let reg = crate::registry::load(&g.plugin_path)?;
+    let out = a.resume.clone().unwrap_or_else(|| a.out.clone());
+    crate::engine::cells::tune_model(&reg, &job, &out, a.stop_after, g.quiet)?;
+    Ok(())
 }
 
 fn log_rows(dir: &Path) -> anyhow::Result<Vec<std::collections::HashMap<String, f64>>> {
@@ -435,7 +450,7 @@ pub fn run(g: &GlobalOpts, a: &BenchDeviceArgs) -> anyhow::Result<()> {
         tiny_iteration(g, &a.device, &a.reference_device, &a.out),
     );
     let random_net;
-    let mut net = super::fid::Net::new(&a.inception, g.quiet);
+    let mut net = crate::engine::evaluate::Net::new(&a.inception, g.quiet);
     let inc = if a.random_inception {
         random_net = adt_metrics::inception::Inception::new(
             &adt_metrics::weights::InceptionWeights::random(0),

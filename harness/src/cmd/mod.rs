@@ -13,9 +13,7 @@ pub mod score;
 pub mod train_encoder;
 pub mod tune;
 
-use anyhow::Context;
-
-use crate::cli::{App, Command, ModelOpts};
+use crate::cli::{App, Command};
 
 /// Run a parsed command line.
 pub fn dispatch(app: App) -> anyhow::Result<()> {
@@ -36,21 +34,4 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Bench(crate::cli::BenchCmd::Device(a)) => device_check::run(g, &a),
         Command::Bench(crate::cli::BenchCmd::Clip(a)) => bench::clip(g, &a),
     }
-}
-
-/// Create a model instance from the CLI's model options.
-pub fn open_model(
-    registry: &adt_plugin_host::Registry,
-    opts: &ModelOpts,
-) -> anyhow::Result<adt_plugin_host::Model> {
-    let info = registry.find(adt_plugin_host::Kind::Model, &opts.model)?;
-    let mut cfg = serde_json::json!({ "device": opts.device });
-    if let Some(w) = &opts.weights {
-        cfg["weights"] = serde_json::Value::String(w.clone());
-        if w == "random" {
-            cfg["seed"] = serde_json::json!(opts.init_seed);
-        }
-    }
-    adt_plugin_host::Model::create(info, &cfg)
-        .with_context(|| format!("failed to load model `{}`", opts.model))
 }

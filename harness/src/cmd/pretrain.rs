@@ -11,7 +11,7 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
     if opts.weights.is_none() {
         opts.weights = Some("random".into());
     }
-    let mut model = super::open_model(&reg, &opts)?;
+    let mut model = opts.spec()?.open(&reg)?;
     let desc = model.describe()?;
     let spec =
         adt_datasets::DataSpec::parse(&a.data).context("failed to open the training data")?;

@@ -1,21 +1,19 @@
 //! `adt-bench sample`: generate images with a model and a sampler.
 
-use anyhow::Context;
-
 use crate::cli::{GlobalOpts, SampleArgs};
-use crate::sampling::{self, SamplerSpec};
+use crate::engine::cells::{self, SampleJob};
+use crate::sampling;
 
 pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
-    let spec: SamplerSpec = a.sampler.parse()?;
+    let model = a.model.spec()?;
     let spacing = a
         .spacing
         .as_deref()
         .map(sampling::parse_spacing)
         .transpose()?;
     let reg = crate::registry::load(&g.plugin_path)?;
-    let mut model = super::open_model(&reg, &a.model)?;
-    let desc = model.describe()?;
-    let plan = sampling::plan(&reg, &desc, &spec, spacing, a.img2img)?;
+    let mut instance = model.open(&reg)?;
+    let desc = instance.describe()?;
     let init = a
         .init_latents
         .as_deref()
@@ -38,45 +36,36 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         Some(p) => vec![p.clone(); n],
         None => sampling::eval_prompts(n),
     };
-    let guidance = a.guidance.unwrap_or(desc.default_guidance);
-    let x0 = match a.img2img {
-        Some(_) => {
+    let img2img = match a.img2img {
+        Some(start) => {
             let [_, ih, iw] = desc.image_shape;
             if ih != iw {
                 anyhow::bail!("--img2img needs a square image model, not {ih}×{iw}");
             }
-            let images = sampling::eval_images(n, ih as u32)?;
-            Some(model.encode_images(&images)?)
+            Some((sampling::eval_images(n, ih as u32)?, start))
         }
         None => None,
     };
-    let out = sampling::generate(
-        &mut model,
-        &plan,
-        &desc,
-        &prompts,
-        guidance,
-        a.batch,
-        a.seed,
-        init.as_ref(),
-        x0.as_ref(),
-        "sample",
-        g.quiet,
-    )?;
-    sampling::write_images(&a.out, &out, &prompts)?;
+    let job = SampleJob {
+        model,
+        sampler: a.sampler.parse()?,
+        spacing,
+        guidance: a.guidance,
+        prompts,
+        batch: a.batch,
+        seed: a.seed,
+        init,
+        img2img,
+    };
+    let done =
+        cells::sample_images_with(&reg, &mut instance, &desc, &job, &a.out, "sample", g.quiet)?;
     if let Some(gp) = &a.grid {
-        sampling::write_grid(gp, &out)?;
+        sampling::write_grid(gp, &done.images)?;
     }
-    let meta = serde_json::json!({
-        "model": desc.name, "weights_hash": desc.weights_hash, "sampler": spec.to_string(),
-        "spacing": plan_spacing(&a.spacing, &desc), "guidance": guidance, "seed": a.seed, "n": n, "batch": a.batch,
-        "timesteps": plan.timesteps, "init_latents": a.init_latents, "img2img_start": a.img2img,
-    });
-    std::fs::write(
-        a.out.join("sample.json"),
-        serde_json::to_string_pretty(&meta)?,
-    )
-    .with_context(|| format!("failed to write {}", a.out.display()))?;
+    let mut meta = done.meta;
+    meta["spacing"] = plan_spacing(&a.spacing, &meta["spacing"]);
+    meta["init_latents"] = serde_json::json!(a.init_latents);
+    cells::finish_samples(&a.out, &meta)?;
     match &a.grid {
         Some(gp) => println!(
             "wrote {n} images to {} and a grid to {}",
@@ -88,13 +77,10 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan_spacing(
-    cli: &Option<String>,
-    desc: &adt_plugin_api::ModelDescription,
-) -> serde_json::Value {
+/// The spacing as the user wrote it, else as the plan used it.
+fn plan_spacing(cli: &Option<String>, used: &serde_json::Value) -> serde_json::Value {
     match cli {
         Some(s) => serde_json::json!(s),
-        None if desc.sampler_default_spacing => serde_json::json!("sampler default"),
-        None => serde_json::to_value(desc.default_spacing).unwrap_or_default(),
+        None => used.clone(),
     }
 }

@@ -71,13 +71,19 @@ fn with(
 
 /// The FID/KID rows of every evaluated cell, their means over seeds, and the paired ADT − FT
 /// differences (per seed and over seeds), each with a 95 % percentile interval from `reps`
-/// bootstrap replicates (none when `reps` is 0).
+/// bootstrap replicates (none when `reps` is 0). Without the reference's features (reference
+/// statistics without `feats`) there are FID rows only, without intervals.
 pub fn rows(
-    real: &[f32],
+    real: Option<&[f32]>,
     cells: &[Evaluated],
     reps: usize,
     quiet: bool,
 ) -> anyhow::Result<Vec<MetricRow>> {
+    let (real, reps) = match real {
+        Some(r) => (r, reps),
+        None => (&[][..], 0),
+    };
+    let with_kid = !real.is_empty();
     let n_real = real.len() / DIMS;
     // Replicates per cell: cells of one (model, eval sampler, seed) share a Gram matrix and,
     // in replicate b, the resampled real and generated indices.
@@ -123,14 +129,15 @@ pub fn rows(
 
     // Each metric: its name, its value on a cell, its replicates per cell.
     type Point = fn(&Evaluated) -> f64;
-    let metrics: [(&str, Point, &Vec<Vec<f64>>); 2] =
+    let all: [(&str, Point, &Vec<Vec<f64>>); 2] =
         [("fid", |c| c.fid, &fid_reps), ("kid", |c| c.kid, &kid_reps)];
+    let metrics = &all[..if with_kid { 2 } else { 1 }];
     let size = |i: usize| cells[i].features.len() / DIMS;
 
     let mut out = Vec::new();
     // Per seed.
     for (i, c) in cells.iter().enumerate() {
-        for (metric, point, rep) in metrics {
+        for &(metric, point, rep) in metrics {
             out.push(with(
                 row(c, &c.cell.method, Some(c.seed)),
                 metric,
@@ -157,7 +164,7 @@ pub fn rows(
     for ((model, method, ts, es), idx) in &by_state {
         let c0 = &cells[idx[0]];
         let n: usize = idx.iter().map(|&i| size(i)).sum();
-        for (metric, point, rep) in metrics {
+        for &(metric, point, rep) in metrics {
             let point: Vec<f64> = idx.iter().map(|&i| point(&cells[i])).collect();
             let per_seed: Vec<Vec<f64>> = idx.iter().map(|&i| rep[i].clone()).collect();
             let r = over_seeds(
@@ -186,7 +193,7 @@ pub fn rows(
         if seeds_of(adt) != seeds_of(ft) {
             continue;
         }
-        for (base, point, rep) in metrics {
+        for &(base, point, rep) in metrics {
             let metric = &format!("{base}_diff");
             let mut per_seed = Vec::new();
             let mut points = Vec::new();
@@ -419,7 +426,7 @@ mod tests {
             cells.push(cell("ft", seed, f.clone(), &real));
             cells.push(cell("adt", seed, f, &real));
         }
-        let rows = rows(&real, &cells, 200, true).unwrap();
+        let rows = rows(Some(&real), &cells, 200, true).unwrap();
         let find = |method: &str, seed: Option<u64>, metric: &str| {
             rows.iter()
                 .find(|r| r.method == method && r.seed == seed && r.metric == metric)
@@ -438,7 +445,7 @@ mod tests {
         assert!((over.value - (cells[0].fid + cells[2].fid) / 2.0).abs() < 1e-12);
         assert_eq!(over.n, 2 * n);
         // No replicates: values without intervals.
-        let plain = super::rows(&real, &cells, 0, true).unwrap();
+        let plain = super::rows(Some(&real), &cells, 0, true).unwrap();
         assert!(plain.iter().all(|r| r.ci_low.is_none()));
     }
 }

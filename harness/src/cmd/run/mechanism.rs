@@ -102,16 +102,17 @@ mod tests {
     /// √ᾱ_final/√ᾱ_i = 1/√ᾱ_i (diffusers' DDIM with set_alpha_to_one) — the closed form.
     #[test]
     fn adt_is_flat_and_drtune_grows_like_one_over_sqrt_alpha_bar() {
-        let reg = crate::registry::load(&[]).unwrap();
-        let m = crate::cmd::open_model(
-            &reg,
-            &crate::cli::ModelOpts {
-                model: "tiny".into(),
-                weights: None,
-                device: "cpu".into(),
-                init_seed: 0,
-            },
+        // The samplers linked in (a unit test has no plugin libraries beside it).
+        let reg = adt_plugin_host::Registry::with_builtins(&[
+            adt_plugin_tiny::header,
+            adt_plugin_samplers::header,
+        ])
+        .unwrap();
+        let m = crate::engine::settings::ModelSpec::new(
+            "tiny",
+            crate::engine::settings::DeviceSpec::Cpu,
         )
+        .open(&reg)
         .unwrap();
         let desc = m.describe().unwrap();
         let spec: SamplerSpec = "ddim:10".parse().unwrap();

@@ -11,184 +11,107 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use sha2::{Digest, Sha256};
 
-use crate::cli::{GlobalOpts, RunArgs, SampleArgs, TuneArgs};
-use crate::cmd::fid::{self, Net, SetOptions};
+use crate::cli::{GlobalOpts, RunArgs};
+use crate::engine::evaluate::{self as fid, Net, SetOptions};
+use crate::engine::{
+    self, cells,
+    plan::{CellState, SampleCell, TuneCell},
+    settings::{Method, ModelSpec},
+};
 use crate::sampling::{self, SamplerSpec};
+
 use adt_metrics::arch::DIMS;
 
 pub use adt_reports::metrics::MetricRow;
 
+mod categories;
 pub mod config;
 mod intervals;
 pub mod mechanism;
 
-#[derive(Parser)]
-pub(crate) struct TuneCli {
-    #[command(flatten)]
-    pub(crate) a: TuneArgs,
-}
-
-#[derive(Parser)]
-struct SampleCli {
-    #[command(flatten)]
-    a: SampleArgs,
-}
-
-fn key(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0u8]);
+/// Run one tune cell unless its cache entry is done; returns its checkpoint's weights file.
+/// An interrupted tune resumes from its checkpoint.
+fn tuned(reg: &adt_plugin_host::Registry, cell: &TuneCell, quiet: bool) -> anyhow::Result<PathBuf> {
+    let weights = cell.weights();
+    if cell.state() == CellState::Done {
+        return Ok(weights);
     }
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let job = &cell.job;
+    cells::tune_model(reg, job, &cell.dir, None, quiet).with_context(|| {
+        format!(
+            "{} of `{}` with {} (seed {})",
+            cells::method_name(job.method),
+            job.model.plugin,
+            job.sampler,
+            job.seed
+        )
+    })?;
+    if !weights.exists() {
+        bail!(
+            "the tune in {} wrote no model checkpoint",
+            cell.dir.display()
+        );
+    }
+    std::fs::write(
+        cell.dir.join("done.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "settings": cell.keyed,
+            "command": job.command(&cell.dir).join(" "),
+        }))?,
+    )?;
+    Ok(weights)
 }
 
-/// The cache folder of one entry: `OUT/cache/KIND/LABEL-HASH`, the hash over `parts` (and the
-/// version), the label for people.
-fn cache_entry(a: &RunArgs, kind: &str, label: &str, parts: &[&str]) -> PathBuf {
-    let mut all = vec![kind, env!("CARGO_PKG_VERSION")];
-    all.extend_from_slice(parts);
-    a.out
-        .join("cache")
-        .join(kind)
-        .join(format!("{}-{}", label.replace(':', "-"), key(&all)))
+/// Samples of one model state with one eval sampler, unless its cache entry is done.
+#[allow(clippy::too_many_arguments)]
+fn sampled(
+    reg: &adt_plugin_host::Registry,
+    cell: &SampleCell,
+    model: &ModelSpec,
+    sampler: &SamplerSpec,
+    guidance: f32,
+    prompts: &[String],
+    batch: usize,
+    seed: u64,
+    quiet: bool,
+) -> anyhow::Result<PathBuf> {
+    if cell.state() == CellState::Done {
+        return Ok(cell.dir.clone());
+    }
+    let job = cells::SampleJob {
+        model: model.clone(),
+        sampler: sampler.clone(),
+        spacing: None,
+        guidance: Some(guidance),
+        prompts: prompts.to_vec(),
+        batch,
+        seed,
+        init: None,
+        img2img: None,
+    };
+    let done = cells::sample_images(reg, &job, &cell.dir, "sample", quiet)?;
+    let mut meta = done.meta;
+    meta["settings"] = cell.keyed.clone();
+    // `sample.json` last: a folder without it is sampled again.
+    cells::finish_samples(&cell.dir, &meta)?;
+    Ok(cell.dir.clone())
+}
+
+/// The evaluation inputs of a run's options.
+fn eval_inputs(a: &RunArgs) -> anyhow::Result<engine::inputs::EvalInputs> {
+    engine::inputs::resolve(
+        a.prompts.as_deref(),
+        a.prompt_column.as_deref(),
+        a.eval_data.as_deref(),
+        a.eval_subset.parse()?,
+        a.fid_ref.as_deref(),
+        a.num,
+    )
 }
 
 fn file_sha256(p: &Path) -> anyhow::Result<String> {
     adt_plugin_kit::sha256_file(p).with_context(|| format!("cannot read {}", p.display()))
-}
-
-/// Tune `model` with `method` (cached by everything that determines the result); returns the
-/// tune's folder and its checkpoint's weights file. A folder without `done.json` is an interrupted tune: resumed.
-#[allow(clippy::too_many_arguments)]
-fn tuned(
-    g: &GlobalOpts,
-    a: &RunArgs,
-    model: &str,
-    base_hash: &str,
-    method: &str,
-    train: &SamplerSpec,
-    seed: u64,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let extra: Vec<&str> = a.tune_args.split_whitespace().collect();
-    let backbone = per_model(&a.backbone, model);
-    let dir = cache_entry(
-        a,
-        "tune",
-        &format!("{model}-{method}-{train}-s{seed}"),
-        &[
-            model,
-            base_hash,
-            method,
-            &train.to_string(),
-            &seed.to_string(),
-            &a.tune_args,
-            backbone.as_deref().unwrap_or("default"),
-        ],
-    );
-    let weights = dir.join("checkpoint/model/model.safetensors");
-    if dir.join("done.json").exists() && weights.exists() {
-        return Ok((dir, weights));
-    }
-    let mut argv: Vec<String> = vec![
-        "tune".into(),
-        "--model".into(),
-        model.into(),
-        "--device".into(),
-        a.device.clone(),
-        "--method".into(),
-        method.into(),
-        "--sampler".into(),
-        train.to_string(),
-        "--seed".into(),
-        seed.to_string(),
-    ];
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    if let Some(w) = per_model(&a.weights, model) {
-        argv.extend(["--weights".into(), w]);
-    }
-    if let Some(b) = backbone {
-        argv.extend(["--backbone".into(), b]);
-    }
-    if dir.join("state.json").exists() {
-        argv.extend(["--resume".into(), dir.display().to_string()]);
-    } else {
-        argv.extend(["--out".into(), dir.display().to_string()]);
-    }
-    let cli = TuneCli::try_parse_from(&argv)
-        .map_err(|e| anyhow::anyhow!("bad --tune-args {:?}: {e}", a.tune_args))?;
-    super::tune::run(g, &cli.a)
-        .with_context(|| format!("{method} of `{model}` with {train} (seed {seed})"))?;
-    if !weights.exists() {
-        bail!("the tune in {} wrote no model checkpoint", dir.display());
-    }
-    std::fs::write(
-        dir.join("done.json"),
-        serde_json::to_string_pretty(&serde_json::json!({ "argv": argv }))?,
-    )?;
-    Ok((dir, weights))
-}
-
-/// Samples of one model state with one sampler (cached); returns the image folder.
-#[allow(clippy::too_many_arguments)]
-fn sampled(
-    g: &GlobalOpts,
-    a: &RunArgs,
-    model: &str,
-    weights: Option<&Path>,
-    weights_hash: &str,
-    spec: &SamplerSpec,
-    guidance: f32,
-    seed: u64,
-) -> anyhow::Result<PathBuf> {
-    let dir = cache_entry(
-        a,
-        "samples",
-        &format!("{model}-{spec}-s{seed}"),
-        &[
-            model,
-            weights_hash,
-            &spec.to_string(),
-            &guidance.to_string(),
-            &seed.to_string(),
-            &a.num.to_string(),
-        ],
-    );
-    if dir.join("sample.json").exists() {
-        return Ok(dir);
-    }
-    let mut argv: Vec<String> = vec![
-        "sample".into(),
-        "--model".into(),
-        model.into(),
-        "--device".into(),
-        a.device.clone(),
-        "--sampler".into(),
-        spec.to_string(),
-        "--guidance".into(),
-        guidance.to_string(),
-        "-n".into(),
-        a.num.to_string(),
-        "--batch".into(),
-        a.batch.to_string(),
-        "--seed".into(),
-        seed.to_string(),
-        "--out".into(),
-        dir.display().to_string(),
-    ];
-    if let Some(w) = weights {
-        argv.extend(["--weights".into(), w.display().to_string()]);
-    }
-    let cli = SampleCli::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // `sample` writes sample.json last: a folder without it is rewritten.
-    super::sample::run(g, &cli.a)?;
-    Ok(dir)
 }
 
 fn load_folder(dir: &Path) -> anyhow::Result<Vec<image::RgbImage>> {
@@ -208,7 +131,9 @@ fn load_folder(dir: &Path) -> anyhow::Result<Vec<image::RgbImage>> {
         .collect()
 }
 
-fn controls(images: &[image::RgbImage], prompts: &[String]) -> [(&'static str, f64); 3] {
+/// The built-in data set's recognisability controls; none when no prompt is one of its
+/// captions.
+fn controls(images: &[image::RgbImage], prompts: &[String]) -> Vec<(&'static str, f64)> {
     let (mut bg, mut col, mut noise, mut n) = (0.0, 0.0, 0.0, 0.0);
     for (img, p) in images.iter().zip(prompts) {
         if let Some(s) = adt_datasets::shapes_score::score(img, p) {
@@ -218,11 +143,13 @@ fn controls(images: &[image::RgbImage], prompts: &[String]) -> [(&'static str, f
             n += 1.0;
         }
     }
-    let v = |x: f64| if n == 0.0 { f64::NAN } else { x / n };
-    [
-        ("background_accuracy", v(bg)),
-        ("shape_color_accuracy", v(col)),
-        ("residual_noise", v(noise)),
+    if n == 0.0 {
+        return Vec::new();
+    }
+    vec![
+        ("background_accuracy", bg / n),
+        ("shape_color_accuracy", col / n),
+        ("residual_noise", noise / n),
     ]
 }
 
@@ -305,108 +232,123 @@ impl TuneLog {
     }
 }
 
-/// The value `MODEL=VALUE` entries give `model` (the last one wins).
-fn per_model(list: &[String], model: &str) -> Option<String> {
-    list.iter()
-        .rev()
-        .filter_map(|e| e.split_once('='))
-        .find(|(m, _)| *m == model)
-        .map(|(_, v)| v.to_string())
-}
-
-/// Refuse `MODEL=VALUE` entries that are malformed or name a model the run does not have.
-fn check_per_model(list: &[String], models: &[String], flag: &str) -> anyhow::Result<()> {
-    for e in list {
-        match e.split_once('=') {
-            Some((m, v)) if !v.is_empty() => {
-                if !models.iter().any(|x| x == m) {
-                    bail!(
-                        "{flag} names `{m}`, which is not in --models ({})",
-                        models.join(",")
-                    );
-                }
-            }
-            _ => bail!("{flag} takes MODEL=VALUE, got `{e}`"),
-        }
-    }
-    Ok(())
-}
-
 pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let resolved_args = config::apply(a)?;
+    // Plan: flags and the config file, resolved once.
+    let (resolved_args, extras) = config::apply(a)?;
     let a = &resolved_args;
+    let given = |id: &str| a.explicit.iter().chain(&extras.given).any(|e| e == id);
+    let methods: Vec<Method> = a
+        .methods
+        .iter()
+        .map(|m| m.parse())
+        .collect::<anyhow::Result<_>>()?;
     let parse = |v: &[String]| -> anyhow::Result<Vec<SamplerSpec>> {
         v.iter().map(|s| s.parse()).collect()
     };
     let train = parse(&a.train_samplers)?;
     let eval = parse(&a.eval_samplers)?;
-    for m in &a.methods {
-        if !["base", "ft", "adt"].contains(&m.as_str()) {
-            bail!("unknown method `{m}` in --methods (base, ft, adt)");
-        }
+    let mut tune = engine::plan::run_default_tune();
+    if let Some(t) = &extras.tune {
+        tune = tune.overlay(t).context("[tune] in the config file")?;
     }
-    if a.num < 2 {
-        bail!("-n must be at least 2 (FID needs two images per set)");
+    if let Some(s) = &a.tune_args {
+        tune = tune
+            .overlay(&config::tune_args_overlay(s)?)
+            .with_context(|| format!("--tune-args {s:?}"))?;
     }
-    if a.seeds.is_empty() || a.models.is_empty() || eval.is_empty() {
-        bail!("--models, --seeds and --eval-samplers must each name at least one");
+    if let Some(d) = &a.train_data {
+        tune.data = d.clone();
     }
-    check_per_model(&a.weights, &a.models, "--weights")?;
-    check_per_model(&a.backbone, &a.models, "--backbone")?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("failed to create {}", a.out.display()))?;
+    let tables = config::model_tables(a, &extras)?;
     let reg = crate::registry::load(&g.plugin_path)?;
 
-    // Real images of the evaluation captions.
-    let prompts = sampling::eval_prompts(a.num);
-    let cfg = adt_datasets::shapes::ShapesConfig::DEFAULT;
-    let real: Vec<image::RgbImage> = (0..a.num as u64)
-        .map(|i| adt_datasets::shapes::generate(cfg, adt_datasets::shapes::EVAL_OFFSET + i).image)
-        .collect();
-    let real_dir = a.out.join("real");
-    sampling::write_images(&real_dir, &real, &prompts)?;
-    // The evaluation data's content hash: every real image's pixels and its caption.
-    let real_hash = {
-        let mut h = Sha256::new();
-        for (img, p) in real.iter().zip(&prompts) {
-            h.update(img.as_raw());
-            h.update(p.as_bytes());
-            h.update([0u8]);
-        }
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    sampling::write_grid(&a.out.join("grids/real.png"), &real)?;
+    // The evaluation inputs: prompts (with categories), the FID reference.
+    let inputs = eval_inputs(a)?;
+    let prompts = inputs.prompts.prompts.clone();
+    let prompts_hash = inputs.prompts.sha256();
+    let plan = engine::plan::build(
+        &reg,
+        &engine::plan::PlanInput {
+            models: &a.models,
+            methods: &methods,
+            seeds: &a.seeds,
+            num: prompts.len(),
+            batch: a.batch,
+            device: a.device.parse()?,
+            guidance: a.guidance,
+            train_samplers: given("train_samplers").then_some(train.as_slice()),
+            eval_samplers: given("eval_samplers").then_some(eval.as_slice()),
+            tune,
+            tables: &tables,
+            out: &a.out,
+        },
+    )?;
+    if a.plan {
+        print!("{}", engine::plan::describe(&plan, &prompts_hash)?);
+        return Ok(());
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("failed to create {}", a.out.display()))?;
 
-    let mode = adt_metrics::Mode::Clean;
+    let mode = adt_metrics::Mode::parse(&a.fid_mode).with_context(|| {
+        format!(
+            "unknown --fid-mode `{}` (clean, pytorch-fid, tf-legacy)",
+            a.fid_mode
+        )
+    })?;
     let mut net = Net::new(&a.inception, g.quiet);
     let opts = SetOptions {
         mode,
         batch: 32,
         skip_bad: false,
-        num: a.num,
+        num: prompts.len(),
         use_cache: true,
         quiet: g.quiet,
         device: crate::device::open(&a.device)?,
     };
-    let real_stats = fid::set_stats(&real_dir.display().to_string(), &mut net, &opts)?;
-    let real_feats = real_stats
-        .features
-        .clone()
-        .context("the real set has no features")?;
+    let real_stats = match &inputs.reference {
+        Some(engine::inputs::Reference::Stats(p)) => {
+            let s = fid::set_stats(&p.display().to_string(), &mut net, &opts)
+                .with_context(|| format!("--fid-ref {}", p.display()))?;
+            if s.gaussian.mu.len() != DIMS {
+                return Err(crate::exit::DataError(format!(
+                    "--fid-ref {} holds {}-dimensional statistics; FID's Inception pool features \
+                     are {DIMS}-dimensional",
+                    p.display(),
+                    s.gaussian.mu.len()
+                ))
+                .into());
+            }
+            s
+        }
+        Some(engine::inputs::Reference::Images(_)) | None => {
+            let data = inputs
+                .eval
+                .as_ref()
+                .context("no FID reference: give --eval-data SOURCE or --fid-ref FILE.npz")?;
+            let real_dir = a.out.join("real");
+            sampling::write_images(&real_dir, &data.images, &data.captions)?;
+            sampling::write_grid(&a.out.join("grids/real.png"), &data.images)?;
+            let o = SetOptions {
+                num: data.images.len(),
+                ..opts.clone()
+            };
+            fid::set_stats(&real_dir.display().to_string(), &mut net, &o)?
+        }
+    };
+    // Without reference features (statistics without `feats`), no KID and no intervals.
+    let real_feats = real_stats.features.clone();
 
     // The CLIP-based scores, loaded once for every cell.
     let reps = config::bootstrap_reps(a);
     let scorers = if a.scores.is_empty() {
         Vec::new()
     } else {
-        let metrics = super::score::parse_metrics(&a.scores.join(","))?;
-        super::score::load_scorers(
+        let metrics = engine::scores::parse_metrics(&a.scores.join(","))?;
+        engine::scores::load_scorers(
             &metrics,
-            &super::score::sources(&a.score_models),
+            &engine::scores::sources(&a.score_models),
             &opts.device,
             g.quiet,
         )?
@@ -419,42 +361,31 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let mut tune_logs: Vec<(String, TuneLog)> = Vec::new();
     let mut norms: Vec<mechanism::GradNorm> = Vec::new();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
-    for model in &a.models {
-        let desc = {
-            let m = super::open_model(
-                &reg,
-                &crate::cli::ModelOpts {
-                    model: model.clone(),
-                    weights: per_model(&a.weights, model),
-                    device: a.device.clone(),
-                    init_seed: 0,
-                },
-            )?;
-            m.describe()?
-        };
-        let base_hash = desc.weights_hash.clone().unwrap_or_else(|| "none".into());
-        for ts in &train {
-            norms.extend(mechanism::grad_norms(&reg, model, &desc, ts)?);
+    for mp in &plan.models {
+        let model = &mp.name;
+        let guidance = mp.guidance;
+        for ts in &mp.train {
+            norms.extend(mechanism::grad_norms(&reg, model, &mp.desc, ts)?);
         }
-        hashes.insert(format!("{model}/base weights"), base_hash.clone());
-        let guidance = a.guidance.unwrap_or(desc.default_guidance);
-        for &seed in &a.seeds {
-            // (method, train sampler label, weights file, weights hash)
-            let mut states: Vec<(String, String, Option<PathBuf>, String)> = Vec::new();
-            for method in &a.methods {
-                if method == "base" {
-                    let w = per_model(&a.weights, model).map(PathBuf::from);
-                    states.push(("base".into(), "-".into(), w, base_hash.clone()));
+        hashes.insert(format!("{model}/base weights"), mp.base_hash.clone());
+        for &seed in &plan.seeds {
+            // (method, train sampler label, model spec, weights hash)
+            let mut states: Vec<(Method, String, ModelSpec, String)> = Vec::new();
+            for &method in &plan.methods {
+                let Some(tm) = method.tuned() else {
+                    states.push((method, "-".into(), mp.spec.clone(), mp.base_hash.clone()));
                     continue;
-                }
-                for ts in &train {
-                    let (dir, w) = tuned(g, a, model, &base_hash, method, ts, seed)?;
+                };
+                for ts in &mp.train {
+                    let cell = engine::plan::tune_cell(&plan, mp, tm, ts, seed)?;
+                    let w = tuned(&reg, &cell, g.quiet)?;
+                    let dir = &cell.dir;
                     let wh = file_sha256(&w)?;
                     hashes.insert(
                         format!("{model}/{method}/{ts}/seed {seed} weights"),
                         wh.clone(),
                     );
-                    let log = TuneLog::read(&dir)?;
+                    let log = TuneLog::read(dir)?;
                     // The training log beside the report.
                     let logs = a.out.join("logs");
                     std::fs::create_dir_all(&logs)?;
@@ -468,7 +399,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     }
                     let log_cell = MetricRow::cell(
                         model,
-                        method,
+                        method.name(),
                         &ts.to_string(),
                         "-",
                         0,
@@ -479,12 +410,16 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         rows.push(log_cell.at(name, v, n));
                     }
                     tune_logs.push((format!("{model} {method} {ts} seed {seed}"), log));
-                    states.push((method.clone(), ts.to_string(), Some(w), wh));
+                    states.push((method, ts.to_string(), mp.spec.with_weights(&w), wh));
                 }
             }
-            for (method, ts, w, wh) in &states {
-                for es in &eval {
-                    let dir = sampled(g, a, model, w.as_deref(), wh, es, guidance, seed)?;
+            for (method, ts, spec, wh) in &states {
+                for es in &mp.eval {
+                    let cell =
+                        engine::plan::sample_cell(&plan, mp, spec, wh, es, seed, &prompts_hash)?;
+                    let dir = sampled(
+                        &reg, &cell, spec, es, guidance, &prompts, plan.batch, seed, g.quiet,
+                    )?;
                     let images = load_folder(&dir)?;
                     let label = format!("{model}-{method}-{}-{es}-s{seed}", ts.replace(':', "-"))
                         .replace(':', "-");
@@ -495,10 +430,13 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     let s = fid::set_stats(&dir.display().to_string(), &mut net, &opts)?;
                     let f = adt_metrics::stats::fid(&real_stats.gaussian, &s.gaussian)?;
                     let feats = s.features.clone().context("no features")?;
-                    let k = adt_metrics::stats::kid(&real_feats, &feats, DIMS, 100, 1000, 0)?;
+                    let kid = match &real_feats {
+                        Some(r) => adt_metrics::stats::kid(r, &feats, DIMS, 100, 1000, 0)?.kid,
+                        None => f64::NAN,
+                    };
                     let cell = MetricRow::cell(
                         model,
-                        method,
+                        method.name(),
                         ts,
                         &es.to_string(),
                         es.steps,
@@ -510,7 +448,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     }
                     if !scorers.is_empty() {
                         let p = &prompts[..images.len().min(prompts.len())];
-                        for sc in super::score::score_set(
+                        for sc in engine::scores::score_set(
                             &scorers,
                             &images,
                             Some(p),
@@ -536,7 +474,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         seed,
                         features: feats,
                         fid: f.fid,
-                        kid: k.kid,
+                        kid,
                     });
                 }
             }
@@ -544,27 +482,43 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     }
 
     // FID/KID with intervals, means over seeds, paired ADT − FT differences.
-    rows.extend(intervals::rows(&real_feats, &evaluated, reps, g.quiet)?);
+    rows.extend(intervals::rows(
+        real_feats.as_deref(),
+        &evaluated,
+        reps,
+        g.quiet,
+    )?);
     rows.extend(intervals::score_rows(&scored, reps)?);
     rows.extend(intervals::score_diff_rows(&scored, reps)?);
     rows.extend(intervals::seed_means_of_controls(&rows));
 
     // The frame.
     adt_reports::metrics::write(&rows, &a.out)?;
-    config::save(a, &a.out)?;
+    // Every tune's training data, hashed (once per source).
+    let mut train_data = BTreeMap::new();
+    if plan.methods.iter().any(|m| m.tuned().is_some()) {
+        for mp in &plan.models {
+            if !train_data.contains_key(&mp.tune.data) {
+                let sha = engine::inputs::source_sha256(&mp.tune.data)
+                    .with_context(|| format!("hashing the training data {}", mp.tune.data))?;
+                train_data.insert(mp.tune.data.clone(), sha);
+            }
+        }
+    }
+    config::save(a, config::resolved_tables(&plan)?, &a.out)?;
     let (_, inception_sha, _) = net.get()?;
     let manifest = serde_json::json!({
         "adt_bench_version": env!("CARGO_PKG_VERSION"),
         "git_commit": git_commit(),
         "command": std::env::args().collect::<Vec<_>>(),
         "config": {
-            "models": a.models, "methods": a.methods, "train_samplers": a.train_samplers,
-            "eval_samplers": a.eval_samplers, "seeds": a.seeds, "num": a.num, "batch": a.batch,
-            "guidance": a.guidance, "tune_args": a.tune_args, "device": a.device,
-            "weights": a.weights, "backbone": a.backbone,
+            "models": a.models, "methods": a.methods, "seeds": a.seeds, "num": a.num,
+            "batch": a.batch, "device": a.device,
+            "per_model": config::resolved_tables(&plan)?,
         },
-        "fid": { "mode": mode.name(), "inception_sha256": inception_sha,
-                 "real": format!("builtin:shapes?offset={} (first {})", adt_datasets::shapes::EVAL_OFFSET, a.num) },
+        "fid": { "mode": mode.name(), "inception_sha256": inception_sha },
+        "train_data": train_data,
+        "inputs": inputs.manifest,
         "plugins": reg.plugins().iter().map(|p| serde_json::json!({
             "name": p.name, "kind": format!("{:?}", p.kind), "version": p.version, "abi": p.abi,
             "source": p.source.to_string(),
@@ -573,7 +527,6 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 adt_plugin_host::PluginSource::Builtin => None,
             },
         })).collect::<Vec<_>>(),
-        "data": { "real_images_sha256": real_hash },
         "scores": scorers.iter().map(|sc| (sc.metric().name(), serde_json::json!({
             "files_sha256": sc.files(), "processor": sc.processor().describe(), "version": sc.version(),
         }))).collect::<BTreeMap<_, _>>(),
@@ -588,7 +541,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     )?;
     mechanism::write_csv(&norms, &a.out.join("grad_norms.csv"))?;
     let meta = report_meta(a, reps);
-    let tables = adt_reports::render::tables(&rows, &meta);
+    let mut tables = adt_reports::render::tables(&rows, &meta);
+    if !inputs.prompts.categories.is_empty() && !scored.is_empty() {
+        let by_cat = categories::rows(&scored, &inputs.prompts.categories);
+        categories::write(&by_cat, &a.out)?;
+        tables.extend(categories::tables(&by_cat));
+    }
     let md = adt_reports::render::markdown(TITLE, &meta, &tables);
     std::fs::write(a.out.join("report.md"), &md)?;
     let svgs = plots(&rows, &meta, &tune_logs, &norms)?;
@@ -620,12 +578,22 @@ const TITLE: &str = "adt-bench run";
 
 /// The report's intro and method order.
 pub fn report_meta(a: &RunArgs, reps: usize) -> adt_reports::render::Meta {
+    let mode = match a.fid_mode.as_str() {
+        "clean" => "clean-fid's `clean` mode (299×299 Inception input)".to_string(),
+        other => format!("the `{other}` mode"),
+    };
+    let reference = match (&a.fid_ref, &a.eval_data, &a.prompts) {
+        (Some(f), _, _) => format!("the reference statistics {}", f.display()),
+        (None, Some(d), Some(_)) => format!("the images of {d}"),
+        (None, Some(d), None) => format!("the images of {d}, whose captions are the prompts"),
+        _ => "the real images of the same captions".to_string(),
+    };
     adt_reports::render::Meta {
         intro: format!(
-            "{} images per cell, seeds {:?}; FID and KID in clean-fid's `clean` mode (299×299 \
-             Inception input) against the real images of the same captions; 95 % intervals from \
-             {reps} bootstrap replicates. With fewer than 2048 images the covariance is \
-             rank-deficient: FID is biased upward and comparable only within this report.",
+            "{} images per cell, seeds {:?}; FID and KID in {mode} against {reference}; 95 % \
+             intervals from {reps} bootstrap replicates. With fewer than 2048 images the \
+             covariance is rank-deficient: FID is biased upward and comparable only within this \
+             report.",
             a.num, a.seeds
         ),
         methods: a.methods.clone(),
@@ -963,35 +931,22 @@ mod tests {
                 }
             }
         }
-        let args = RunArgs {
-            models: vec!["tiny".into()],
-            methods: vec!["base".into(), "ft".into(), "adt".into()],
-            train_samplers: vec!["ddim:10".into()],
-            eval_samplers: vec!["ddim:10".into(), "dpm++2m:10".into()],
-            seeds: vec![0, 1],
-            config: None,
-            explicit: Vec::new(),
-            bootstrap: None,
-            num: 64,
-            batch: 32,
-            guidance: None,
-            tune_args: crate::cli::DEFAULT_TUNE_ARGS.into(),
-            device: "cpu".into(),
-            weights: Vec::new(),
-            backbone: Vec::new(),
-            scores: Vec::new(),
-            score_models: {
-                use clap::Parser;
-                match crate::cli::App::try_parse_from(["adt-bench", "run"]).map(|a| a.cmd) {
-                    Ok(crate::cli::Command::Run(r)) => r.score_models,
-                    _ => unreachable!("`adt-bench run` parses"),
-                }
-            },
-            inception: crate::cli::InceptionOpts {
-                inception_weights: None,
-                no_download: true,
-            },
-            out: "unused".into(),
+        let args = match crate::parse_args([
+            "adt-bench",
+            "run",
+            "--seeds",
+            "0,1",
+            "-n",
+            "64",
+            "--train-samplers",
+            "ddim:10",
+            "--eval-samplers",
+            "ddim:10,dpm++2m:10",
+        ])
+        .map(|a| a.cmd)
+        {
+            Ok(crate::cli::Command::Run(r)) => r,
+            _ => unreachable!("the run command line parses"),
         };
         let meta = report_meta(&args, 1000);
         let tables = adt_reports::render::tables(&rows, &meta);
