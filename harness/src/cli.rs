@@ -55,7 +55,7 @@ pub enum Command {
     ///   adt-bench run --config bench.toml --out runs/b   # options from TOML, flags override
     ///   adt-bench report compare runs/default runs/b --tol 0.02
     #[command(verbatim_doc_comment)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read and compare the reports `run` writes.
     #[command(subcommand)]
     Report(ReportCmd),
@@ -628,9 +628,10 @@ impl ModelOpts {
 pub struct SampleArgs {
     #[command(flatten)]
     pub model: ModelOpts,
-    /// Sampler and steps as `name:steps`, e.g. `ddim:20`, `dpm++2m:10`, `euler-a:30`.
-    #[arg(long, default_value = "ddim:20")]
-    pub sampler: String,
+    /// Sampler and steps as `name:steps`, e.g. `ddim:20`, `dpm++2m:10`, `euler-a:30`
+    /// (default: `ddim:20`, or for a flow-matching model such as SD3 `flow-euler:20`).
+    #[arg(long)]
+    pub sampler: Option<String>,
     /// Timestep spacing: leading, trailing or linspace (default: the model's).
     #[arg(long)]
     pub spacing: Option<String>,

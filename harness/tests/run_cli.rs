@@ -431,3 +431,111 @@ fn run_adds_quality_and_preference_scores() {
             .contains("aesthetic-head")
     );
 }
+
+/// A prompt file and reference statistics drive the evaluation: FID against the `.npz` (mode
+/// checked), its content hash and the prompts' in the manifest; prompts without a reference
+/// are refused before any work.
+#[test]
+fn prompts_and_reference_statistics_drive_the_evaluation() {
+    let Some(w) = weights() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = t.join("cache");
+    let prompts = t.join("prompts.txt");
+    std::fs::write(&prompts, adt_bench::sampling::eval_prompts(4).join("\n")).unwrap();
+    let stats = |mode: &str, file: &Path| {
+        let o = common::run_with_weights(
+            &cache,
+            &w,
+            &[
+                "fid",
+                "builtin:shapes?offset=1000000",
+                "-n",
+                "4",
+                "--mode",
+                mode,
+                "--save-stats",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let clean = t.join("ref.npz");
+    stats("clean", &clean);
+    let run = |reference: &Path, out: &str| {
+        common::run_with_weights(
+            &cache,
+            &w,
+            &[
+                "run",
+                "--methods",
+                "base",
+                "--seeds",
+                "0",
+                "-n",
+                "4",
+                "--batch",
+                "4",
+                "--eval-samplers",
+                "ddim:2",
+                "--bootstrap",
+                "0",
+                "--prompts",
+                prompts.to_str().unwrap(),
+                "--fid-ref",
+                reference.to_str().unwrap(),
+                "--out",
+                t.join(out).to_str().unwrap(),
+            ],
+        )
+    };
+    let o = run(&clean, "a");
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(t.join("a/metrics.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("tiny,base,-,ddim:2,2,2.0,0,fid,")),
+        "{csv}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("a/manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["inputs"]["fid_ref"]["sha256"].as_str().map(str::len),
+        Some(64),
+        "{m}"
+    );
+    assert_eq!(m["inputs"]["prompts"]["used"], 4, "{m}");
+    assert!(
+        !t.join("a/real").exists(),
+        "no reference images were needed"
+    );
+
+    // Statistics of another FID mode are refused by name.
+    let other = t.join("pt.npz");
+    stats("pytorch-fid", &other);
+    let o = run(&other, "b");
+    let e = text(&o);
+    assert!(
+        !o.status.success() && e.contains("pytorch-fid") && e.contains("--fid-ref"),
+        "{e}"
+    );
+
+    // Prompts without a reference: refused, nothing written.
+    let o = common::run_with_weights(
+        &cache,
+        &w,
+        &[
+            "run",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            t.join("c").to_str().unwrap(),
+        ],
+    );
+    let e = text(&o);
+    assert!(
+        !o.status.success() && e.contains("--eval-data") && e.contains("--fid-ref"),
+        "{e}"
+    );
+    assert!(!t.join("c").exists());
+}

@@ -48,7 +48,10 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
     };
     let job = SampleJob {
         model,
-        sampler: a.sampler.parse()?,
+        sampler: match &a.sampler {
+            Some(s) => s.parse()?,
+            None => crate::engine::plan::default_sampler(&reg, &desc, "ddim:20")?,
+        },
         spacing,
         guidance: a.guidance,
         prompts,

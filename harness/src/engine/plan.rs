@@ -41,6 +41,8 @@ pub struct ModelTable {
     pub eval_samplers: Option<Vec<SamplerSpec>>,
     /// Tune settings of this model (keys as in `[tune]`).
     pub tune: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Quality and preference scores of this model's cells (default: the run's `scores`).
+    pub scores: Option<Vec<String>>,
 }
 
 /// One model of the plan, every setting resolved.
@@ -62,6 +64,8 @@ pub struct ModelPlan {
     pub eval: Vec<SamplerSpec>,
     /// The tunes' settings (backbone resolved).
     pub tune: TuneSettings,
+    /// The CLIP-based scores of its cells (metric names).
+    pub scores: Vec<String>,
 }
 
 /// The whole grid.
@@ -106,6 +110,8 @@ pub struct PlanInput<'a> {
     pub tune: TuneSettings,
     /// Per-model tables.
     pub tables: &'a BTreeMap<String, ModelTable>,
+    /// The scores of every model unless its table says otherwise.
+    pub scores: &'a [String],
     /// Output folder.
     pub out: &'a Path,
 }
@@ -180,6 +186,16 @@ fn check_samplers(
         }
     }
     Ok(())
+}
+
+/// A default sampler adapted to a model: `default` when it plans for the model's schedule,
+/// else the first listed sampler for that schedule with the same steps.
+pub fn default_sampler(
+    reg: &Registry,
+    desc: &ModelDescription,
+    default: &str,
+) -> anyhow::Result<SamplerSpec> {
+    Ok(adapt(reg, desc, &[default])?.remove(0))
 }
 
 /// The run's default samplers for a model: each default that plans for the model's schedule,
@@ -301,6 +317,16 @@ pub fn build(reg: &Registry, p: &PlanInput<'_>) -> anyhow::Result<RunPlan> {
             });
         }
         let guidance = t.guidance.or(p.guidance).unwrap_or(desc.default_guidance);
+        let scores = t.scores.clone().unwrap_or_else(|| p.scores.to_vec());
+        let scores: Vec<String> = if scores.is_empty() {
+            Vec::new()
+        } else {
+            super::scores::parse_metrics(&scores.join(","))
+                .with_context(|| format!("model `{name}`: scores"))?
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect()
+        };
         models.push(ModelPlan {
             name: name.clone(),
             spec,
@@ -310,6 +336,7 @@ pub fn build(reg: &Registry, p: &PlanInput<'_>) -> anyhow::Result<RunPlan> {
             train,
             eval,
             tune,
+            scores,
         });
     }
     Ok(RunPlan {
@@ -463,10 +490,12 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
     for m in &plan.models {
         writeln!(
             s,
-            "model {} ({}, {:?}-prediction, {} schedule, image {}×{}){}",
+            "model {} ({}, {}-prediction, {} schedule, image {}×{}){}",
             m.name,
             m.desc.family,
-            m.desc.parameterization,
+            serde_json::to_value(m.desc.parameterization)?
+                .as_str()
+                .unwrap_or("?"),
             schedule_kind(&m.desc.schedule),
             m.desc.image_shape[1],
             m.desc.image_shape[2],
@@ -494,10 +523,15 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
         };
         writeln!(
             s,
-            "  guidance {}; train samplers {}; eval samplers {}",
+            "  guidance {}; train samplers {}; eval samplers {}{}",
             m.guidance,
             list(&m.train),
-            list(&m.eval)
+            list(&m.eval),
+            if m.scores.is_empty() {
+                String::new()
+            } else {
+                format!("; scores {}", m.scores.join(", "))
+            }
         )?;
         let t = &m.tune;
         writeln!(

@@ -128,8 +128,8 @@ pub struct Scored {
 }
 
 /// Score one set with loaded scorers.
-pub fn score_set(
-    scorers: &[Scorer],
+pub fn score_set<'a>(
+    scorers: impl IntoIterator<Item = &'a Scorer>,
     images: &[RgbImage],
     prompts: Option<&[String]>,
     batch: usize,
@@ -138,7 +138,7 @@ pub fn score_set(
     quiet: bool,
 ) -> anyhow::Result<Vec<Scored>> {
     scorers
-        .iter()
+        .into_iter()
         .map(|s| {
             let bar = crate::progress::Bar::new(images.len() as u64, s.metric().name(), quiet);
             let mut last = 0;

@@ -359,6 +359,7 @@ pub fn resolved_tables(plan: &RunPlan) -> anyhow::Result<BTreeMap<String, ModelT
                 train_samplers: Some(m.train.clone()),
                 eval_samplers: Some(m.eval.clone()),
                 tune: Some(tune),
+                scores: (!m.scores.is_empty()).then(|| m.scores.clone()),
             },
         );
     }
@@ -410,7 +411,7 @@ mod tests {
         let crate::cli::Command::Run(a) = app.cmd else {
             panic!("not run")
         };
-        a
+        *a
     }
 
     #[test]

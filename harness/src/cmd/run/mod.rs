@@ -281,6 +281,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             eval_samplers: given("eval_samplers").then_some(eval.as_slice()),
             tune,
             tables: &tables,
+            scores: &a.scores,
             out: &a.out,
         },
     )?;
@@ -340,12 +341,15 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     // Without reference features (statistics without `feats`), no KID and no intervals.
     let real_feats = real_stats.features.clone();
 
-    // The CLIP-based scores, loaded once for every cell.
+    // The CLIP-based scores, loaded once for every cell (the union of the models' scores).
     let reps = config::bootstrap_reps(a);
-    let scorers = if a.scores.is_empty() {
+    let mut wanted: Vec<String> = plan.models.iter().flat_map(|m| m.scores.clone()).collect();
+    wanted.sort();
+    wanted.dedup();
+    let scorers = if wanted.is_empty() {
         Vec::new()
     } else {
-        let metrics = engine::scores::parse_metrics(&a.scores.join(","))?;
+        let metrics = engine::scores::parse_metrics(&wanted.join(","))?;
         engine::scores::load_scorers(
             &metrics,
             &engine::scores::sources(&a.score_models),
@@ -446,10 +450,14 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     for (name, v) in controls(&images, &prompts) {
                         rows.push(cell.at(name, v, images.len()));
                     }
-                    if !scorers.is_empty() {
+                    let mine: Vec<&adt_metrics::clip::Scorer> = scorers
+                        .iter()
+                        .filter(|s| mp.scores.iter().any(|m| m == s.metric().name()))
+                        .collect();
+                    if !mine.is_empty() {
                         let p = &prompts[..images.len().min(prompts.len())];
                         for sc in engine::scores::score_set(
-                            &scorers,
+                            mine,
                             &images,
                             Some(p),
                             16,
