@@ -94,3 +94,32 @@ pub fn diffusers_tiny(family: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// The tiny random Hugging Face `Dinov2Model` of the tuner's tests as a model folder at `dir`
+/// (`config.json` + `model.safetensors`): the discriminator backbone of the SD end-to-end tests.
+pub fn tiny_dinov2(dir: &std::path::Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the DINOv2 folder");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tuner/tests/data/dinov2_tiny.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .expect("copy the tiny DINOv2 weights");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "dinov2", "num_attention_heads": 2, "image_size": 12, "layer_norm_eps": 1e-6, "mlp_ratio": 4}"#,
+    )
+    .expect("write the tiny DINOv2 config");
+    dir.to_path_buf()
+}
+
+/// The FID Inception weights (fetched once into the cache), or `None` with a loud SKIPPED.
+pub fn inception() -> Option<PathBuf> {
+    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
+        Ok((p, _)) => Some(p),
+        Err(e) => {
+            eprintln!("SKIPPED: no Inception weights: {e}");
+            None
+        }
+    }
+}

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use adt_integration_tests::adt_bench;
+use adt_integration_tests::{adt_bench, inception, tiny_dinov2};
 
 fn fixture(family: &str) -> Option<PathBuf> {
     adt_integration_tests::diffusers_tiny(family)
@@ -23,32 +23,6 @@ fn clip_metrics() -> Option<PathBuf> {
         eprintln!("SKIPPED: clip-metrics fixture not found at {}", d.display());
         None
     }
-}
-
-fn inception() -> Option<PathBuf> {
-    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
-        Ok((p, _)) => Some(p),
-        Err(e) => {
-            eprintln!("SKIPPED: no Inception weights: {e}");
-            None
-        }
-    }
-}
-
-/// The tiny random Hugging Face Dinov2Model of the tuner's tests, as a model folder.
-fn tiny_dinov2(d: &Path) -> PathBuf {
-    std::fs::create_dir_all(d).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuner/tests/data/dinov2_tiny.safetensors"),
-        d.join("model.safetensors"),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("config.json"),
-        r#"{"model_type": "dinov2", "num_attention_heads": 2, "image_size": 12, "layer_norm_eps": 1e-6, "mlp_ratio": 4}"#,
-    )
-    .unwrap();
-    d.to_path_buf()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

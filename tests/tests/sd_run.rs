@@ -3,40 +3,13 @@
 //! binary: base / FT / ADT (a tiny random DINOv2 as the discriminator backbone), few steps,
 //! FID/KID against the built-in evaluation set, the report and manifest.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use adt_integration_tests::adt_bench;
+use adt_integration_tests::{adt_bench, inception, tiny_dinov2};
 
 fn fixture(family: &str) -> Option<PathBuf> {
     adt_integration_tests::diffusers_tiny(family)
-}
-
-/// The tiny random Hugging Face Dinov2Model of the tuner's tests, as a model folder.
-fn tiny_dinov2(dir: &Path) -> PathBuf {
-    let d = dir.join("dinov2");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuner/tests/data/dinov2_tiny.safetensors"),
-        d.join("model.safetensors"),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("config.json"),
-        r#"{"model_type": "dinov2", "num_attention_heads": 2, "image_size": 12, "layer_norm_eps": 1e-6, "mlp_ratio": 4}"#,
-    )
-    .unwrap();
-    d
-}
-
-fn inception() -> Option<PathBuf> {
-    match adt_metrics::weights::resolve(None, adt_metrics::weights::Fetch::Auto) {
-        Ok((p, _)) => Some(p),
-        Err(e) => {
-            eprintln!("SKIPPED: no Inception weights: {e}");
-            None
-        }
-    }
 }
 
 fn run_family(family: &str, sampler: &str, eval: &str) {
@@ -44,7 +17,7 @@ fn run_family(family: &str, sampler: &str, eval: &str) {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let dino = tiny_dinov2(tmp.path());
+    let dino = tiny_dinov2(&tmp.path().join("dinov2"));
     let out = tmp.path().join("out");
     let o = Command::new(adt_bench())
         .env("NO_COLOR", "1")
