@@ -1,16 +1,14 @@
 //! `adt-bench run` end to end on the built-in model, scaled down: the grid, the cache, the
 //! frame, the manifest, and reproducibility.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{text, weights};
+use crate::common::{text, weights};
 
 fn run(cache: &Path, w: &Path, out: &Path) -> Output {
     let out = out.to_str().expect("utf-8 temp path");
-    common::run_with_weights(
+    crate::common::run_with_weights(
         cache,
         w,
         &[
@@ -264,7 +262,7 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
 
     // `report compare` passes on identical reports and fails (exit 6) on a planted regression.
     let cmp = |x: &Path, y: &Path, tol: &str| {
-        common::bin()
+        crate::common::bin()
             .args(["report", "compare"])
             .args([x, y])
             .args(["--tol", tol])
@@ -301,7 +299,7 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     let o = cmp(&a, &b, "0.1");
     assert!(o.status.success(), "{}", text(&o));
 
-    let o = common::bin()
+    let o = crate::common::bin()
         .args(["report", "show"])
         .arg(&a)
         .output()
@@ -335,7 +333,7 @@ fn run_adds_quality_and_preference_scores() {
         s("open-clip/open_clip_model.safetensors"),
         s("open-clip/tiny-hpsv2-vit.json"),
     );
-    let o = common::run_with_weights(
+    let o = crate::common::run_with_weights(
         &tmp.path().join("cache"),
         &w,
         &[
@@ -444,7 +442,7 @@ fn prompts_and_reference_statistics_drive_the_evaluation() {
     let prompts = t.join("prompts.txt");
     std::fs::write(&prompts, adt_bench::sampling::eval_prompts(4).join("\n")).unwrap();
     let stats = |mode: &str, file: &Path| {
-        let o = common::run_with_weights(
+        let o = crate::common::run_with_weights(
             &cache,
             &w,
             &[
@@ -463,7 +461,7 @@ fn prompts_and_reference_statistics_drive_the_evaluation() {
     let clean = t.join("ref.npz");
     stats("clean", &clean);
     let run = |reference: &Path, out: &str| {
-        common::run_with_weights(
+        crate::common::run_with_weights(
             &cache,
             &w,
             &[
@@ -521,7 +519,7 @@ fn prompts_and_reference_statistics_drive_the_evaluation() {
     );
 
     // Prompts without a reference: refused, nothing written.
-    let o = common::run_with_weights(
+    let o = crate::common::run_with_weights(
         &cache,
         &w,
         &[

@@ -1,7 +1,5 @@
 //! `adt-bench fid` and `adt-bench bench inception` as users run them, on the FID fixtures.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -18,7 +16,7 @@ fn fixtures() -> Option<PathBuf> {
     }
 }
 
-use common::{run_with_weights as run, text, weights};
+use crate::common::{run_with_weights as run, text, weights};
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", text(o));

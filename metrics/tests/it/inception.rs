@@ -1,21 +1,19 @@
 //! Properties of the network itself: batch-size independence, the fast CPU path against the
 //! candle path, TorchScript and safetensors packagings giving the same weights.
 
-mod common;
-
 use adt_metrics::Mode;
 use adt_metrics::arch::DIMS;
 use adt_metrics::features::Extractor;
 
 #[test]
 fn features_do_not_depend_on_the_batch_size() {
-    let Some(dir) = common::fid_fixtures() else {
+    let Some(dir) = crate::common::fid_fixtures() else {
         return;
     };
-    let Some(net) = common::inception() else {
+    let Some(net) = crate::common::inception() else {
         return;
     };
-    let imgs: Vec<_> = common::images(&dir.join("images/a"))
+    let imgs: Vec<_> = crate::common::images(&dir.join("images/a"))
         .into_iter()
         .map(|(_, i)| i)
         .collect();
@@ -36,13 +34,13 @@ fn features_do_not_depend_on_the_batch_size() {
 
 #[test]
 fn fast_cpu_path_matches_the_candle_path() {
-    let Some(dir) = common::fid_fixtures() else {
+    let Some(dir) = crate::common::fid_fixtures() else {
         return;
     };
-    let Some(net) = common::inception() else {
+    let Some(net) = crate::common::inception() else {
         return;
     };
-    let imgs: Vec<_> = common::images(&dir.join("images/b"))
+    let imgs: Vec<_> = crate::common::images(&dir.join("images/b"))
         .into_iter()
         .map(|(_, i)| i)
         .take(2)

@@ -2,9 +2,7 @@
 //! every step that does not need a GPU, writes its JSON, and a CPU-only build refuses `cuda`
 //! with the way to get it. The real run is on the GPU machine (issue 7).
 
-mod common;
-
-use common::{run_with_weights, text, weights};
+use crate::common::{run_with_weights, text, weights};
 
 #[test]
 fn the_device_check_runs_on_the_cpu_and_writes_its_summary() {
@@ -44,7 +42,7 @@ fn the_device_check_runs_on_the_cpu_and_writes_its_summary() {
     assert_eq!(j["inception_parity"]["features_rel"], 0.0, "{j}");
 
     if !cfg!(feature = "cuda") {
-        let o = common::run(&[
+        let o = crate::common::run(&[
             "bench",
             "device",
             "--device",

@@ -2,14 +2,12 @@
 //! conditioning, the MMDiT at both timesteps and its gradients, the 16-channel VAE with shift
 //! and scale.
 
-mod common;
-
+use crate::common::*;
 use adt_plugin_sd::clip::{ClipText, ClipTextConfig};
 use adt_plugin_sd::load;
 use adt_plugin_sd::mmdit::{Mmdit, MmditConfig};
 use adt_plugin_sd::t5::{T5Config, T5Encoder};
 use candle_core::{DType, Device, Tensor, Var};
-use common::*;
 
 fn clip(dir: &std::path::Path, name: &str) -> ClipText {
     let te = dir.join(name);

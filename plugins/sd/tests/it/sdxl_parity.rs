@@ -2,13 +2,11 @@
 //! (penultimate hidden states, pooled projection), the `text_time` UNet at both timesteps and
 //! its gradients (incl. the add-embedding), VAE decode / encode and decoder gradients.
 
-mod common;
-
+use crate::common::*;
 use adt_plugin_sd::clip::{ClipText, ClipTextConfig};
 use adt_plugin_sd::load;
 use adt_plugin_sd::unet::{AddedCond, UNet, UNetConfig};
 use candle_core::{DType, Device, Tensor, Var};
-use common::*;
 
 fn clip(dir: &std::path::Path, name: &str, proj: bool) -> ClipText {
     let te = dir.join(name);

@@ -2,11 +2,9 @@
 //! the command, and bad input (too many prompt lines, an undecodable image, a checkpoint of
 //! the wrong family) stops with a clear message.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{run, text};
+use crate::common::{run, text};
 
 fn fixture() -> Option<PathBuf> {
     let base = std::env::var_os("ADT_FIXTURES")
@@ -252,7 +250,7 @@ fn bad_input_stops_with_a_clear_message() {
 
     // Offline and not cached: the message names the file to supply.
     let cache = tempfile::tempdir().unwrap();
-    let o = common::bin()
+    let o = crate::common::bin()
         .args([
             "score",
             tmp.path().to_str().unwrap(),
@@ -344,7 +342,7 @@ fn models_resolve_from_the_hugging_face_cache_layout_offline() {
     )
     .unwrap();
     let go = |repo: &str| {
-        common::bin()
+        crate::common::bin()
             .args([
                 "score",
                 imgs.path().to_str().unwrap(),

@@ -2,13 +2,11 @@
 //! the UNet at both timesteps and its gradients, VAE decode / encode and decoder gradients.
 //! Tolerances are the fixture README's (relative to the reference's max).
 
-mod common;
-
+use crate::common::*;
 use adt_plugin_sd::clip::{ClipText, ClipTextConfig};
 use adt_plugin_sd::load;
 use adt_plugin_sd::unet::{UNet, UNetConfig};
 use candle_core::{DType, Device, Var};
-use common::*;
 
 #[test]
 fn text_encoder_matches_transformers_from_token_ids() {

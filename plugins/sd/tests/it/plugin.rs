@@ -4,12 +4,10 @@
 //! Aᵀ at initialisation), training steps, checkpoints over the base pipeline, and the
 //! errors a user meets (missing or mis-shaped tensors, a pipeline of another family).
 
-mod common;
-
+use crate::common::*;
 use adt_plugin_api::{DenoiseArgs, HostTensor, ModelPlugin, OptimConfig};
 use adt_plugin_sd::plugin::{Sd3, Sd15, SdPlugin, Sdxl};
 use candle_core::{D, Device, Tensor};
-use common::*;
 
 fn host(t: &Tensor) -> HostTensor {
     HostTensor {

@@ -1,12 +1,10 @@
 //! Where pipelines come from: the Hugging Face cache layout, what a download would fetch,
 //! a failed download's message, and `fp16` weight variants.
 
-mod common;
-
+use crate::common::*;
 use adt_plugin_api::ModelPlugin;
 use adt_plugin_sd::hub;
 use adt_plugin_sd::plugin::{Sd15, SdPlugin};
-use common::*;
 
 #[test]
 fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {

@@ -2,14 +2,12 @@
 //! of clean-fid's `clean` mode and pytorch-fid, FID between the two image folders, FID and KID
 //! from the stored feature sets.
 
-mod common;
-
 use adt_metrics::features::Extractor;
 use adt_metrics::stats::{FeatureStats, fid, kid};
 use adt_metrics::{Mode, arch::DIMS};
 
 fn reference() -> Option<(std::path::PathBuf, serde_json::Value)> {
-    let dir = common::fid_fixtures()?;
+    let dir = crate::common::fid_fixtures()?;
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
     Some((dir, json))
@@ -26,7 +24,7 @@ fn features_and_fid_match_clean_fid_and_pytorch_fid() {
     let Some((dir, refj)) = reference() else {
         return;
     };
-    let Some(net) = common::inception() else {
+    let Some(net) = crate::common::inception() else {
         return;
     };
     let st = dir.join("reference.safetensors");
@@ -41,11 +39,11 @@ fn features_and_fid_match_clean_fid_and_pytorch_fid() {
         let ex = Extractor::new(net, mode, 5);
         let mut sets = Vec::new();
         for set in ["a", "b"] {
-            let imgs = common::images(&dir.join("images").join(set));
+            let imgs = crate::common::images(&dir.join("images").join(set));
             let names: Vec<_> = imgs.iter().map(|(n, _)| n.clone()).collect();
             let imgs: Vec<_> = imgs.into_iter().map(|(_, i)| i).collect();
             let ours = ex.features(&imgs).unwrap();
-            let (shape, want) = common::read_f32(&st, &format!("images_{set}.{key}"));
+            let (shape, want) = crate::common::read_f32(&st, &format!("images_{set}.{key}"));
             assert_eq!(shape, [imgs.len(), DIMS]);
             let mut worst_mean = 0f64;
             let mut worst_max = 0f32;
@@ -92,8 +90,8 @@ fn fid_and_kid_from_stored_features_match_scipy() {
         return;
     };
     let st = dir.join("reference.safetensors");
-    let (_, a) = common::read_f32(&st, "stats_a.features");
-    let (_, b) = common::read_f32(&st, "stats_b.features");
+    let (_, a) = crate::common::read_f32(&st, "stats_a.features");
+    let (_, b) = crate::common::read_f32(&st, "stats_b.features");
     let r = fid(&stats_of(&a).gaussian(), &stats_of(&b).gaussian()).unwrap();
     let want = refj["fid"]["stats.clean.scipy_sqrtm"].as_f64().unwrap();
     let eigh = refj["fid"]["stats.clean.eigh"].as_f64().unwrap();

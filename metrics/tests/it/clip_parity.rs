@@ -3,8 +3,6 @@
 //! score, PickScore's scoring, the LAION aesthetic v2 head, open_clip 3.3 + HPSv2's
 //! transform), on the fixture's real photos, within the tolerances its README states.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use adt_metrics::clip::load::{load_hf, load_open_clip};
@@ -14,7 +12,7 @@ use adt_metrics::clip::{AestheticHead, ClipTokenizer, Metric, Scorer, normalize_
 use candle_core::{Device, Tensor};
 
 fn fixture() -> Option<PathBuf> {
-    common::fixture("clip-metrics", "reference.safetensors")
+    crate::common::fixture("clip-metrics", "reference.safetensors")
 }
 
 struct Ref(Vec<u8>);

@@ -1,10 +1,8 @@
 //! The `adt-bench` binary as users run it.
 
-mod common;
-
 use std::path::Path;
 
-use common::{run, text};
+use crate::common::{run, text};
 
 #[test]
 fn plugins_list_shows_tiny_and_every_sampler() {

@@ -2,11 +2,9 @@
 //! `tests/data/make_tf1_resize.py`). The `clean` and `pytorch-fid` resizes are checked end to
 //! end by the feature parity test (the fixture images are up- and down-scaled).
 
-mod common;
-
 #[test]
 fn tf1_bilinear_matches_torch_fidelity() {
-    let Some(dir) = common::fid_fixtures() else {
+    let Some(dir) = crate::common::fid_fixtures() else {
         return;
     };
     let refp = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +22,7 @@ fn tf1_bilinear_matches_torch_fidelity() {
             ));
         }
         let ours: Vec<f32> = nchw.into_iter().step_by(7).collect();
-        let (_, want) = common::read_f32(&refp, name);
+        let (_, want) = crate::common::read_f32(&refp, name);
         assert_eq!(ours.len(), want.len());
         let max = ours
             .iter()

@@ -3,10 +3,8 @@
 //! odd whitespace, a prompt longer than the context that must be truncated keeping the end
 //! token).
 
-mod common;
-
+use crate::common::*;
 use adt_plugin_sd::tokenizer::PromptTokenizer;
-use common::*;
 
 #[test]
 fn prompts_tokenize_to_the_recorded_ids() {
