@@ -98,6 +98,38 @@ fn sampled(
     Ok(cell.dir.clone())
 }
 
+/// Wall time per stage of a run, in the order the stages first ran.
+#[derive(Default)]
+struct Stages(Vec<(&'static str, f64)>);
+
+impl Stages {
+    /// Add the time since `since` to `stage`.
+    fn add(&mut self, stage: &'static str, since: std::time::Instant) {
+        let dt = since.elapsed().as_secs_f64();
+        match self.0.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, t)) => *t += dt,
+            None => self.0.push((stage, dt)),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(s, t)| (s.to_string(), serde_json::json!((t * 10.0).round() / 10.0)))
+                .collect(),
+        )
+    }
+
+    fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(s, t)| format!("{s} {t:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The evaluation inputs of a run's options.
 fn eval_inputs(a: &RunArgs) -> anyhow::Result<engine::inputs::EvalInputs> {
     engine::inputs::resolve(
@@ -234,6 +266,7 @@ impl TuneLog {
 
 pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let mut stages = Stages::default();
     // Plan: flags and the config file, resolved once.
     let (resolved_args, extras) = config::apply(a)?;
     let a = &resolved_args;
@@ -289,6 +322,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         print!("{}", engine::plan::describe(&plan, &prompts_hash)?);
         return Ok(());
     }
+    stages.add("plan", started);
+    let t = std::time::Instant::now();
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("failed to create {}", a.out.display()))?;
 
@@ -340,6 +375,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     };
     // Without reference features (statistics without `feats`), no KID and no intervals.
     let real_feats = real_stats.features.clone();
+    stages.add("reference", t);
 
     // The CLIP-based scores, loaded once for every cell (the union of the models' scores).
     let reps = config::bootstrap_reps(a);
@@ -382,7 +418,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 };
                 for ts in &mp.train {
                     let cell = engine::plan::tune_cell(&plan, mp, tm, ts, seed)?;
+                    let t = std::time::Instant::now();
                     let w = tuned(&reg, &cell, g.quiet)?;
+                    stages.add("tune", t);
                     let dir = &cell.dir;
                     let wh = file_sha256(&w)?;
                     hashes.insert(
@@ -421,9 +459,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 for es in &mp.eval {
                     let cell =
                         engine::plan::sample_cell(&plan, mp, spec, wh, es, seed, &prompts_hash)?;
+                    let t = std::time::Instant::now();
                     let dir = sampled(
                         &reg, &cell, spec, es, guidance, &prompts, plan.batch, seed, g.quiet,
                     )?;
+                    stages.add("sample", t);
+                    let t = std::time::Instant::now();
                     let images = load_folder(&dir)?;
                     let label = format!("{model}-{method}-{}-{es}-s{seed}", ts.replace(':', "-"))
                         .replace(':', "-");
@@ -438,6 +479,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         Some(r) => adt_metrics::stats::kid(r, &feats, DIMS, 100, 1000, 0)?.kid,
                         None => f64::NAN,
                     };
+                    stages.add("features", t);
+                    let t = std::time::Instant::now();
                     let cell = MetricRow::cell(
                         model,
                         method.name(),
@@ -477,6 +520,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                             });
                         }
                     }
+                    stages.add("scores", t);
                     evaluated.push(intervals::Evaluated {
                         cell,
                         seed,
@@ -490,6 +534,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     }
 
     // FID/KID with intervals, means over seeds, paired ADT − FT differences.
+    let t = std::time::Instant::now();
     rows.extend(intervals::rows(
         real_feats.as_deref(),
         &evaluated,
@@ -500,6 +545,8 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     rows.extend(intervals::score_diff_rows(&scored, reps)?);
     rows.extend(intervals::seed_means_of_controls(&rows));
 
+    stages.add("intervals", t);
+    let t = std::time::Instant::now();
     // The frame.
     adt_reports::metrics::write(&rows, &a.out)?;
     // Every tune's training data, hashed (once per source).
@@ -515,6 +562,21 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     }
     config::save(a, config::resolved_tables(&plan)?, &a.out)?;
     let (_, inception_sha, _) = net.get()?;
+    mechanism::write_csv(&norms, &a.out.join("grad_norms.csv"))?;
+    let meta = report_meta(a, reps);
+    let mut tables = adt_reports::render::tables(&rows, &meta);
+    if !inputs.prompts.categories.is_empty() && !scored.is_empty() {
+        let by_cat = categories::rows(&scored, &inputs.prompts.categories);
+        categories::write(&by_cat, &a.out)?;
+        tables.extend(categories::tables(&by_cat));
+    }
+    let md = adt_reports::render::markdown(TITLE, &meta, &tables);
+    std::fs::write(a.out.join("report.md"), &md)?;
+    let svgs = plots(&rows, &meta, &tune_logs, &norms)?;
+    let figures = grid_figures(&a.out.join("grids"))?;
+    let html = adt_reports::render::html(TITLE, &meta, &tables, &svgs, &figures);
+    std::fs::write(a.out.join("report.html"), html)?;
+    stages.add("report", t);
     let manifest = serde_json::json!({
         "adt_bench_version": env!("CARGO_PKG_VERSION"),
         "git_commit": git_commit(),
@@ -542,32 +604,20 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         "machine": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
                      "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
         "seconds": started.elapsed().as_secs_f64(),
+        "stage_seconds": stages.json(),
     });
     std::fs::write(
         a.out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?,
     )?;
-    mechanism::write_csv(&norms, &a.out.join("grad_norms.csv"))?;
-    let meta = report_meta(a, reps);
-    let mut tables = adt_reports::render::tables(&rows, &meta);
-    if !inputs.prompts.categories.is_empty() && !scored.is_empty() {
-        let by_cat = categories::rows(&scored, &inputs.prompts.categories);
-        categories::write(&by_cat, &a.out)?;
-        tables.extend(categories::tables(&by_cat));
-    }
-    let md = adt_reports::render::markdown(TITLE, &meta, &tables);
-    std::fs::write(a.out.join("report.md"), &md)?;
-    let svgs = plots(&rows, &meta, &tune_logs, &norms)?;
-    let figures = grid_figures(&a.out.join("grids"))?;
-    let html = adt_reports::render::html(TITLE, &meta, &tables, &svgs, &figures);
-    std::fs::write(a.out.join("report.html"), html)?;
     if !g.quiet {
         print!("{md}");
     }
     eprintln!(
-        "wrote {} ({:.0} s)",
+        "wrote {} ({:.0} s: {})",
         a.out.display(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        stages.line()
     );
     Ok(())
 }
