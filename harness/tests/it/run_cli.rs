@@ -210,8 +210,19 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     );
     assert_eq!(m["inputs"]["eval_data"]["records"], 4, "{m}");
     // Wall time per stage, each stage once.
-    for stage in ["plan", "reference", "tune", "sample", "features", "intervals", "report"] {
-        assert!(m["stage_seconds"][stage].as_f64().is_some_and(|t| t >= 0.0), "{stage}: {m}");
+    for stage in [
+        "plan",
+        "reference",
+        "tune",
+        "sample",
+        "features",
+        "intervals",
+        "report",
+    ] {
+        assert!(
+            m["stage_seconds"][stage].as_f64().is_some_and(|t| t >= 0.0),
+            "{stage}: {m}"
+        );
     }
     assert_eq!(
         m["train_data"]["builtin:shapes"].as_str().map(str::len),
