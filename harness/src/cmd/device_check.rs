@@ -1,4 +1,4 @@
-//! `adt-bench bench device`: the checks that need the GPU machine, as one command (issue 7).
+//! `adt-bench bench device`: the checks that need the GPU machine, as one command.
 //! Each step prints one line and lands in `OUT/device-check.json`; a failing step is reported
 //! and the others still run (exit 1 at the end if any failed).
 
