@@ -116,7 +116,7 @@ const CATEGORY_COLUMNS: &[&str] = &["Category", "Challenge", "category"];
 /// category columns (`Category`, `Challenge`, `category`) where present.
 pub fn read_prompts(path: &Path, column: Option<&str>) -> anyhow::Result<(PromptSet, String)> {
     let text = read_bounded(path, MAX_PROMPT_FILE)?;
-    let sha = hex(&Sha256::digest(text.as_bytes()));
+    let sha = adt_plugin_kit::sha256_hex(text.as_bytes());
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -471,24 +471,18 @@ pub fn source_sha256(source: &str) -> anyhow::Result<String> {
     let spec = adt_datasets::DataSpec::parse(source)?;
     let root = match &spec {
         adt_datasets::DataSpec::Shapes { .. } => {
-            return Ok(hex(&Sha256::digest(spec.to_string().as_bytes())));
+            return Ok(adt_plugin_kit::sha256_hex(spec.to_string().as_bytes()));
         }
         adt_datasets::DataSpec::Folder { path }
         | adt_datasets::DataSpec::Parquet { path }
         | adt_datasets::DataSpec::WebDataset { path } => path.clone(),
     };
-    let mut files = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(d) = stack.pop() {
-        if d.is_file() {
-            files.push(d);
-            continue;
-        }
-        for e in std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))? {
-            stack.push(e?.path());
-        }
-    }
-    files.sort();
+    // The same listing FID's statistics cache uses (sorted, folders walked).
+    let files = if root.is_dir() {
+        crate::engine::evaluate::files_under(&root)?
+    } else {
+        vec![root.clone()]
+    };
     let mut h = Sha256::new();
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap_or(f);

@@ -598,23 +598,22 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
                                     String::new()
                                 }
                             )?;
+                            // The checkpoint's hash once per tune, not per eval sampler.
+                            let tuned = if st == CellState::Done {
+                                let w = c.weights();
+                                let wh = adt_plugin_kit::sha256_file(&w)
+                                    .with_context(|| format!("cannot read {}", w.display()))?;
+                                Some((m.spec.with_weights(&w), wh))
+                            } else {
+                                None
+                            };
                             for es in &m.eval {
-                                let st = if st == CellState::Done {
-                                    let w = c.weights();
-                                    let wh = adt_plugin_kit::sha256_file(&w)
-                                        .with_context(|| format!("cannot read {}", w.display()))?;
-                                    sample_cell(
-                                        plan,
-                                        m,
-                                        &m.spec.with_weights(&w),
-                                        &wh,
-                                        es,
-                                        seed,
-                                        prompts_hash,
-                                    )?
-                                    .state()
-                                } else {
-                                    CellState::ToDo
+                                let st = match &tuned {
+                                    Some((spec, wh)) => {
+                                        sample_cell(plan, m, spec, wh, es, seed, prompts_hash)?
+                                            .state()
+                                    }
+                                    None => CellState::ToDo,
                                 };
                                 if st != CellState::Done {
                                     sets_left += 1;
