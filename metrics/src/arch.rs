@@ -266,9 +266,58 @@ pub fn all_convs() -> Vec<ConvSpec> {
     v
 }
 
+/// Multiply-accumulates of one image's forward pass at [`INPUT`]×[`INPUT`] (convolutions only;
+/// pools and the bias/ReLU epilogues are a rounding error beside them). Within a block every
+/// convolution reads the block's input resolution: the A, C and E blocks keep it ("same"
+/// padding, stride 1) and the B and D blocks end each chain in a stride-2 convolution.
+pub fn macs_per_image() -> u64 {
+    let out = |n: usize, k: usize, s: &ConvSpec, p: usize| (n + 2 * p - k) / s.stride + 1;
+    let conv = |s: &ConvSpec, h: usize, w: usize| {
+        let (ho, wo) = (out(h, s.kh, s, s.ph), out(w, s.kw, s, s.pw));
+        ((s.kh * s.kw * s.cin * s.cout * ho * wo) as u64, ho, wo)
+    };
+    let (mut h, mut w, mut macs) = (INPUT, INPUT, 0u64);
+    for b in BLOCKS {
+        let convs: Vec<ConvSpec> = match b {
+            Block::Conv(s) => {
+                let (m, ho, wo) = conv(&s, h, w);
+                (macs, h, w) = (macs + m, ho, wo);
+                continue;
+            }
+            Block::MaxPool => {
+                (h, w) = ((h - 3) / 2 + 1, (w - 3) / 2 + 1);
+                continue;
+            }
+            Block::A { name, cin, pool } => a_convs(name, cin, pool).to_vec(),
+            Block::B { name, cin } => b_convs(name, cin).to_vec(),
+            Block::C { name, c7 } => c_convs(name, c7).to_vec(),
+            Block::D { name } => d_convs(name).to_vec(),
+            Block::E { name, cin, .. } => e_convs(name, cin).to_vec(),
+        };
+        let (mut ho, mut wo) = (h, w);
+        for s in &convs {
+            let (m, a, b) = conv(s, h, w);
+            macs += m;
+            if s.stride > 1 {
+                (ho, wo) = (a, b);
+            }
+        }
+        (h, w) = (ho, wo);
+    }
+    macs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The published cost of Inception v3 at 299×299 is 5.71 GMAC (torchvision's model card;
+    /// the FID network has the same convolutions).
+    #[test]
+    fn macs_match_the_published_cost() {
+        let g = macs_per_image() as f64 / 1e9;
+        assert!((g - 5.71).abs() < 0.01, "{g} GMAC");
+    }
 
     #[test]
     fn table_matches_pytorch_fid_key_count() {

@@ -18,6 +18,43 @@ use adt_metrics::weights;
 use crate::cli::{BenchClipArgs, BenchInceptionArgs, GlobalOpts};
 use crate::engine::evaluate::Net;
 
+pub mod peak;
+
+/// `images/s` of a network of `macs` multiply-accumulates per image in GFLOP/s.
+fn gflops(images_per_s: f64, macs: u64) -> f64 {
+    images_per_s * 2.0 * macs as f64 / 1e9
+}
+
+/// "… GFLOP/s, NN % of the peak" for one side of a benchmark.
+fn of_peak(images_per_s: f64, macs: u64, peak: Option<&peak::Peak>) -> String {
+    let g = gflops(images_per_s, macs);
+    match peak {
+        Some(p) => format!(
+            "{g:7.1} GFLOP/s = {:5.1} % of the FMA peak",
+            100.0 * p.fraction(g * 1e9)
+        ),
+        None => format!("{g:7.1} GFLOP/s"),
+    }
+}
+
+/// The peak line of a benchmark's summary.
+fn print_peak(peak: Option<&peak::Peak>) {
+    match peak {
+        Some(p) => println!(
+            "  FMA peak   {:8.1} GFLOP/s f32, measured ({} threads, {}; tried {})",
+            p.gflops,
+            p.threads,
+            p.isa,
+            p.tried
+                .iter()
+                .map(|(n, g)| format!("{n} {g:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => println!("  FMA peak   not measured (a device run, or no vector FMA kernel for this CPU)"),
+    }
+}
+
 fn python(a: &BenchInceptionArgs) -> PathBuf {
     a.python
         .clone()
@@ -127,6 +164,15 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
         forward()?;
     }
     let ours_ips = (batch * a.batches.max(1)) as f64 / t.elapsed().as_secs_f64();
+    let macs = adt_metrics::arch::macs_per_image();
+    let peak = if dev.is_cpu() {
+        if !g.quiet {
+            eprintln!("measuring the f32 FMA peak of {threads} threads …");
+        }
+        peak::measure(threads)
+    } else {
+        None
+    };
 
     // PyTorch on the TorchScript archive.
     let script = a
@@ -195,6 +241,7 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
         debug_assert_eq!(r.route, "eigen");
         ours_eigen = ours_eigen.min(t.elapsed().as_secs_f64());
     }
+    let py = python(a);
     let numpy_on = |a: &adt_metrics::stats::Gaussian,
                     b: &adt_metrics::stats::Gaussian|
      -> Result<serde_json::Value, String> {
@@ -208,7 +255,7 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())?;
         let t = threads.to_string();
         json_of(
-            Command::new("python3")
+            Command::new(&py)
                 .args(["-c", NUMPY_EIGH])
                 .arg(&p)
                 .arg("2")
@@ -226,10 +273,15 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
     let out = json!({
         "machine": { "threads": threads, "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()) },
         "weights": note, "weights_sha256": sha,
+        "fma_peak": peak,
         "inception": {
             "batch": batch, "batches": a.batches.max(1),
             "images_per_s": ours_ips,
+            "macs_per_image": macs,
+            "gflops": gflops(ours_ips, macs),
+            "fraction_of_peak": peak.as_ref().map(|p| p.fraction(gflops(ours_ips, macs) * 1e9)),
             "torch_images_per_s": torch_ips,
+            "torch_fraction_of_peak": peak.as_ref().zip(torch_ips).map(|(p, t)| p.fraction(gflops(t, macs) * 1e9)),
             "torch": torch.as_ref().ok(),
             "torch_unavailable": torch.as_ref().err(),
             "ratio_vs_torch": torch_ips.map(|t| ours_ips / t),
@@ -251,11 +303,19 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out).context("json")?);
         return Ok(());
     }
-    println!("Inception (FID network) at {INPUT}×{INPUT}, batch {batch}, {threads} threads:");
-    println!("  adt-bench  {ours_ips:8.2} images/s");
+    println!(
+        "Inception (FID network) at {INPUT}×{INPUT} ({:.3} GMAC per image), batch {batch}, {threads} threads:",
+        macs as f64 / 1e9
+    );
+    print_peak(peak.as_ref());
+    println!(
+        "  adt-bench  {ours_ips:8.2} images/s  {}",
+        of_peak(ours_ips, macs, peak.as_ref())
+    );
     match (&torch, torch_ips) {
         (Ok(j), Some(t)) => println!(
-            "  PyTorch    {t:8.2} images/s (torch {})\n  ratio      {:8.2}× (≥ 1 means faster than PyTorch)",
+            "  PyTorch    {t:8.2} images/s  {} (torch {})\n  ratio      {:8.2}× (≥ 1 means faster than PyTorch)",
+            of_peak(t, macs, peak.as_ref()),
             j["torch"].as_str().unwrap_or("?"),
             ours_ips / t
         ),
@@ -364,7 +424,7 @@ pub fn tune_memory(g: &GlobalOpts, a: &crate::cli::BenchTuneMemoryArgs) -> anyho
 }
 
 /// The transformers reference script, embedded so the benchmark runs from any folder.
-const CLIP_BASELINE: &str = include_str!("../../../scripts/bench/clip_tower_baseline.py");
+const CLIP_BASELINE: &str = include_str!("../../../../scripts/bench/clip_tower_baseline.py");
 
 /// The architectures the reference script builds (vision tower; a small text tower).
 fn clip_arch(name: &str) -> adt_metrics::clip::model::ClipConfig {
