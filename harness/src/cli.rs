@@ -456,6 +456,24 @@ pub enum BenchCmd {
     /// Example: adt-bench bench clip --arch vit-l-14 --python .venv-ref/bin/python
     #[command(verbatim_doc_comment)]
     Clip(BenchClipArgs),
+    /// The built-in tiny model's training step (diffusion loss, forward and backward), ADT's
+    /// trained evaluation (guided denoise_vjp) and a sampling step (guided denoise), each with
+    /// the model's GEMM convolution beside candle's conv2d in the same process, with the
+    /// largest difference of their outputs.
+    Tiny(BenchTinyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTinyArgs {
+    /// Images per call.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Timed calls of each operation (after one warm-up call); the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -38,7 +38,24 @@ where
 }
 
 /// Entry point used by `main.rs`.
+/// Fix the CPU thread count candle's matrix products ask for, once per process.
+///
+/// candle 0.11 looks the count up on every CPU matmul and, unless `RAYON_NUM_THREADS` is set,
+/// counts the physical cores by reading and parsing `/proc/cpuinfo` each time: tens of
+/// thousands of reads per tuning run, about a tenth of a small model's training step. Setting
+/// the variable to that same count once keeps candle's choice and drops the reads. A value the
+/// user set is left alone.
+fn pin_candle_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = num_cpus::get_physical().max(1);
+        // SAFETY: called first thing in `main`, before this process starts any thread, so no
+        // other thread can be reading the environment.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+}
+
 pub fn main() -> std::process::ExitCode {
+    pin_candle_threads();
     let app = match parse_args(std::env::args_os()) {
         Ok(app) => app,
         Err(e) => e.exit(),

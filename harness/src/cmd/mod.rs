@@ -33,5 +33,6 @@ pub fn dispatch(app: App) -> anyhow::Result<()> {
         Command::Bench(crate::cli::BenchCmd::TuneMemory(a)) => bench::tune_memory(g, &a),
         Command::Bench(crate::cli::BenchCmd::Device(a)) => device_check::run(g, &a),
         Command::Bench(crate::cli::BenchCmd::Clip(a)) => bench::clip(g, &a),
+        Command::Bench(crate::cli::BenchCmd::Tiny(a)) => bench::tiny::run(g, &a),
     }
 }

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conv;
 pub mod net;
 pub mod schedule;
 pub mod tokenizer;

@@ -1,12 +1,12 @@
 //! The tiny UNet: pixel space, three resolutions, residual blocks with FiLM conditioning on
 //! (time embedding + text embedding), no attention. Every op used has a backward: the
-//! stride-1 convolution [`SameConv`] (with a backward made of forward convolutions),
+//! stride-1 convolution ([`crate::conv`]: one GEMM per image, backward of the same pieces),
 //! GroupNorm written out, SiLU, nearest upsampling and space-to-depth downsampling as
 //! reshapes; no fused no-backward candle op is on any path.
 
 use std::collections::BTreeMap;
 
-use candle_core::{CpuStorage, CustomOp2, D, DType, Device, Layout, Result, Shape, Tensor, Var};
+use candle_core::{D, DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -180,78 +180,8 @@ fn linear(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
     x.matmul(&w.t()?)?.broadcast_add(&b)
 }
 
-/// Convolution (stride 1, "same" padding) whose backward pass is two forward convolutions.
-///
-/// Why: candle's CPU `conv2d` backward computes the input gradient with a direct
-/// `conv_transpose2d` loop that is several times slower than its im2col forward. The input
-/// gradient of a stride-1 "same" convolution is itself a convolution of the output gradient
-/// with the flipped, transposed kernel, and the kernel gradient is a convolution of the input
-/// with the output gradient; both run on the fast forward path here. Used on CPU only; other
-/// devices use candle's own op. Verified against finite differences in the tests.
-struct SameConv;
-
-fn cpu_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("tiny conv expects contiguous inputs".into()))?;
-    Tensor::from_slice(&s.as_slice::<f32>()?[a..b], l.shape(), &Device::Cpu)
-}
-
-fn flip_transpose(w: &Tensor) -> Result<Tensor> {
-    let k = w.dim(2)?;
-    let rev = Tensor::from_vec((0..k as u32).rev().collect::<Vec<_>>(), k, w.device())?;
-    w.index_select(&rev, 2)?
-        .index_select(&rev, 3)?
-        .transpose(0, 1)?
-        .contiguous()
-}
-
-impl CustomOp2 for SameConv {
-    fn name(&self) -> &'static str {
-        "tiny-same-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_tensor(s1, l1)?;
-        let w = cpu_tensor(s2, l2)?;
-        let y = x.conv2d(&w, w.dim(2)? / 2, 1, 1, 1)?;
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let p = w.dim(2)? / 2;
-        let grad = grad.contiguous()?;
-        let gx = grad.conv2d(&flip_transpose(w)?, p, 1, 1, 1)?;
-        let gw = x.transpose(0, 1)?.contiguous()?.conv2d(
-            &grad.transpose(0, 1)?.contiguous()?,
-            p,
-            1,
-            1,
-            1,
-        )?;
-        Ok((Some(gx), Some(gw.transpose(0, 1)?.contiguous()?)))
-    }
-}
-
 fn conv_raw(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op2(&w.contiguous()?, SameConv)
-    } else {
-        x.conv2d(w, w.dim(2)? / 2, 1, 1, 1)
-    }
+    crate::conv::same_conv(x, w)
 }
 
 fn conv(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
@@ -386,13 +316,20 @@ mod tests {
     }
 
     /// The custom convolution's forward and backward equal candle's own conv2d (whose
-    /// backward is candle's reference implementation) for 3×3 and 1×1 kernels.
+    /// backward is candle's reference implementation) for 3×3, 5×5 and 1×1 kernels, one image
+    /// (a parallel product) and several (one image per task), square and oblong images.
     #[test]
     fn same_conv_matches_candle_conv2d_with_gradients() {
-        for (k, cin, cout) in [(3usize, 4usize, 5usize), (1, 6, 3)] {
-            let x = Var::from_tensor(&randn(&[2, cin, 7, 7], 1)).unwrap();
+        for (k, cin, cout, n, h, wd) in [
+            (3usize, 4usize, 5usize, 2usize, 7usize, 7usize),
+            (1, 6, 3, 2, 7, 7),
+            (3, 7, 9, 1, 5, 8),
+            (5, 3, 4, 3, 6, 4),
+            (3, 16, 8, 5, 8, 8),
+        ] {
+            let x = Var::from_tensor(&randn(&[n, cin, h, wd], 1)).unwrap();
             let w = Var::from_tensor(&randn(&[cout, cin, k, k], 2)).unwrap();
-            let c = randn(&[2, cout, 7, 7], 3);
+            let c = randn(&[n, cout, h, wd], 3);
             let ours = conv_raw(x.as_tensor(), w.as_tensor()).unwrap();
             let theirs = x.as_tensor().conv2d(w.as_tensor(), k / 2, 1, 1, 1).unwrap();
             let diff = (&ours - &theirs)

@@ -19,6 +19,7 @@ use crate::cli::{BenchClipArgs, BenchInceptionArgs, GlobalOpts};
 use crate::engine::evaluate::Net;
 
 pub mod peak;
+pub mod tiny;
 
 /// `images/s` of a network of `macs` multiply-accumulates per image in GFLOP/s.
 fn gflops(images_per_s: f64, macs: u64) -> f64 {
