@@ -14,26 +14,14 @@
 //! Images are spread over the rayon pool and each product runs on one thread; the sums and
 //! cuts never depend on the thread count, so results are the same bit for bit on any
 //! machine size. candle's own CPU `conv2d` (a tiled im2col with scalar gathers and a
-//! transpose of the input) is kept as the reference: [`set_reference`] switches to it, for
-//! the benchmark that compares the two.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! transpose of the input) is kept as the reference: [`crate::ops::set_reference`] switches
+//! to it, for the benchmark that compares the two.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-static REFERENCE: AtomicBool = AtomicBool::new(false);
-
-/// Use candle's own `conv2d` (and its backward built from forward convolutions) instead of
-/// the GEMM path, process-wide. For benchmarks; results agree to rounding.
-pub fn set_reference(on: bool) {
-    REFERENCE.store(on, Ordering::SeqCst);
-}
-
-fn reference() -> bool {
-    REFERENCE.load(Ordering::SeqCst)
-}
+use crate::ops::reference;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let (a, b) = l

@@ -12,6 +12,7 @@
 
 pub mod conv;
 pub mod net;
+pub mod ops;
 pub mod schedule;
 pub mod tokenizer;
 

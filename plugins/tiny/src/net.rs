@@ -187,7 +187,7 @@ fn conv_raw(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 fn conv(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
     let w = p.get(&format!("{name}.weight"))?;
     let b = p.get(&format!("{name}.bias"))?;
-    conv_raw(x, &w)?.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
+    crate::ops::add_channel_bias(&conv_raw(x, &w)?, &b)
 }
 
 /// 2× downsampling: space-to-depth (each 2×2 block becomes 4·C channels), then a 1×1 conv
@@ -202,8 +202,19 @@ fn downsample(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
     conv(p, name, &s2d)
 }
 
-/// GroupNorm written with differentiable primitives (eps 1e-5, affine).
+/// GroupNorm (eps 1e-5, affine): one op with its own backward on the CPU
+/// ([`crate::ops::group_norm`]), the written-out form elsewhere.
 pub fn group_norm(p: &Params, name: &str, x: &Tensor, groups: usize) -> Result<Tensor> {
+    let wt = p.get(&format!("{name}.weight"))?;
+    let bs = p.get(&format!("{name}.bias"))?;
+    match crate::ops::group_norm(x, &wt, &bs, groups, 1e-5) {
+        Some(y) => y,
+        None => group_norm_reference(x, &wt, &bs, groups),
+    }
+}
+
+/// GroupNorm written with differentiable primitives (eps 1e-5, affine).
+pub fn group_norm_reference(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let g = groups.min(c);
     let xg = x.reshape((b, g, (c / g) * h * w))?;
@@ -213,8 +224,8 @@ pub fn group_norm(p: &Params, name: &str, x: &Tensor, groups: usize) -> Result<T
     let xn = xc
         .broadcast_div(&(var + 1e-5)?.sqrt()?)?
         .reshape((b, c, h, w))?;
-    let wt = p.get(&format!("{name}.weight"))?.reshape((1, c, 1, 1))?;
-    let bs = p.get(&format!("{name}.bias"))?.reshape((1, c, 1, 1))?;
+    let wt = weight.reshape((1, c, 1, 1))?;
+    let bs = bias.reshape((1, c, 1, 1))?;
     xn.broadcast_mul(&wt)?.broadcast_add(&bs)
 }
 

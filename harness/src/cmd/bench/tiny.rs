@@ -80,7 +80,7 @@ pub fn run(g: &GlobalOpts, a: &BenchTinyArgs) -> anyhow::Result<()> {
         );
     }
     let mut measure = |reference: bool| -> anyhow::Result<[(f64, Vec<f32>); 3]> {
-        adt_plugin_tiny::conv::set_reference(reference);
+        adt_plugin_tiny::ops::set_reference(reference);
         let train = time(reps, || {
             m.zero_grad().map_err(e)?;
             let l = m.diffusion_loss(x0r, cond, 7, 1.0).map_err(e)?;
@@ -92,7 +92,7 @@ pub fn run(g: &GlobalOpts, a: &BenchTinyArgs) -> anyhow::Result<()> {
             Ok(g.map(|g| g.data).unwrap_or_default())
         })?;
         let sample = time(reps, || Ok(m.denoise(&args).map_err(e)?.data))?;
-        adt_plugin_tiny::conv::set_reference(false);
+        adt_plugin_tiny::ops::set_reference(false);
         Ok([train, vjp, sample])
     };
     let ours = measure(false)?;
@@ -129,13 +129,13 @@ pub fn run(g: &GlobalOpts, a: &BenchTinyArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "tiny model, {s}×{s}, batch {b}, best of {reps}, {} threads (reference: candle's conv2d):",
+        "tiny model, {s}×{s}, batch {b}, best of {reps}, {} threads (reference: candle's conv2d, written-out GroupNorm, broadcast biases):",
         rayon::current_num_threads()
     );
     for r in &rows {
         println!("  {}:", r.what);
         println!(
-            "    adt-bench {:8.3} s   candle conv2d {:8.3} s   speedup {:5.2}×   max |Δ| {:.1e}",
+            "    adt-bench {:8.3} s   candle ops {:8.3} s   speedup {:5.2}×   max |Δ| {:.1e}",
             r.ours,
             r.reference,
             r.reference / r.ours,
