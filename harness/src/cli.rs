@@ -478,8 +478,9 @@ pub struct BenchTinyArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchClipArgs {
-    /// Architecture: vit-l-14 (CLIP score / aesthetic backbone), vit-b-32, tiny.
-    #[arg(long, default_value = "vit-l-14", value_parser = ["vit-l-14", "vit-b-32", "tiny"])]
+    /// Architecture: vit-l-14 (CLIP score / aesthetic backbone), vit-h-14 (PickScore / HPS v2
+    /// backbone), vit-b-32, tiny.
+    #[arg(long, default_value = "vit-l-14", value_parser = ["vit-l-14", "vit-h-14", "vit-b-32", "tiny"])]
     pub arch: String,
     /// Images per forward pass.
     #[arg(long, default_value_t = 4)]

@@ -21,6 +21,9 @@ ARCHS = {
     # OpenAI CLIP ViT-L/14 (CLIP score, the aesthetic predictor's backbone).
     "vit-l-14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                      num_attention_heads=16, patch_size=14, projection_dim=768),
+    # ViT-H/14 (open_clip LAION; PickScore and HPS v2's backbone), with quick_gelu as the others.
+    "vit-h-14": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                     num_attention_heads=16, patch_size=14, projection_dim=1024),
     # ViT-B/32 (a small, common CLIP).
     "vit-b-32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                      num_attention_heads=12, patch_size=32, projection_dim=512),

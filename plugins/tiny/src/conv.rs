@@ -157,7 +157,8 @@ fn grad_kernel(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
             &col[..]
         };
         let cmt = MatRef::from_row_major_slice(cm, kd, hw).transpose();
-        let gm = MatRef::from_row_major_slice(&gy[b * g.cout * hw..(b + 1) * g.cout * hw], g.cout, hw);
+        let gm =
+            MatRef::from_row_major_slice(&gy[b * g.cout * hw..(b + 1) * g.cout * hw], g.cout, hw);
         let mut out = vec![0f32; g.cout * kd];
         let mut d = MatMut::from_row_major_slice_mut(&mut out, g.cout, kd);
         faer::linalg::matmul::matmul(&mut d, Accum::Replace, gm, cmt, 1.0f32, par);
@@ -227,7 +228,8 @@ impl CustomOp2 for SameConv {
                 .transpose(0, 1)?
                 .contiguous()?
         } else {
-            x.contiguous()?.apply_op2_no_bwd(&grad, &SameConvGradKernel(w.dim(2)?))?
+            x.contiguous()?
+                .apply_op2_no_bwd(&grad, &SameConvGradKernel(w.dim(2)?))?
         };
         Ok((Some(gx), Some(gw)))
     }

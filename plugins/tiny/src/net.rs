@@ -214,7 +214,12 @@ pub fn group_norm(p: &Params, name: &str, x: &Tensor, groups: usize) -> Result<T
 }
 
 /// GroupNorm written with differentiable primitives (eps 1e-5, affine).
-pub fn group_norm_reference(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize) -> Result<Tensor> {
+pub fn group_norm_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let g = groups.min(c);
     let xg = x.reshape((b, g, (c / g) * h * w))?;

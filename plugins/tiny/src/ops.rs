@@ -43,7 +43,7 @@ fn cpu_f32(ts: &[&Tensor]) -> bool {
     !reference()
         && ts
             .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// Per-(image, channel) sums of a contiguous `[n, c, hw]` array, then summed over images in
@@ -181,7 +181,12 @@ impl CustomOp3 for GroupNorm {
         let g = Gn::new(l1.shape(), self.groups)?;
         let (x, wt, bs) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
         if wt.len() != g.c || bs.len() != g.c {
-            candle_core::bail!("GroupNorm affine of {}/{} values for {} channels", wt.len(), bs.len(), g.c);
+            candle_core::bail!(
+                "GroupNorm affine of {}/{} values for {} channels",
+                wt.len(),
+                bs.len(),
+                g.c
+            );
         }
         let mut y = vec![0f32; x.len()];
         let groups = g.c / g.cg;
@@ -313,7 +318,11 @@ mod tests {
     /// (a mean far from zero tests the two-pass moments).
     #[test]
     fn group_norm_matches_the_written_out_form_with_gradients() {
-        for (n, c, h, w, groups) in [(2usize, 8usize, 5usize, 4usize, 4usize), (3, 6, 3, 3, 2), (1, 4, 7, 2, 8)] {
+        for (n, c, h, w, groups) in [
+            (2usize, 8usize, 5usize, 4usize, 4usize),
+            (3, 6, 3, 3, 2),
+            (1, 4, 7, 2, 8),
+        ] {
             let x = randn(&[n, c, h, w], 1, 3.0);
             let wt = randn(&[c], 2, 1.0);
             let bs = randn(&[c], 3, 0.0);
@@ -330,13 +339,28 @@ mod tests {
             .unwrap();
             let (d, s) = max_diff(&ours, &theirs);
             assert!(d < 1e-4 * s.max(1.0), "forward differs by {d}");
-            let g1 = (ours * cot.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (theirs * cot.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let g1 = (ours * cot.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (theirs * cot.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             for (name, v) in [("x", &x), ("weight", &wt), ("bias", &bs)] {
-                let a = g1.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient to {name}"));
+                let a = g1
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("no gradient to {name}"));
                 let b = g2.get(v.as_tensor()).unwrap();
                 let (d, s) = max_diff(a, b);
-                assert!(d < 2e-4 * s.max(1.0), "{name}: gradient differs by {d} (scale {s})");
+                assert!(
+                    d < 2e-4 * s.max(1.0),
+                    "{name}: gradient differs by {d} (scale {s})"
+                );
             }
         }
     }
@@ -353,10 +377,23 @@ mod tests {
             .broadcast_add(&b.as_tensor().reshape((1, 5, 1, 1)).unwrap())
             .unwrap();
         assert_eq!(max_diff(&ours, &theirs).0, 0.0);
-        let g1 = (ours * cot.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (theirs * cot.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g1 = (ours * cot.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (theirs * cot.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for v in [&x, &b] {
-            let (d, s) = max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+            let (d, s) = max_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
             assert!(d < 1e-5 * s.max(1.0), "gradient differs by {d}");
         }
     }

@@ -52,7 +52,9 @@ fn print_peak(peak: Option<&peak::Peak>) {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        None => println!("  FMA peak   not measured (a device run, or no vector FMA kernel for this CPU)"),
+        None => println!(
+            "  FMA peak   not measured (a device run, or no vector FMA kernel for this CPU)"
+        ),
     }
 }
 
@@ -432,6 +434,7 @@ fn clip_arch(name: &str) -> adt_metrics::clip::model::ClipConfig {
     use adt_metrics::clip::model::{Act, ClipConfig, Pool, TextConfig, TowerConfig, VisionConfig};
     let (width, mlp, layers, heads, patch, proj) = match name {
         "vit-b-32" => (768, 3072, 12, 12, 32, 512),
+        "vit-h-14" => (1280, 5120, 32, 16, 14, 1024),
         "tiny" => (64, 256, 2, 4, 32, 64),
         _ => (1024, 4096, 24, 16, 14, 768),
     };
@@ -463,6 +466,18 @@ fn clip_arch(name: &str) -> adt_metrics::clip::model::ClipConfig {
         },
         projection_dim: proj,
     }
+}
+
+/// Multiply-accumulates of the image tower per image: patch embedding, per layer the q/k/v/o
+/// projections, the two attention products and the MLP, and the projection.
+fn clip_vision_macs(c: &adt_metrics::clip::model::ClipConfig) -> u64 {
+    let v = &c.vision;
+    let (d, mlp) = (v.tower.width as u64, v.tower.mlp as u64);
+    let grid = (v.image_size / v.patch) as u64;
+    let n = grid * grid + 1;
+    let patch = grid * grid * 3 * (v.patch * v.patch) as u64 * d;
+    let layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * mlp;
+    patch + v.tower.layers as u64 * layer + d * c.projection_dim as u64
 }
 
 pub fn clip(g: &GlobalOpts, a: &BenchClipArgs) -> anyhow::Result<()> {
@@ -545,6 +560,15 @@ pub fn clip(g: &GlobalOpts, a: &BenchClipArgs) -> anyhow::Result<()> {
         model.encode_images(&pixels, a.batch)?;
     }
     let ours_ips = (a.batch * a.batches) as f64 / t.elapsed().as_secs_f64();
+    let macs = clip_vision_macs(model.config());
+    let peak = if device.is_cpu() {
+        if !g.quiet {
+            eprintln!("measuring the f32 FMA peak of {threads} threads …");
+        }
+        peak::measure(threads)
+    } else {
+        None
+    };
     let ref_ips = reference
         .as_ref()
         .ok()
@@ -553,7 +577,11 @@ pub fn clip(g: &GlobalOpts, a: &BenchClipArgs) -> anyhow::Result<()> {
         "arch": a.arch, "batch": a.batch, "batches": a.batches, "threads": threads,
         "device": a.device,
         "ours_images_per_s": ours_ips,
+        "macs_per_image": macs,
+        "fma_peak": peak,
+        "ours_fraction_of_peak": peak.as_ref().map(|p| p.fraction(gflops(ours_ips, macs) * 1e9)),
         "transformers_images_per_s": ref_ips,
+        "transformers_fraction_of_peak": peak.as_ref().zip(ref_ips).map(|(p, r)| p.fraction(gflops(r, macs) * 1e9)),
         "ratio_vs_transformers": ref_ips.map(|r| ours_ips / r),
         "embeds_max_rel_diff": agreement,
         "transformers": reference.as_ref().ok(),
@@ -564,14 +592,23 @@ pub fn clip(g: &GlobalOpts, a: &BenchClipArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "CLIP image tower {} (224×224 → embedding), batch {}, {} thread(s), {}",
-        a.arch, a.batch, threads, a.device
+        "CLIP image tower {} (224×224 → embedding, {:.2} GMAC per image), batch {}, {} thread(s), {}",
+        a.arch,
+        macs as f64 / 1e9,
+        a.batch,
+        threads,
+        a.device
     );
-    println!("  ours          {ours_ips:8.2} images/s");
+    print_peak(peak.as_ref());
+    println!(
+        "  ours          {ours_ips:8.2} images/s  {}",
+        of_peak(ours_ips, macs, peak.as_ref())
+    );
     match (&reference, ref_ips) {
         (Ok(j), Some(r)) => {
             println!(
-                "  transformers  {r:8.2} images/s (torch {}, transformers {})",
+                "  transformers  {r:8.2} images/s  {} (torch {}, transformers {})",
+                of_peak(r, macs, peak.as_ref()),
                 j["torch"].as_str().unwrap_or("?"),
                 j["transformers"].as_str().unwrap_or("?")
             );

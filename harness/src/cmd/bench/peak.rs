@@ -80,10 +80,7 @@ pub fn measure(threads: usize) -> Option<Peak> {
         }
         tried.push((name, best));
     }
-    let (isa, gflops) = tried
-        .iter()
-        .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let (isa, gflops) = tried.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
     Some(Peak {
         threads,
         gflops,

@@ -9,8 +9,8 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use adt_plugin_api::sdk::{DenoiseArgs, ModelPlugin};
 use adt_plugin_api::TensorRef;
+use adt_plugin_api::sdk::{DenoiseArgs, ModelPlugin};
 use adt_plugin_tiny::TinyModel;
 
 use crate::cli::{BenchTinyArgs, GlobalOpts};

@@ -375,6 +375,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     };
     // Without reference features (statistics without `feats`), no KID and no intervals.
     let real_feats = real_stats.features.clone();
+    // The real side's square-root factor, once for every cell (an eigensolve of Σ).
+    let real_factor =
+        adt_metrics::stats::SqrtFactor::new(&real_stats.gaussian.sigma, real_stats.gaussian.dim())?;
     stages.add("reference", t);
 
     // The CLIP-based scores, loaded once for every cell (the union of the models' scores).
@@ -473,7 +476,11 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         &images,
                     )?;
                     let s = fid::set_stats(&dir.display().to_string(), &mut net, &opts)?;
-                    let f = adt_metrics::stats::fid(&real_stats.gaussian, &s.gaussian)?;
+                    let f = adt_metrics::stats::fid_with_factor(
+                        &real_stats.gaussian,
+                        &real_factor,
+                        &s.gaussian,
+                    )?;
                     let feats = s.features.clone().context("no features")?;
                     let kid = match &real_feats {
                         Some(r) => adt_metrics::stats::kid(r, &feats, DIMS, 100, 1000, 0)?.kid,
