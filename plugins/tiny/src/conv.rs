@@ -21,14 +21,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, T
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::ops::reference;
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("tiny conv expects contiguous inputs".into()))?;
-    Ok(&s.as_slice::<f32>()?[a..b])
-}
+use crate::ops::{reference, slice};
 
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
@@ -101,6 +94,19 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// The patch matrix of image `b` of `x`: the image itself for a 1×1 kernel, else built in
+/// `col`.
+fn patches<'a>(g: &Geom, x: &'a [f32], b: usize, col: &'a mut Vec<f32>) -> &'a [f32] {
+    let (hw, kd) = (g.hw(), g.kdim());
+    let xb = &x[b * g.cin * hw..(b + 1) * g.cin * hw];
+    if g.k == 1 {
+        return xb;
+    }
+    col.resize(kd * hw, 0.0);
+    im2col(g, xb, col);
+    &col[..]
+}
+
 /// How a batch's images share the pool: one image per task and a sequential product when
 /// there are enough images to go round, else one image at a time with a parallel product.
 fn par_for(n: usize) -> Par {
@@ -118,15 +124,7 @@ fn forward(g: &Geom, x: &[f32], wt: &[f32]) -> Vec<f32> {
     let wm = MatRef::from_row_major_slice(wt, g.cout, kd);
     let par = par_for(g.n);
     let one = |(b, yb): (usize, &mut [f32]), col: &mut Vec<f32>| {
-        let xb = &x[b * g.cin * hw..(b + 1) * g.cin * hw];
-        let cm = if g.k == 1 {
-            xb
-        } else {
-            col.resize(kd * hw, 0.0);
-            im2col(g, xb, col);
-            &col[..]
-        };
-        let cm = MatRef::from_row_major_slice(cm, kd, hw);
+        let cm = MatRef::from_row_major_slice(patches(g, x, b, col), kd, hw);
         let mut d = MatMut::from_row_major_slice_mut(yb, g.cout, hw);
         faer::linalg::matmul::matmul(&mut d, Accum::Replace, wm, cm, 1.0f32, par);
     };
@@ -148,15 +146,7 @@ fn grad_kernel(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let (hw, kd) = (g.hw(), g.kdim());
     let par = par_for(g.n);
     let one = |b: usize, col: &mut Vec<f32>| -> Vec<f32> {
-        let xb = &x[b * g.cin * hw..(b + 1) * g.cin * hw];
-        let cm = if g.k == 1 {
-            xb
-        } else {
-            col.resize(kd * hw, 0.0);
-            im2col(g, xb, col);
-            &col[..]
-        };
-        let cmt = MatRef::from_row_major_slice(cm, kd, hw).transpose();
+        let cmt = MatRef::from_row_major_slice(patches(g, x, b, col), kd, hw).transpose();
         let gm =
             MatRef::from_row_major_slice(&gy[b * g.cout * hw..(b + 1) * g.cout * hw], g.cout, hw);
         let mut out = vec![0f32; g.cout * kd];

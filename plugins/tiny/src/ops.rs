@@ -28,10 +28,11 @@ pub fn reference() -> bool {
     REFERENCE.load(Ordering::SeqCst)
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+/// The contiguous f32 values of a custom op's CPU input.
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let (a, b) = l
         .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("tiny op expects contiguous inputs".into()))?;
+        .ok_or_else(|| candle_core::Error::Msg("tiny CPU ops expect contiguous inputs".into()))?;
     Ok(&s.as_slice::<f32>()?[a..b])
 }
 
