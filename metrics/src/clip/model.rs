@@ -333,6 +333,24 @@ fn exp_f32(z: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// A reduction of `v` in eight independent lanes (combined at the end), which the compiler
+/// can keep in vector registers; a single running value would serialise the loop.
+#[inline(always)]
+fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
+    let mut acc = [init; 8];
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a = f(*a, *x);
+        }
+    }
+    let mut r = it.remainder().iter().fold(init, |a, &x| f(a, x));
+    for a in acc {
+        r = f(r, a);
+    }
+    r
+}
+
 /// Unmasked multi-head attention on the CPU from the fused projection `qkv [b, n, 3·d]` (the
 /// scale already in q): per image and head, `softmax(Q Kᵀ) V` with Q, K, V read in place
 /// (strided rows, no permuted copy) and the result written into its head's columns of
@@ -367,14 +385,12 @@ fn cpu_attention(
                         1.0f32,
                         Par::Seq,
                     );
-                    // Row softmax as candle's: exp(x − max) / Σ.
+                    // Row softmax as candle's: exp(x − max) / Σ, each step its own loop (the
+                    // reductions in eight lanes) so that all of them vectorise.
                     for row in sc.chunks_exact_mut(n) {
-                        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                        let mut sum = 0f32;
-                        for x in row.iter_mut() {
-                            *x = exp_f32(*x - mx);
-                            sum += *x;
-                        }
+                        let mx = lanes(row, f32::NEG_INFINITY, f32::max);
+                        row.iter_mut().for_each(|x| *x = exp_f32(*x - mx));
+                        let sum = lanes(row, 0.0, |a, b| a + b);
                         row.iter_mut().for_each(|x| *x /= sum);
                     }
                     let s = MatRef::from_row_major_slice(&sc[..n * n], n, n);
