@@ -458,8 +458,9 @@ pub enum BenchCmd {
     Clip(BenchClipArgs),
     /// The built-in tiny model's training step (diffusion loss, forward and backward), ADT's
     /// trained evaluation (guided denoise_vjp) and a sampling step (guided denoise), each with
-    /// the model's GEMM convolution beside candle's conv2d in the same process, with the
-    /// largest difference of their outputs.
+    /// the model's own CPU ops (GEMM convolution, GroupNorm and biases with their own backward)
+    /// beside candle's ops (conv2d, written-out GroupNorm, broadcast biases) in the same
+    /// process, with the largest difference of their outputs.
     Tiny(BenchTinyArgs),
 }
 

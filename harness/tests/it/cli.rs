@@ -403,3 +403,23 @@ fn tune_writes_a_csv_and_parquet_log_and_resumes() {
     assert!(!r.status.success());
     assert!(text(&r).contains("unknown method"), "{}", text(&r));
 }
+
+/// `bench tiny` times the model's CPU ops and candle's in one process: three operations, each
+/// with both times, and outputs that agree to rounding.
+#[test]
+fn bench_tiny_compares_the_model_ops_with_candles() {
+    let o = run(&[
+        "bench", "tiny", "--batch", "2", "--reps", "1", "--json", "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{j}");
+    for r in rows {
+        for k in ["ours_seconds", "candle_ops_seconds", "speedup"] {
+            let v = r[k].as_f64().unwrap();
+            assert!(v > 0.0 && v.is_finite(), "{k}: {j}");
+        }
+        assert!(r["max_abs_diff"].as_f64().unwrap() < 1e-3, "{j}");
+    }
+}

@@ -215,6 +215,15 @@ fn bench_inception_reports_throughput_and_trace_sqrt_time() {
         v["trace_sqrt_2048"]["seconds"].as_f64().unwrap() > 0.0,
         "{v}"
     );
+    // The network's cost is the published 5.71 GMAC, and the throughput is placed against the
+    // FMA peak measured in the same call (a CPU without a known vector FMA gives null).
+    let macs = v["inception"]["macs_per_image"].as_f64().unwrap();
+    assert!((macs / 1e9 - 5.71).abs() < 0.01, "{v}");
+    if let Some(p) = v["fma_peak"]["gflops"].as_f64() {
+        let f = v["inception"]["fraction_of_peak"].as_f64().unwrap();
+        let expect = v["inception"]["images_per_s"].as_f64().unwrap() * 2.0 * macs / (p * 1e9);
+        assert!(p > 0.0 && (f - expect).abs() < 1e-9, "{v}");
+    }
     // PyTorch is either measured or the reason it was not is given.
     assert!(
         v["inception"]["torch_images_per_s"].is_number()

@@ -295,6 +295,11 @@ fn bench_clip_times_our_tower_and_says_when_transformers_is_missing() {
     assert!(o.status.success(), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(j["ours_images_per_s"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(j["macs_per_image"].as_u64().unwrap() > 0, "{j}");
+    if j["fma_peak"].is_object() {
+        let f = j["ours_fraction_of_peak"].as_f64().unwrap();
+        assert!(f > 0.0 && f.is_finite(), "{j}");
+    }
     assert!(j["ratio_vs_transformers"].is_null(), "{j}");
     assert!(
         j["transformers_unavailable"]

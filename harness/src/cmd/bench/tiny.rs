@@ -1,7 +1,8 @@
 //! `adt-bench bench tiny`: the built-in model's training step, ADT's trained evaluation and a
-//! sampling step, each with the model's own convolution (one GEMM per image, backward of the
-//! same pieces) beside candle's `conv2d` (the reference) in the same process, on the same
-//! inputs; plus the agreement of the two outputs.
+//! sampling step, each with the model's own CPU ops (convolution as one GEMM per image,
+//! GroupNorm and biases with hand-written backward passes) beside candle's ops (the
+//! reference: `conv2d`, the written-out GroupNorm, broadcast biases) in the same process, on
+//! the same inputs; plus the agreement of the two outputs.
 
 use std::time::Instant;
 
@@ -120,7 +121,7 @@ pub fn run(g: &GlobalOpts, a: &BenchTinyArgs) -> anyhow::Result<()> {
     let out = json!({
         "batch": b, "size": s, "reps": reps, "threads": rayon::current_num_threads(),
         "rows": rows.iter().map(|r| json!({
-            "what": r.what, "ours_seconds": r.ours, "candle_conv2d_seconds": r.reference,
+            "what": r.what, "ours_seconds": r.ours, "candle_ops_seconds": r.reference,
             "speedup": r.reference / r.ours, "max_abs_diff": r.max_abs_diff,
         })).collect::<Vec<_>>(),
     });
