@@ -11,10 +11,10 @@
 //!   convolution's adjoint);
 //! * kernel gradient: `Σ_b G_b · Col_bᵀ`, one product per image summed in image order.
 //!
-//! Images are spread over the rayon pool and each product runs on one thread; the sums and
-//! cuts never depend on the thread count, so results are the same bit for bit on any
-//! machine size. candle's own CPU `conv2d` (a tiled im2col with scalar gathers and a
-//! transpose of the input) is kept as the reference: [`crate::ops::set_reference`] switches
+//! Images are spread over the rayon pool, each image's product sequential on one thread, and
+//! the kernel gradient sums the images in order: an image's results do not depend on the
+//! batch it is in or on the number of threads. candle's own CPU `conv2d` (a tiled im2col with
+//! scalar gathers and a transpose of the input) is kept as the reference: [`crate::ops::set_reference`] switches
 //! to it, for the benchmark that compares the two.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
@@ -107,62 +107,39 @@ fn patches<'a>(g: &Geom, x: &'a [f32], b: usize, col: &'a mut Vec<f32>) -> &'a [
     &col[..]
 }
 
-/// How a batch's images share the pool: one image per task and a sequential product when
-/// there are enough images to go round, else one image at a time with a parallel product.
-fn par_for(n: usize) -> Par {
-    if n >= rayon::current_num_threads() {
-        Par::Seq
-    } else {
-        Par::rayon(0)
-    }
-}
-
 /// Forward: `y [n, cout, h, w]`.
 fn forward(g: &Geom, x: &[f32], wt: &[f32]) -> Vec<f32> {
     let (hw, kd) = (g.hw(), g.kdim());
     let mut y = vec![0f32; g.n * g.cout * hw];
     let wm = MatRef::from_row_major_slice(wt, g.cout, kd);
-    let par = par_for(g.n);
-    let one = |(b, yb): (usize, &mut [f32]), col: &mut Vec<f32>| {
-        let cm = MatRef::from_row_major_slice(patches(g, x, b, col), kd, hw);
-        let mut d = MatMut::from_row_major_slice_mut(yb, g.cout, hw);
-        faer::linalg::matmul::matmul(&mut d, Accum::Replace, wm, cm, 1.0f32, par);
-    };
-    if par == Par::Seq {
-        y.par_chunks_mut(g.cout * hw)
-            .enumerate()
-            .for_each_init(Vec::new, |col, t| one(t, col));
-    } else {
-        let mut col = Vec::new();
-        y.chunks_mut(g.cout * hw)
-            .enumerate()
-            .for_each(|t| one(t, &mut col));
-    }
+    y.par_chunks_mut(g.cout * hw)
+        .enumerate()
+        .for_each_init(Vec::new, |col, (b, yb)| {
+            let cm = MatRef::from_row_major_slice(patches(g, x, b, col), kd, hw);
+            let mut d = MatMut::from_row_major_slice_mut(yb, g.cout, hw);
+            faer::linalg::matmul::matmul(&mut d, Accum::Replace, wm, cm, 1.0f32, Par::Seq);
+        });
     y
 }
 
 /// Kernel gradient `[cout, cin, k, k]` = `Σ_b G_b · Col_bᵀ`.
 fn grad_kernel(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let (hw, kd) = (g.hw(), g.kdim());
-    let par = par_for(g.n);
-    let one = |b: usize, col: &mut Vec<f32>| -> Vec<f32> {
-        let cmt = MatRef::from_row_major_slice(patches(g, x, b, col), kd, hw).transpose();
-        let gm =
-            MatRef::from_row_major_slice(&gy[b * g.cout * hw..(b + 1) * g.cout * hw], g.cout, hw);
-        let mut out = vec![0f32; g.cout * kd];
-        let mut d = MatMut::from_row_major_slice_mut(&mut out, g.cout, kd);
-        faer::linalg::matmul::matmul(&mut d, Accum::Replace, gm, cmt, 1.0f32, par);
-        out
-    };
-    let parts: Vec<Vec<f32>> = if par == Par::Seq {
-        (0..g.n)
-            .into_par_iter()
-            .map_init(Vec::new, |col, b| one(b, col))
-            .collect()
-    } else {
-        let mut col = Vec::new();
-        (0..g.n).map(|b| one(b, &mut col)).collect()
-    };
+    let parts: Vec<Vec<f32>> = (0..g.n)
+        .into_par_iter()
+        .map_init(Vec::new, |col, b| {
+            let cmt = MatRef::from_row_major_slice(patches(g, x, b, col), kd, hw).transpose();
+            let gm = MatRef::from_row_major_slice(
+                &gy[b * g.cout * hw..(b + 1) * g.cout * hw],
+                g.cout,
+                hw,
+            );
+            let mut out = vec![0f32; g.cout * kd];
+            let mut d = MatMut::from_row_major_slice_mut(&mut out, g.cout, kd);
+            faer::linalg::matmul::matmul(&mut d, Accum::Replace, gm, cmt, 1.0f32, Par::Seq);
+            out
+        })
+        .collect();
     // Summed in image order: the same bits whatever the thread count.
     let mut acc = vec![0f32; g.cout * kd];
     for p in &parts {
