@@ -1,6 +1,6 @@
 //! `adt-bench bench device` on the CPU (the device checked against itself): the command runs
 //! every step that does not need a GPU, writes its JSON, and a CPU-only build refuses `cuda`
-//! with the way to get it. The real run is on the GPU machine (issue 7).
+//! with the way to get it. The real run is on a GPU machine (`scripts/device-check.sh`).
 
 use crate::common::{run_with_weights, text, weights};
 

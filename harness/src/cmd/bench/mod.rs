@@ -168,14 +168,7 @@ pub fn inception(g: &GlobalOpts, a: &BenchInceptionArgs) -> anyhow::Result<()> {
     }
     let ours_ips = (batch * a.batches.max(1)) as f64 / t.elapsed().as_secs_f64();
     let macs = adt_metrics::arch::macs_per_image();
-    let peak = if dev.is_cpu() {
-        if !g.quiet {
-            eprintln!("measuring the f32 FMA peak of {threads} threads …");
-        }
-        peak::measure(threads)
-    } else {
-        None
-    };
+    let peak = peak::of_cpu(&dev, threads, g.quiet);
 
     // PyTorch on the TorchScript archive.
     let script = a
@@ -561,14 +554,7 @@ pub fn clip(g: &GlobalOpts, a: &BenchClipArgs) -> anyhow::Result<()> {
     }
     let ours_ips = (a.batch * a.batches) as f64 / t.elapsed().as_secs_f64();
     let macs = clip_vision_macs(model.config());
-    let peak = if device.is_cpu() {
-        if !g.quiet {
-            eprintln!("measuring the f32 FMA peak of {threads} threads …");
-        }
-        peak::measure(threads)
-    } else {
-        None
-    };
+    let peak = peak::of_cpu(&device, threads, g.quiet);
     let ref_ips = reference
         .as_ref()
         .ok()

@@ -89,6 +89,18 @@ pub fn measure(threads: usize) -> Option<Peak> {
     })
 }
 
+/// The peak for a benchmark on `dev`: measured with `threads` threads on the CPU (saying so
+/// unless `quiet`), `None` on an accelerator.
+pub fn of_cpu(dev: &candle_core::Device, threads: usize, quiet: bool) -> Option<Peak> {
+    if !dev.is_cpu() {
+        return None;
+    }
+    if !quiet {
+        eprintln!("measuring the f32 FMA peak of {threads} threads …");
+    }
+    measure(threads)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
