@@ -296,18 +296,68 @@ fn cpu_linear(
         None => None,
     };
     if bias.is_some() || act.is_some() {
-        y.par_chunks_mut(out).for_each(|row| {
-            if let Some(bv) = &bias {
+        let gelu = act == Some(Act::QuickGelu);
+        y.par_chunks_mut(block * out).for_each(|rows| {
+            pulp::Arch::new().dispatch(Epilogue {
+                rows,
+                out,
+                bias: bias.as_deref(),
+                gelu,
+            })
+        });
+    }
+    Ok(Some(Tensor::from_vec(y, (rows, out), &Device::Cpu)?))
+}
+
+/// The bias and the fused activation over `rows` (`[r, out]` row-major), one pass. Run
+/// through `pulp::Arch::dispatch`, which compiles it for the widest vector instructions the
+/// CPU offers (AVX2 and FMA on x86-64, detected at run time): the crate itself is built for
+/// the baseline target (SSE2), so the element-wise loops vectorise twice as wide.
+struct Epilogue<'a> {
+    rows: &'a mut [f32],
+    out: usize,
+    bias: Option<&'a [f32]>,
+    gelu: bool,
+}
+
+impl pulp::WithSimd for Epilogue<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for row in self.rows.chunks_exact_mut(self.out) {
+            if let Some(bv) = self.bias {
                 row.iter_mut().zip(bv).for_each(|(v, b)| *v += b);
             }
-            if act == Some(Act::QuickGelu) {
+            if self.gelu {
                 // x·σ(1.702x), σ = 1 / (1 + e^(−z)).
                 row.iter_mut()
                     .for_each(|v| *v *= 1.0 / (1.0 + exp_f32(-(*v * 1.702))));
             }
-        });
+        }
     }
-    Ok(Some(Tensor::from_vec(y, (rows, out), &Device::Cpu)?))
+}
+
+/// Row softmax over `rows` (`[r, n]` row-major) as candle's: exp(x − max) / Σ, each step its
+/// own loop (the reductions in eight lanes) so that all of them vectorise; dispatched as
+/// [`Epilogue`].
+struct Softmax<'a> {
+    rows: &'a mut [f32],
+    n: usize,
+}
+
+impl pulp::WithSimd for Softmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for row in self.rows.chunks_exact_mut(self.n) {
+            let mx = lanes(row, f32::NEG_INFINITY, f32::max);
+            row.iter_mut().for_each(|x| *x = exp_f32(*x - mx));
+            let sum = lanes(row, 0.0, |a, b| a + b);
+            row.iter_mut().for_each(|x| *x /= sum);
+        }
+    }
 }
 
 /// `eᶻ` in f32 without a libm call, so loops over it vectorise: z = n·ln 2 + r with
@@ -386,14 +436,10 @@ fn cpu_attention(
                         1.0f32,
                         Par::Seq,
                     );
-                    // Row softmax as candle's: exp(x − max) / Σ, each step its own loop (the
-                    // reductions in eight lanes) so that all of them vectorise.
-                    for row in sc.chunks_exact_mut(n) {
-                        let mx = lanes(row, f32::NEG_INFINITY, f32::max);
-                        row.iter_mut().for_each(|x| *x = exp_f32(*x - mx));
-                        let sum = lanes(row, 0.0, |a, b| a + b);
-                        row.iter_mut().for_each(|x| *x /= sum);
-                    }
+                    pulp::Arch::new().dispatch(Softmax {
+                        rows: &mut sc[..],
+                        n,
+                    });
                     let s = MatRef::from_row_major_slice(&sc[..n * n], n, n);
                     // Into a contiguous block, then into the head's columns: faer 0.24's
                     // AVX-512 kernel stores past the end of a strided destination.
@@ -550,7 +596,8 @@ pub struct TextOutput {
 pub struct ClipModel {
     cfg: ClipConfig,
     device: Device,
-    patch: Tensor,
+    /// The patch convolution as a product: `[3·p·p, width]`, rows in (channel, y, x) order.
+    patch: Linear,
     class: Tensor,
     vpos: Tensor,
     pre_ln: Norm,
@@ -580,9 +627,15 @@ impl ClipModel {
         let grid = v.image_size / v.patch;
         let logit = w.get("logit_scale", &[])?;
         Ok(ClipModel {
-            patch: w.get(
-                "vision_model.embeddings.patch_embedding.weight",
-                &[vw, 3, v.patch, v.patch],
+            patch: Linear::new(
+                w.get(
+                    "vision_model.embeddings.patch_embedding.weight",
+                    &[vw, 3, v.patch, v.patch],
+                )?
+                .reshape((vw, 3 * v.patch * v.patch))?
+                .t()?
+                .contiguous()?,
+                None,
             )?,
             class: w.get("vision_model.embeddings.class_embedding", &[vw])?,
             vpos: w.get(
@@ -634,11 +687,16 @@ impl ClipModel {
                 pixels.len()
             )));
         }
-        let x = Tensor::from_slice(pixels, (b, 3, s, s), &self.device)?;
         let p = self.cfg.vision.patch;
-        let x = x.conv2d(&self.patch, 0, p, 1, 1)?; // [B, W, g, g]
+        let g = s / p;
+        // The stride-p convolution without overlap is one product over the patches:
+        // [B, 3, g, p, g, p] → [B, g, g, 3, p, p] → [B·g², 3·p·p] · [3·p·p, W].
+        let x = Tensor::from_slice(pixels, (b, 3, g, p, g, p), &self.device)?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, g * g, 3 * p * p))?;
+        let x = self.patch.forward(&x)?; // [B, g², W]
         let w = self.cfg.vision.tower.width;
-        let x = x.flatten_from(2)?.transpose(1, 2)?; // [B, g², W]
         let cls = self.class.reshape((1, 1, w))?.broadcast_as((b, 1, w))?;
         let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.vpos)?;
         let x = self.pre_ln.forward(&x.contiguous()?)?;
