@@ -41,6 +41,10 @@ pub struct Inception {
     sha256: String,
     /// The candle path's weights, uploaded once per device (keyed by layer and device).
     on_device: std::sync::Mutex<std::collections::HashMap<(String, String), (Tensor, Tensor)>>,
+    /// Activation buffers of finished passes, reused by the next one (fresh allocations of
+    /// this size are new pages the kernel must fault in and clear, ≈ 3 % of a pass). Holds
+    /// at most one pass's working set; released with the network.
+    spare: std::sync::Mutex<Vec<Vec<f32>>>,
 }
 
 /// NHWC activations.
@@ -56,18 +60,6 @@ pub struct Act {
     pub c: usize,
     /// `n·h·w·c` values.
     pub data: Vec<f32>,
-}
-
-impl Act {
-    fn zeros(n: usize, h: usize, w: usize, c: usize) -> Self {
-        Act {
-            n,
-            h,
-            w,
-            c,
-            data: vec![0.0; n * h * w * c],
-        }
-    }
 }
 
 impl Inception {
@@ -102,6 +94,7 @@ impl Inception {
             convs,
             sha256: weights.sha256().to_string(),
             on_device: Default::default(),
+            spare: Default::default(),
         }
     }
 
@@ -124,28 +117,83 @@ impl Inception {
             let input = cur.as_ref().unwrap_or(x);
             let next = match block {
                 Block::Conv(s) => self.conv(input, &s),
-                Block::MaxPool => max_pool_3x3_s2(input),
+                Block::MaxPool => {
+                    let (ho, wo) = ((input.h - 3) / 2 + 1, (input.w - 3) / 2 + 1);
+                    let mut out = self.scratch(input.n, ho, wo, input.c);
+                    max_pool_3x3_s2_into(input, &mut out, 0);
+                    out
+                }
                 Block::A { name, cin, pool } => self.block_a(input, &a_convs(name, cin, pool)),
                 Block::B { name, cin } => self.block_b(input, &b_convs(name, cin)),
                 Block::C { name, c7 } => self.block_c(input, &c_convs(name, c7)),
                 Block::D { name } => self.block_d(input, &d_convs(name)),
                 Block::E { name, cin, pool } => self.block_e(input, &e_convs(name, cin), pool),
             };
-            cur = Some(next);
+            if let Some(done) = cur.replace(next) {
+                self.give(done);
+            }
         }
         let last = cur.unwrap_or_else(|| x.clone());
-        Ok(global_avg_pool(&last))
+        let features = global_avg_pool(&last);
+        self.give(last);
+        Ok(features)
     }
 
     fn layer(&self, s: &ConvSpec) -> &Conv {
         &self.convs[&(s.block, s.branch)]
     }
 
+    /// An activation buffer for `n·h·w·c` values, reused from an earlier pass where one is
+    /// spare (old values left in place for the producer to overwrite).
+    fn scratch(&self, n: usize, h: usize, w: usize, c: usize) -> Act {
+        let len = n * h * w * c;
+        let reuse = {
+            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            // The smallest spare buffer that holds `len`.
+            let best = spare
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.capacity() >= len)
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| spare.swap_remove(i))
+        };
+        let mut data = reuse.unwrap_or_default();
+        // A reused buffer keeps its old values: every producer (convolution, pooling, the
+        // blocks' concatenations) writes each element of its output.
+        data.truncate(len);
+        data.resize(len, 0.0);
+        Act { n, h, w, c, data }
+    }
+
+    /// Returns an activation's buffer for reuse.
+    fn give(&self, a: Act) {
+        self.spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(a.data);
+    }
+
     fn conv(&self, x: &Act, s: &ConvSpec) -> Act {
         let l = self.layer(s);
         let (ho, wo) = out_hw(x, &l.spec);
-        let mut out = Act::zeros(x.n, ho, wo, l.spec.cout);
+        let mut out = self.scratch(x.n, ho, wo, l.spec.cout);
         conv_into(x, l, &mut out, 0);
+        out
+    }
+
+    /// `conv(conv(x, a), b)`, the intermediate's buffer returned.
+    fn conv2(&self, x: &Act, a: &ConvSpec, b: &ConvSpec) -> Act {
+        let t = self.conv(x, a);
+        let out = self.conv(&t, b);
+        self.give(t);
+        out
+    }
+
+    /// The 3×3 stride-1 pooling branch.
+    fn pool(&self, x: &Act, kind: PoolBranch) -> Act {
+        let mut out = self.scratch(x.n, x.h, x.w, x.c);
+        pool_3x3_s1_into(x, kind, &mut out);
         out
     }
 
@@ -155,66 +203,81 @@ impl Inception {
 
     fn block_a(&self, x: &Act, s: &[ConvSpec; 7]) -> Act {
         let c = s[0].cout + s[2].cout + s[5].cout + s[6].cout;
-        let mut out = Act::zeros(x.n, x.h, x.w, c);
+        let mut out = self.scratch(x.n, x.h, x.w, c);
         self.conv_to(x, &s[0], &mut out, 0);
         let t = self.conv(x, &s[1]);
         self.conv_to(&t, &s[2], &mut out, s[0].cout);
-        let t = self.conv(&self.conv(x, &s[3]), &s[4]);
+        self.give(t);
+        let t = self.conv2(x, &s[3], &s[4]);
         self.conv_to(&t, &s[5], &mut out, s[0].cout + s[2].cout);
-        let p = pool_3x3_s1(x, PoolBranch::AvgExcludePad);
+        self.give(t);
+        let p = self.pool(x, PoolBranch::AvgExcludePad);
         self.conv_to(&p, &s[6], &mut out, c - s[6].cout);
+        self.give(p);
         out
     }
 
     fn block_b(&self, x: &Act, s: &[ConvSpec; 4]) -> Act {
         let (ho, wo) = out_hw(x, &s[0]);
         let c = s[0].cout + s[3].cout + x.c;
-        let mut out = Act::zeros(x.n, ho, wo, c);
+        let mut out = self.scratch(x.n, ho, wo, c);
         self.conv_to(x, &s[0], &mut out, 0);
-        let t = self.conv(&self.conv(x, &s[1]), &s[2]);
+        let t = self.conv2(x, &s[1], &s[2]);
         self.conv_to(&t, &s[3], &mut out, s[0].cout);
+        self.give(t);
         max_pool_3x3_s2_into(x, &mut out, s[0].cout + s[3].cout);
         out
     }
 
     fn block_c(&self, x: &Act, s: &[ConvSpec; 10]) -> Act {
-        let mut out = Act::zeros(x.n, x.h, x.w, 768);
+        let mut out = self.scratch(x.n, x.h, x.w, 768);
         self.conv_to(x, &s[0], &mut out, 0);
-        let t = self.conv(&self.conv(x, &s[1]), &s[2]);
+        let t = self.conv2(x, &s[1], &s[2]);
         self.conv_to(&t, &s[3], &mut out, 192);
+        self.give(t);
         let mut t = self.conv(x, &s[4]);
         for spec in &s[5..8] {
-            t = self.conv(&t, spec);
+            let next = self.conv(&t, spec);
+            self.give(std::mem::replace(&mut t, next));
         }
         self.conv_to(&t, &s[8], &mut out, 384);
-        let p = pool_3x3_s1(x, PoolBranch::AvgExcludePad);
+        self.give(t);
+        let p = self.pool(x, PoolBranch::AvgExcludePad);
         self.conv_to(&p, &s[9], &mut out, 576);
+        self.give(p);
         out
     }
 
     fn block_d(&self, x: &Act, s: &[ConvSpec; 6]) -> Act {
         let (ho, wo) = out_hw(x, &s[1]);
         let c = s[1].cout + s[5].cout + x.c;
-        let mut out = Act::zeros(x.n, ho, wo, c);
+        let mut out = self.scratch(x.n, ho, wo, c);
         let t = self.conv(x, &s[0]);
         self.conv_to(&t, &s[1], &mut out, 0);
-        let t = self.conv(&self.conv(&self.conv(x, &s[2]), &s[3]), &s[4]);
-        self.conv_to(&t, &s[5], &mut out, s[1].cout);
+        self.give(t);
+        let t = self.conv2(x, &s[2], &s[3]);
+        let u = self.conv(&t, &s[4]);
+        self.give(t);
+        self.conv_to(&u, &s[5], &mut out, s[1].cout);
+        self.give(u);
         max_pool_3x3_s2_into(x, &mut out, s[1].cout + s[5].cout);
         out
     }
 
     fn block_e(&self, x: &Act, s: &[ConvSpec; 9], pool: PoolBranch) -> Act {
-        let mut out = Act::zeros(x.n, x.h, x.w, 2048);
+        let mut out = self.scratch(x.n, x.h, x.w, 2048);
         self.conv_to(x, &s[0], &mut out, 0);
         let a = self.conv(x, &s[1]);
         self.conv_to(&a, &s[2], &mut out, 320);
         self.conv_to(&a, &s[3], &mut out, 704);
-        let b = self.conv(&self.conv(x, &s[4]), &s[5]);
+        self.give(a);
+        let b = self.conv2(x, &s[4], &s[5]);
         self.conv_to(&b, &s[6], &mut out, 1088);
         self.conv_to(&b, &s[7], &mut out, 1472);
-        let p = pool_3x3_s1(x, pool);
+        self.give(b);
+        let p = self.pool(x, pool);
         self.conv_to(&p, &s[8], &mut out, 1856);
+        self.give(p);
         out
     }
 
@@ -415,14 +478,46 @@ fn conv_into(x: &Act, l: &Conv, out: &mut Act, c_off: usize) {
             tmp.resize(m * s.cout, 0.0);
             let mut d = MatMut::from_row_major_slice_mut(&mut tmp[..], m, s.cout);
             faer::linalg::matmul::matmul(&mut d, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
-            for (r, src) in tmp.chunks_exact(s.cout).enumerate() {
-                let row = &mut dst[r * oc + c_off..r * oc + c_off + s.cout];
-                for ((v, t), b) in row.iter_mut().zip(src).zip(&l.b) {
-                    *v = (t + b).max(0.0);
-                }
-            }
+            pulp::Arch::new().dispatch(BiasRelu {
+                src: &tmp[..],
+                dst,
+                b: &l.b,
+                stride: oc,
+                c_off,
+            });
         },
     );
+}
+
+/// `dst[r·stride + c_off ..][..cout] = max(src[r] + b, 0)` for each row `r` of `src`
+/// (`[m, cout]`): the bias and ReLU written into a block's concatenation. Run through
+/// `pulp::Arch::dispatch`, which compiles it for the widest vector instructions the CPU offers
+/// (detected at run time; the crate itself targets the SSE2 baseline).
+struct BiasRelu<'a> {
+    src: &'a [f32],
+    dst: &'a mut [f32],
+    b: &'a [f32],
+    stride: usize,
+    c_off: usize,
+}
+
+impl pulp::WithSimd for BiasRelu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let cout = self.b.len();
+        for (src, row) in self
+            .src
+            .chunks_exact(cout)
+            .zip(self.dst.chunks_mut(self.stride))
+        {
+            let row = &mut row[self.c_off..self.c_off + cout];
+            for ((v, t), b) in row.iter_mut().zip(src).zip(self.b) {
+                *v = (t + b).max(0.0);
+            }
+        }
+    }
 }
 
 /// Patches of rows `r0..r0+m` of image `img`: `[(ky, kx, ci)]` per output pixel.
@@ -447,13 +542,6 @@ fn im2col(x: &Act, s: &ConvSpec, img: usize, r0: usize, m: usize, wo: usize, buf
             }
         }
     }
-}
-
-fn max_pool_3x3_s2(x: &Act) -> Act {
-    let (ho, wo) = ((x.h - 3) / 2 + 1, (x.w - 3) / 2 + 1);
-    let mut out = Act::zeros(x.n, ho, wo, x.c);
-    max_pool_3x3_s2_into(x, &mut out, 0);
-    out
 }
 
 fn max_pool_3x3_s2_into(x: &Act, out: &mut Act, c_off: usize) {
@@ -481,8 +569,7 @@ fn max_pool_3x3_s2_into(x: &Act, out: &mut Act, c_off: usize) {
 }
 
 /// 3×3 stride 1 padding 1: average over the real pixels only, or max.
-fn pool_3x3_s1(x: &Act, kind: PoolBranch) -> Act {
-    let mut out = Act::zeros(x.n, x.h, x.w, x.c);
+fn pool_3x3_s1_into(x: &Act, kind: PoolBranch, out: &mut Act) {
     let (c, h, w) = (x.c, x.h, x.w);
     out.data
         .par_chunks_mut(w * c)
@@ -524,7 +611,6 @@ fn pool_3x3_s1(x: &Act, kind: PoolBranch) -> Act {
                 }
             }
         });
-    out
 }
 
 fn global_avg_pool(x: &Act) -> Vec<f32> {

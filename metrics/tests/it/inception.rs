@@ -74,3 +74,41 @@ fn fast_cpu_path_matches_the_candle_path() {
     eprintln!("fast vs candle: max |Δ| {max:e}");
     assert!(max <= 1e-4, "{max}");
 }
+
+/// The network reuses its activation buffers from one pass to the next without clearing
+/// them, so every layer must write all of its output: a pass after another of a different
+/// batch size and other pixels gives bit for bit what a fresh network gives. Needs no
+/// fixtures (invented weights).
+#[test]
+fn a_pass_leaves_nothing_behind_for_the_next() {
+    use adt_metrics::inception::Act;
+    use adt_metrics::{Inception, InceptionWeights};
+    let w = InceptionWeights::random(3);
+    let act = |n: usize, seed: u32| Act {
+        n,
+        h: 299,
+        w: 299,
+        c: 3,
+        data: (0..n * 299 * 299 * 3)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (v >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect(),
+    };
+    let fresh = Inception::new(&w).features(&act(1, 11)).unwrap();
+    let net = Inception::new(&w);
+    net.features(&act(2, 5)).unwrap();
+    let reused = net.features(&act(1, 11)).unwrap();
+    assert_eq!(fresh.len(), DIMS);
+    assert!(
+        fresh.iter().any(|v| *v != 0.0),
+        "invented weights gave all-zero features"
+    );
+    let differ = fresh
+        .iter()
+        .zip(&reused)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} features changed by the earlier pass");
+}
