@@ -7,8 +7,9 @@
 //! embeddings, causal encoder, `final_layer_norm`, the state at the end token,
 //! `text_projection`. Nothing here is trained, so candle's fused (no-backward) LayerNorm and
 //! softmax are used. On the CPU in f32 the linear layers are faer products with the bias (and
-//! `quick_gelu`) applied in the same pass over the output, and unmasked attention reads q, k
-//! and v in place from the fused projection; other devices run the same layers on candle.
+//! `quick_gelu`) applied in the same pass over the output, unmasked attention reads q, k and v
+//! in place from the fused projection, and the patch embedding is one product over the
+//! patches; other devices run the same layers on candle.
 
 use std::collections::BTreeMap;
 
