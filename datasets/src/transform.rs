@@ -33,15 +33,18 @@ pub fn to_chw_signed(img: &RgbImage) -> Vec<f32> {
     out
 }
 
+/// One value in `[-1, 1]` as the 8-bit channel an image file stores (clamped, rounded).
+pub fn signed_to_u8(v: f32) -> u8 {
+    ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8
+}
+
 /// Convert a CHW `f32` buffer in `[-1, 1]` back to an sRGB image (values are clamped).
 pub fn from_chw_signed(data: &[f32], width: u32, height: u32) -> RgbImage {
     let n = (width * height) as usize;
     assert_eq!(data.len(), 3 * n, "buffer is not 3×{height}×{width}");
     RgbImage::from_fn(width, height, |x, y| {
         let i = (y * width + x) as usize;
-        image::Rgb(
-            [0, 1, 2].map(|c| ((data[c * n + i] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8),
-        )
+        image::Rgb([0, 1, 2].map(|c| signed_to_u8(data[c * n + i])))
     })
 }
 

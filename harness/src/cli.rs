@@ -317,9 +317,15 @@ pub struct TuneArgs {
     /// inclusive range `LO..HI` (e.g. `0..3`: mostly high-noise starts).
     #[arg(long, default_value = "uniform")]
     pub start: String,
-    /// Guidance scale of the rollouts (default: 1, no guidance).
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance: f32,
+    /// Guidance scale of the rollouts (default: the model's, the scale `sample` and `run`
+    /// evaluate with, so the model is tuned as it is used; 1 = no guidance). `run` sets it to
+    /// its evaluation's guidance unless the tune settings name one.
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Fraction of the diffusion term's captions replaced by the empty prompt (pretraining's
+    /// rate keeps the unconditional branch that guidance amplifies trained).
+    #[arg(long = "caption-dropout", default_value_t = 0.1)]
+    pub caption_dropout: f64,
     /// The unconditional branch of guidance carries no gradient.
     #[arg(long = "detach-uncond")]
     pub detach_uncond: bool,
@@ -335,6 +341,19 @@ pub struct TuneArgs {
     /// Discriminator learning rate.
     #[arg(long = "d-lr", default_value_t = 2e-4)]
     pub d_lr: f64,
+    /// The discriminator's learning-rate schedule: `constant` after its warm-up, or `cosine`
+    /// (the model's decay to 10 %).
+    #[arg(long = "d-schedule", default_value = "constant")]
+    pub d_schedule: String,
+    /// Discriminator updates per iteration (on the same images, fresh augmentations); with H
+    /// iterations per model update that is H × this many per model update.
+    #[arg(long = "d-steps", default_value_t = 1)]
+    pub d_steps: u64,
+    /// What the discriminator sees of a generated image: `quantized` (clamped to the image
+    /// range and rounded to 8 bits as a saved sample, the rounding straight-through),
+    /// `clamped`, or `raw`.
+    #[arg(long = "d-input", default_value = "quantized")]
+    pub d_input: String,
     /// Warm-up iterations.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,

@@ -54,6 +54,69 @@ pub enum StartDist {
     Range(usize, usize),
 }
 
+/// The discriminator's learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscSchedule {
+    /// Linear warm-up over `warmup` iterations, then constant: the discriminator keeps its
+    /// strength while the generator learns against it.
+    Constant,
+    /// The generator's shape over all iterations: warm-up, cosine decay to 10 %.
+    Cosine,
+}
+
+impl DiscSchedule {
+    /// What checkpoints written before the choice existed used.
+    fn before_choice() -> Self {
+        DiscSchedule::Cosine
+    }
+}
+
+/// What the discriminator is shown of a generated image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscInput {
+    /// The decoder's output as it is.
+    #[default]
+    Raw,
+    /// Clamped to the image range [-1, 1] (no gradient where it clamps).
+    Clamped,
+    /// Clamped and rounded to the 8 bits a saved sample has, as the evaluation sees it; the
+    /// rounding passes the gradient straight through.
+    Quantized,
+}
+
+/// A generated image as the discriminator sees it (`[-1, 1]` images, see [`DiscInput`]).
+pub fn as_evaluated(x: &HostTensor, how: DiscInput) -> HostTensor {
+    let f = |v: f32| match how {
+        DiscInput::Raw => v,
+        DiscInput::Clamped => v.clamp(-1.0, 1.0),
+        DiscInput::Quantized => adt_datasets::transform::signed_to_u8(v) as f32 / 127.5 - 1.0,
+    };
+    HostTensor {
+        shape: x.shape.clone(),
+        data: x.data.iter().map(|&v| f(v)).collect(),
+    }
+}
+
+/// The gradient through [`as_evaluated`] at `x`: zero where the clamp is active, the
+/// incoming gradient elsewhere (straight through the rounding).
+pub fn as_evaluated_vjp(x: &HostTensor, g: &HostTensor, how: DiscInput) -> HostTensor {
+    let data = match how {
+        DiscInput::Raw => g.data.clone(),
+        DiscInput::Clamped | DiscInput::Quantized => x
+            .data
+            .iter()
+            .zip(&g.data)
+            .map(|(&v, &d)| if (-1.0..=1.0).contains(&v) { d } else { 0.0 })
+            .collect(),
+    };
+    HostTensor {
+        shape: g.shape.clone(),
+        data,
+    }
+}
+
 /// Settings of a tuning run (saved with the checkpoint; a resume must match them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TuneConfig {
@@ -102,12 +165,39 @@ pub struct TuneConfig {
     pub max_non_finite: u32,
     /// Checkpoint every this many iterations (and at the end).
     pub checkpoint_every: u64,
+    /// Fraction of the diffusion term's captions replaced by the empty prompt, drawn per
+    /// example (pretraining's rate keeps the unconditional branch that guidance uses trained).
+    #[serde(default)]
+    pub caption_dropout: f64,
+    /// The discriminator's learning-rate schedule.
+    #[serde(default = "DiscSchedule::before_choice")]
+    pub d_schedule: DiscSchedule,
+    /// What the discriminator sees of a generated image.
+    #[serde(default)]
+    pub d_input: DiscInput,
+    /// Discriminator updates per iteration (on the same real and generated images, with
+    /// fresh augmentation draws).
+    #[serde(default = "one")]
+    pub d_steps: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl TuneConfig {
-    /// Discriminator learning-rate factor at iteration `i`: linear warm-up, cosine to 10%.
+    /// Learning-rate factor at iteration `i` over the whole run: linear warm-up, cosine to 10%.
     pub fn lr_factor(&self, i: u64) -> f64 {
         schedule(i, self.warmup, self.iters)
+    }
+
+    /// The discriminator's learning-rate factor at iteration `i` (its own schedule).
+    pub fn d_lr_factor(&self, i: u64) -> f64 {
+        match self.d_schedule {
+            DiscSchedule::Cosine => self.lr_factor(i),
+            DiscSchedule::Constant if i < self.warmup => (i + 1) as f64 / self.warmup as f64,
+            DiscSchedule::Constant => 1.0,
+        }
     }
 
     /// Generator learning-rate factor at iteration `i`: the same schedule over the iterations
@@ -470,7 +560,8 @@ pub fn tune(
                 scatter(&mut xhat, idx, trace.result());
                 runs.push((s, idx.clone(), cond, trace));
             }
-            let fake_img = t.model.decode(&xhat)?;
+            let decoded = t.model.decode(&xhat)?;
+            let fake_img = as_evaluated(&decoded, cfg.d_input);
             row.color_mean_error = color_mean_error(&fake_img, &batch.images);
             let disc = t
                 .disc
@@ -478,15 +569,18 @@ pub fn tune(
                 .ok_or_else(|| Error::Invalid("no discriminator".into()))?;
             let real_t = to_tensor(&batch.images, &t.device)?;
             let fake_t = to_tensor(&fake_img, &t.device)?;
-            let dlr = disc.config().lr * cfg.lr_factor(i);
-            let ds = disc.train_step(&real_t, &fake_t, mix(cfg.seed, &[i, 3]), dlr)?;
+            let dlr = disc.config().lr * cfg.d_lr_factor(i);
+            let mut ds = disc.train_step(&real_t, &fake_t, mix(cfg.seed, &[i, 3]), dlr)?;
+            for r in 1..cfg.d_steps.max(1) {
+                ds = disc.train_step(&real_t, &fake_t, mix(cfg.seed, &[i, 3, r]), dlr)?;
+            }
             row.loss_d = ds.loss_d;
             row.disc_real = ds.real;
             row.disc_fake = ds.fake;
             row.disc_gap = ds.real - ds.fake;
             if in_window {
                 let (la, g_img) = disc.generator_grad(&real_t, &fake_t, mix(cfg.seed, &[i, 4]))?;
-                let g_img = from_tensor(&g_img)?;
+                let g_img = as_evaluated_vjp(&decoded, &from_tensor(&g_img)?, cfg.d_input);
                 let g_lat = t.model.decode_vjp(&xhat, &g_img)?;
                 acc_adv += la / divisor;
                 acc_bad |= !la.is_finite();
@@ -546,7 +640,9 @@ pub fn tune(
                 Method::Adt => cfg.lambda,
                 Method::Ft => 1.0,
             };
-            let cond_all = t.model.encode_prompts(&batch.captions)?;
+            let captions =
+                drop_captions(&batch.captions, cfg.caption_dropout, mix(cfg.seed, &[i, 6]));
+            let cond_all = t.model.encode_prompts(&captions)?;
             let l =
                 t.model
                     .diffusion_loss(x0, cond_all, mix(cfg.seed, &[i, 1]), weight / divisor)?;
@@ -620,6 +716,22 @@ pub fn tune(
         t.model.release(u)?;
     }
     Ok(rows)
+}
+
+/// `captions` with each replaced by the empty prompt with probability `p` (drawn from `seed`).
+pub fn drop_captions(captions: &[String], p: f64, seed: u64) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let p = p.clamp(0.0, 1.0);
+    captions
+        .iter()
+        .map(|c| {
+            if p > 0.0 && rng.random_bool(p) {
+                String::new()
+            } else {
+                c.clone()
+            }
+        })
+        .collect()
 }
 
 /// Index of evaluation `k` of a plan counted from the schedule's first evaluation, so norms of
@@ -759,6 +871,81 @@ mod tests {
             disc: DiscConfig::default(),
             max_non_finite: 3,
             checkpoint_every: 5,
+            caption_dropout: 0.0,
+            d_schedule: DiscSchedule::Cosine,
+            d_input: DiscInput::Raw,
+            d_steps: 1,
+        }
+    }
+
+    #[test]
+    fn the_discriminator_keeps_its_learning_rate_after_its_warm_up() {
+        let mut c = cfg(2, 1, 5);
+        c.d_schedule = DiscSchedule::Constant;
+        let f: Vec<f64> = (0..20).map(|i| c.d_lr_factor(i)).collect();
+        assert_eq!(&f[..3], &[0.5, 1.0, 1.0]);
+        assert!(f[2..].iter().all(|&v| v == 1.0), "{f:?}");
+        // The generator still decays; the cosine choice follows the run's schedule.
+        assert!(c.g_lr_factor(19) < 0.2);
+        c.d_schedule = DiscSchedule::Cosine;
+        assert_eq!(c.d_lr_factor(19), c.lr_factor(19));
+        assert!(c.d_lr_factor(19) < 0.2);
+        // A checkpoint written before the choice existed resumes with the schedule it used.
+        let mut v = serde_json::to_value(&c).unwrap();
+        for k in ["d_schedule", "d_input", "d_steps", "caption_dropout"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let old: TuneConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            (
+                old.d_schedule,
+                old.d_input,
+                old.d_steps,
+                old.caption_dropout
+            ),
+            (DiscSchedule::Cosine, DiscInput::Raw, 1, 0.0)
+        );
+    }
+
+    #[test]
+    fn captions_are_dropped_at_the_given_rate_and_reproducibly() {
+        let caps: Vec<String> = (0..20_000).map(|i| format!("a shape {i}")).collect();
+        let d = drop_captions(&caps, 0.1, 3);
+        let empty = d.iter().filter(|c| c.is_empty()).count() as f64 / caps.len() as f64;
+        assert!((empty - 0.1).abs() < 0.01, "{empty}");
+        // The others are untouched and in place; the same seed drops the same ones.
+        assert!(d.iter().zip(&caps).all(|(a, b)| a.is_empty() || a == b));
+        assert_eq!(d, drop_captions(&caps, 0.1, 3));
+        assert_ne!(d, drop_captions(&caps, 0.1, 4));
+        assert_eq!(drop_captions(&caps, 0.0, 3), caps);
+        assert!(drop_captions(&caps, 1.0, 3).iter().all(String::is_empty));
+    }
+
+    #[test]
+    fn generated_images_reach_the_discriminator_as_the_evaluation_sees_them() {
+        let x = HostTensor {
+            shape: vec![5],
+            data: vec![-1.7, -0.5, 0.0021, 0.999, 1.3],
+        };
+        let g = HostTensor {
+            shape: vec![5],
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+        };
+        assert_eq!(as_evaluated(&x, DiscInput::Raw), x);
+        assert_eq!(as_evaluated_vjp(&x, &g, DiscInput::Raw), g);
+        let c = as_evaluated(&x, DiscInput::Clamped);
+        assert_eq!(c.data, [-1.0, -0.5, 0.0021, 0.999, 1.0]);
+        let q = as_evaluated(&x, DiscInput::Quantized);
+        // What an 8-bit image file holds, read back: 0, 64, 128, 255 and 255 of 255.
+        for (v, level) in q.data.iter().zip([0u8, 64, 128, 255, 255]) {
+            assert_eq!(*v, level as f32 / 127.5 - 1.0);
+        }
+        // No gradient where the clamp is active; straight through the rounding.
+        for how in [DiscInput::Clamped, DiscInput::Quantized] {
+            assert_eq!(
+                as_evaluated_vjp(&x, &g, how).data,
+                [0.0, 2.0, 3.0, 4.0, 0.0]
+            );
         }
     }
 

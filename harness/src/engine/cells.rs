@@ -91,7 +91,7 @@ pub fn tune_model(
         k: s.k,
         k_random: s.k_random,
         path: s.path,
-        guidance: s.guidance,
+        guidance: s.guidance.unwrap_or(desc.default_guidance),
         detach_uncond: s.detach_uncond,
         lambda: s.lambda,
         h: s.h,
@@ -103,6 +103,10 @@ pub fn tune_model(
         disc: disc_cfg.clone(),
         max_non_finite: s.max_non_finite,
         checkpoint_every: s.checkpoint_every,
+        caption_dropout: s.caption_dropout,
+        d_schedule: s.d_schedule,
+        d_input: s.d_input,
+        d_steps: s.d_steps,
     };
     // The discriminator lives host-side, on the model's device.
     let dev = crate::device::open(&job.model.device.to_string())?;

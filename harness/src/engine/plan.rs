@@ -317,6 +317,9 @@ pub fn build(reg: &Registry, p: &PlanInput<'_>) -> anyhow::Result<RunPlan> {
             });
         }
         let guidance = t.guidance.or(p.guidance).unwrap_or(desc.default_guidance);
+        // The rollouts use the evaluation's guidance unless the tune settings name one: the
+        // model is tuned as it is sampled.
+        tune.guidance.get_or_insert(guidance);
         let scores = t.scores.clone().unwrap_or_else(|| p.scores.to_vec());
         let scores: Vec<String> = if scores.is_empty() {
             Vec::new()
@@ -546,6 +549,17 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
             t.lr,
             t.start,
             t.backbone.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            s,
+            "  rollout guidance {}; caption dropout {}; discriminator: {} learning rate, {} \
+             step(s) per iteration, sees {} images",
+            t.guidance
+                .map_or_else(|| "(the model's)".to_string(), |g| g.to_string()),
+            t.caption_dropout,
+            super::settings::name_of(&t.d_schedule),
+            t.d_steps,
+            super::settings::name_of(&t.d_input),
         )?;
         for &seed in &plan.seeds {
             for method in &plan.methods {

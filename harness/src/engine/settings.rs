@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use adt_tuner::adt::StartDist;
+use adt_tuner::adt::{DiscInput, DiscSchedule, StartDist};
 use adt_tuner::disc::DiscLoss;
 use adt_tuner::paths::GradPath;
 use anyhow::{Context, bail};
@@ -317,8 +317,11 @@ pub struct TuneSettings {
     pub k_random: bool,
     /// Start-index distribution.
     pub start: Start,
-    /// Guidance scale of the rollouts.
-    pub guidance: f32,
+    /// Guidance scale of the rollouts (none: the model's; `run` fills in its evaluation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f32>,
+    /// Fraction of the diffusion term's captions dropped to the empty prompt.
+    pub caption_dropout: f64,
     /// No gradient through the unconditional branch.
     pub detach_uncond: bool,
     /// λ of the diffusion loss.
@@ -329,6 +332,12 @@ pub struct TuneSettings {
     pub lr: f64,
     /// Discriminator learning rate.
     pub d_lr: f64,
+    /// The discriminator's learning-rate schedule.
+    pub d_schedule: DiscSchedule,
+    /// Discriminator updates per iteration.
+    pub d_steps: u64,
+    /// What the discriminator sees of a generated image.
+    pub d_input: DiscInput,
     /// Warm-up iterations.
     pub warmup: u64,
     /// Discriminator-only iterations first.
@@ -383,11 +392,15 @@ impl TuneSettings {
             k_random: a.k_random,
             start: a.start.parse()?,
             guidance: a.guidance,
+            caption_dropout: a.caption_dropout,
             detach_uncond: a.detach_uncond,
             lambda: a.lambda,
             h: a.h,
             lr: a.lr,
             d_lr: a.d_lr,
+            d_schedule: closed(&a.d_schedule, "discriminator schedule", "constant, cosine")?,
+            d_steps: a.d_steps,
+            d_input: closed(&a.d_input, "discriminator input", "quantized, clamped, raw")?,
             warmup: a.warmup,
             d_warmup: a.d_warmup,
             clip: a.clip,
@@ -420,6 +433,20 @@ impl TuneSettings {
         }
         if self.batch == 0 || self.iters == 0 {
             bail!("iters and batch must be at least 1");
+        }
+        if self.d_steps == 0 {
+            bail!("d-steps must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.caption_dropout) {
+            bail!(
+                "caption-dropout must be in [0, 1] (got {})",
+                self.caption_dropout
+            );
+        }
+        if let Some(g) = self.guidance
+            && !g.is_finite()
+        {
+            bail!("guidance must be a finite number (got {g})");
         }
         Ok(())
     }
@@ -454,11 +481,17 @@ impl TuneSettings {
         kv("path", to_name(&self.path));
         kv("k", self.k.to_string());
         kv("start", self.start.to_string());
-        kv("guidance", self.guidance.to_string());
+        if let Some(g) = self.guidance {
+            kv("guidance", g.to_string());
+        }
+        kv("caption-dropout", self.caption_dropout.to_string());
         kv("lambda", self.lambda.to_string());
         kv("h", self.h.to_string());
         kv("lr", self.lr.to_string());
         kv("d-lr", self.d_lr.to_string());
+        kv("d-schedule", to_name(&self.d_schedule));
+        kv("d-steps", self.d_steps.to_string());
+        kv("d-input", to_name(&self.d_input));
         kv("warmup", self.warmup.to_string());
         kv("d-warmup", self.d_warmup.to_string());
         kv("clip", self.clip.to_string());
@@ -480,6 +513,17 @@ impl TuneSettings {
         }
         v
     }
+}
+
+/// A closed set's value by its serialized name, or an error listing the names.
+fn closed<T: serde::de::DeserializeOwned>(v: &str, what: &str, names: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(v.to_string()))
+        .map_err(|_| anyhow::anyhow!("unknown {what} `{v}` ({names})"))
+}
+
+/// The serialized name of a unit enum variant.
+pub fn name_of<T: Serialize>(v: &T) -> String {
+    to_name(v)
 }
 
 /// The serialized name of a unit enum variant.
@@ -562,6 +606,70 @@ mod tests {
         let argv = std::iter::once("tune".to_string()).chain(o.argv());
         let parsed = TuneSettings::from_args(&Cli::try_parse_from(argv).unwrap().a).unwrap();
         assert_eq!(parsed, TuneSettings { lambda: 2.0, ..o });
+    }
+
+    #[test]
+    fn the_loop_options_parse_print_back_and_refuse_bad_values() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: crate::cli::TuneArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = std::iter::once("tune").chain(extra.iter().copied());
+            TuneSettings::from_args(&Cli::try_parse_from(argv).unwrap().a)
+        };
+        let d = parse(&[]).unwrap();
+        // Defaults: the model's guidance, pretraining's caption dropout, a discriminator at
+        // full strength after its warm-up, shown images as the evaluation sees them.
+        assert_eq!(
+            (
+                d.guidance,
+                d.caption_dropout,
+                d.d_schedule,
+                d.d_steps,
+                d.d_input
+            ),
+            (None, 0.1, DiscSchedule::Constant, 1, DiscInput::Quantized)
+        );
+        let s = parse(&[
+            "--guidance",
+            "3",
+            "--caption-dropout",
+            "0",
+            "--d-schedule",
+            "cosine",
+            "--d-steps",
+            "3",
+            "--d-input",
+            "raw",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.guidance,
+                s.caption_dropout,
+                s.d_schedule,
+                s.d_steps,
+                s.d_input
+            ),
+            (Some(3.0), 0.0, DiscSchedule::Cosine, 3, DiscInput::Raw)
+        );
+        let argv: Vec<String> = std::iter::once("tune".to_string())
+            .chain(s.argv())
+            .collect();
+        let back = TuneSettings::from_args(&Cli::try_parse_from(argv).unwrap().a).unwrap();
+        assert_eq!(back, s);
+        for (bad, says) in [
+            (&["--d-schedule", "weekly"][..], "constant, cosine"),
+            (&["--d-input", "blurred"][..], "quantized, clamped, raw"),
+            (&["--d-steps", "0"][..], "d-steps"),
+            (&["--caption-dropout", "1.5"][..], "caption-dropout"),
+        ] {
+            let e = format!("{:#}", parse(bad).unwrap_err());
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -423,3 +423,40 @@ fn bench_tiny_compares_the_model_ops_with_candles() {
         assert!(r["max_abs_diff"].as_f64().unwrap() < 1e-3, "{j}");
     }
 }
+
+/// The tunes roll out with the guidance the evaluation samples with: the model's by default,
+/// the run's `--guidance` when given, the tune settings' own when they name one.
+#[test]
+fn run_tunes_with_the_guidance_it_evaluates_with() {
+    let out = tempfile::tempdir().unwrap();
+    let o_dir = out.path().join("r");
+    let o = o_dir.to_str().unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["run", "--plan", "--out", o];
+        args.extend_from_slice(extra);
+        let r = run(&args);
+        assert!(r.status.success(), "{}", text(&r));
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let line = |p: &str| {
+        p.lines()
+            .find(|l| l.trim_start().starts_with("rollout guidance"))
+            .unwrap_or_else(|| panic!("no rollout line in\n{p}"))
+            .to_string()
+    };
+    let p = plan(&[]);
+    let eval: String = p
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("guidance "))
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("no guidance line in\n{p}"))
+        .to_string();
+    assert!(
+        line(&p).contains(&format!("rollout guidance {eval};")),
+        "{p}"
+    );
+    assert!(line(&p).contains("sees quantized images"), "{p}");
+    assert!(line(&plan(&["--guidance", "3.5"])).contains("rollout guidance 3.5;"));
+    let own = plan(&["--guidance", "3.5", "--tune-args", "--guidance 1.5"]);
+    assert!(line(&own).contains("rollout guidance 1.5;"), "{own}");
+}

@@ -4,7 +4,7 @@
 
 use adt_plugin_api::{NoiseSchedule, PlanRequest};
 use adt_plugin_host::{Kind, Model, Registry};
-use adt_tuner::adt::{Method, StartDist, TuneConfig, Tuner, tune};
+use adt_tuner::adt::{DiscInput, DiscSchedule, Method, StartDist, TuneConfig, Tuner, tune};
 use adt_tuner::backbone::ShapesEncoder;
 use adt_tuner::disc::{DiscConfig, DiscLoss, Discriminator};
 use adt_tuner::paths::GradPath;
@@ -58,6 +58,10 @@ fn config(m: &Model, iters: u64, lr: f64) -> TuneConfig {
         disc: DiscConfig::default(),
         max_non_finite: 2,
         checkpoint_every: 2,
+        caption_dropout: 0.1,
+        d_schedule: DiscSchedule::Constant,
+        d_input: DiscInput::Quantized,
+        d_steps: 1,
     }
 }
 
@@ -101,21 +105,30 @@ fn run_with(
 /// The whole generator chain — discriminator gradient, decode VJP, one denoise VJP per trained
 /// evaluation, the optimizer — descends the adversarial loss: against a frozen discriminator
 /// (learning rate 0) and without the diffusion term, L_adv must fall.
+/// With the images quantised as the evaluation sees them (the gradient straight through the
+/// rounding) it must still fall, more slowly: steps smaller than one 8-bit level do not move
+/// the discriminator's input.
 #[test]
 fn generator_updates_descend_the_adversarial_loss_of_a_frozen_discriminator() {
-    let out = tempfile::tempdir().unwrap();
-    let rows = run_with(out.path(), 8, None, 1e-3, |c| {
-        c.h = 1;
-        c.lambda = 0.0;
-        c.disc.lr = 0.0;
-        c.disc.loss = DiscLoss::NonSaturating;
-    })
-    .unwrap();
-    let adv: Vec<f64> = rows.iter().map(|r| r.loss_adv).collect();
-    assert!(adv.iter().all(|v| v.is_finite()), "{adv:?}");
-    let first = (adv[0] + adv[1]) / 2.0;
-    let last = (adv[5] + adv[6] + adv[7]) / 3.0;
-    assert!(last < 0.75 * first, "L_adv did not fall: {adv:?}");
+    for (input, factor) in [(DiscInput::Raw, 0.75), (DiscInput::Quantized, 0.95)] {
+        let out = tempfile::tempdir().unwrap();
+        let rows = run_with(out.path(), 8, None, 1e-3, |c| {
+            c.h = 1;
+            c.lambda = 0.0;
+            c.disc.lr = 0.0;
+            c.disc.loss = DiscLoss::NonSaturating;
+            c.d_input = input;
+        })
+        .unwrap();
+        let adv: Vec<f64> = rows.iter().map(|r| r.loss_adv).collect();
+        assert!(adv.iter().all(|v| v.is_finite()), "{adv:?}");
+        let first = (adv[0] + adv[1]) / 2.0;
+        let last = (adv[5] + adv[6] + adv[7]) / 3.0;
+        assert!(
+            last < factor * first,
+            "{input:?}: L_adv did not fall: {adv:?}"
+        );
+    }
 }
 
 #[test]
@@ -169,4 +182,23 @@ fn divergence_stops_with_a_clear_error_and_no_non_finite_checkpoint() {
             assert!(finite, "{name} is not finite in the checkpoint");
         }
     }
+}
+
+/// `d_steps` discriminator updates per iteration: the checkpoint counts them, and the run
+/// differs from one step per iteration.
+#[test]
+fn several_discriminator_steps_per_iteration() {
+    let one = tempfile::tempdir().unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let r1 = run_with(one.path(), 3, None, 1e-4, |_| {}).unwrap();
+    let r2 = run_with(two.path(), 3, None, 1e-4, |c| c.d_steps = 2).unwrap();
+    let steps = |d: &std::path::Path| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join("checkpoint/state.json")).unwrap(),
+        )
+        .unwrap();
+        v["disc_steps"].as_u64().unwrap()
+    };
+    assert_eq!((steps(one.path()), steps(two.path())), (3, 6));
+    assert_ne!(r1[2].loss_d, r2[2].loss_d);
 }
