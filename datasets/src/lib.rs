@@ -95,7 +95,8 @@ pub type RecordStream = Box<dyn Iterator<Item = std::result::Result<Record, Reco
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DataSpec {
-    /// `builtin:shapes[?seed=N&size=N&offset=N]` — the procedural set, unlimited.
+    /// `builtin:shapes[?seed=N&size=N&offset=N&draw=N]` — the procedural set, unlimited
+    /// (`draw` ≠ 0: the same captions drawn anew).
     Shapes {
         /// The generator settings.
         config: shapes::ShapesConfig,
@@ -153,7 +154,8 @@ impl DataSpec {
                         config.size = n as u32
                     }
                     "offset" => offset = n,
-                    _ => return Err(bad("known options are seed, size and offset")),
+                    "draw" => config.draw = n,
+                    _ => return Err(bad("known options are seed, size, offset and draw")),
                 }
             }
             return Ok(DataSpec::Shapes { config, offset });
@@ -211,7 +213,11 @@ impl fmt::Display for DataSpec {
                     f,
                     "builtin:shapes?seed={}&size={}&offset={}",
                     config.seed, config.size, offset
-                )
+                )?;
+                if config.draw != 0 {
+                    write!(f, "&draw={}", config.draw)?;
+                }
+                Ok(())
             }
             DataSpec::Folder { path } => write!(f, "folder:{}", path.display()),
             DataSpec::Parquet { path } => write!(f, "parquet:{}", path.display()),
@@ -228,7 +234,10 @@ pub fn open(spec: &DataSpec) -> Result<RecordStream> {
             Ok(Box::new((offset..).map(move |i| {
                 let ex = shapes::generate(config, i);
                 Ok(Record {
-                    key: format!("shapes-{}-{i}", config.seed),
+                    key: match config.draw {
+                        0 => format!("shapes-{}-{i}", config.seed),
+                        d => format!("shapes-{}-{i}-draw{d}", config.seed),
+                    },
                     image: ex.image,
                     caption: ex.caption,
                 })
@@ -318,7 +327,11 @@ mod tests {
         assert_eq!(
             s,
             DataSpec::Shapes {
-                config: shapes::ShapesConfig { size: 16, seed: 3 },
+                config: shapes::ShapesConfig {
+                    size: 16,
+                    seed: 3,
+                    draw: 0
+                },
                 offset: 9
             }
         );

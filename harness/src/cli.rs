@@ -846,6 +846,12 @@ pub struct RunArgs {
     /// the FID/KID reference. Default: the built-in data set's evaluation split.
     #[arg(long = "eval-data", value_name = "SOURCE")]
     pub eval_data: Option<String>,
+    /// A second real set with the evaluation data's captions in the same order (another
+    /// photo of each caption): FID/KID between the two real sets at the run's n is the
+    /// report's `floor` row, what no model can beat at this n. Default: for the built-in
+    /// data set, the same captions drawn anew (`&draw=1`); otherwise none.
+    #[arg(long = "floor-data", value_name = "SOURCE")]
+    pub floor_data: Option<String>,
     /// Which N prompts / evaluation records: `first` (file order) or `seeded:SEED` (N drawn
     /// without replacement from the first 65 536, kept in file order).
     #[arg(long = "eval-subset", default_value = "first", value_name = "RULE")]

@@ -66,7 +66,8 @@ fn fmt_value(metric: &str, v: f64) -> String {
         return format!("{v}");
     }
     match metric {
-        "kid" | "kid_diff" | "hpsv2" | "hpsv2_diff" => format!("{v:.4}"),
+        "hpsv2" | "hpsv2_diff" => format!("{v:.4}"),
+        m if m.starts_with("kid") => format!("{v:.4}"),
         "aesthetic" | "pickscore" | "aesthetic_diff" | "pickscore_diff" => format!("{v:.3}"),
         m if m.ends_with("accuracy") => format!("{v:.3}"),
         m if m.starts_with("tune_") => format!("{v:.4}"),
@@ -151,7 +152,8 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
                shape's colour match the caption. Residual noise: mean |pixel − 3×3 box blur| \
                (0–255). From the tuning log (last tenth; drift = last − first tenth): L_diff \
                drift, the colour-mean error of x̂0 (0–1), the discriminator's real − generated \
-               gap."
+               gap. `floor`: a second real image of each caption against the reference at the \
+               same n — the value a perfect model would get here."
             .into(),
     };
     for ((m, rk, me, ts, es), v) in &all {
@@ -235,6 +237,9 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             "train sampler",
             "eval sampler",
             "ΔFID",
+            "ΔFID, t over seeds",
+            "ΔFID detectable",
+            "FID gap closed",
             "ΔKID",
             "reading",
         ]
@@ -242,7 +247,10 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
         .to_vec(),
         rows: Vec::new(),
         note: "Paired: the same resampled images (same captions and initial noise) and real \
-               images on both sides of each replicate. Negative = ADT better."
+               images on both sides of each replicate. Negative = ADT better. t over seeds: the \
+               per-seed differences' mean with a Student-t interval (seed-to-seed spread only). \
+               Detectable: the smallest true ΔFID this n and these seeds find with 80 % power \
+               (2.80 bootstrap standard errors). Gap closed: (FT − ADT) / (FT − floor)."
             .into(),
     };
     let score_diffs: Vec<(&str, &str)> = SCORES
@@ -275,6 +283,10 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             ts.clone(),
             es.clone(),
             get(v, "fid_diff"),
+            get(v, "fid_diff_t"),
+            get(v, "fid_diff_mdd"),
+            v.get("fid_gap_closed")
+                .map_or_else(|| "—".into(), |r| format!("{:.1} %", 100.0 * r.value)),
             get(v, "kid_diff"),
         ];
         row.extend(
@@ -292,13 +304,13 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
     // 3. Transfer matrix: (model, method, train) × eval sampler, FID over seeds.
     let evals: BTreeSet<String> = all
         .keys()
-        .filter(|k| k.4 != "-" && k.2 != "adt-ft")
+        .filter(|k| k.4 != "-" && k.2 != "adt-ft" && k.2 != "floor")
         .map(|k| k.4.clone())
         .collect();
     let mut mat: BTreeMap<(String, usize, String, String), BTreeMap<String, String>> =
         BTreeMap::new();
     for ((m, rk, me, ts, es), v) in &all {
-        if es == "-" || me == "adt-ft" {
+        if es == "-" || me == "adt-ft" || me == "floor" {
             continue;
         }
         if let Some(r) = v.get("fid") {
@@ -948,7 +960,11 @@ mod tests {
         ];
         let t = tables(&rows, &meta);
         let paired = t.iter().find(|t| t.title.starts_with("ADT − FT")).unwrap();
-        let readings: Vec<&str> = paired.rows.iter().map(|r| r[5].as_str()).collect();
+        let readings: Vec<&str> = paired
+            .rows
+            .iter()
+            .map(|r| r[r.len() - 1].as_str())
+            .collect();
         assert_eq!(
             readings,
             [

@@ -373,6 +373,8 @@ pub struct EvalInputs {
     pub prompts: PromptSet,
     /// The evaluation records read (their captions / images).
     pub eval: Option<EvalData>,
+    /// A second real set of the same captions (the real-vs-real floor), when there is one.
+    pub floor: Option<EvalData>,
     /// The FID reference.
     pub reference: Option<Reference>,
     /// What went in, with content hashes, for the manifest.
@@ -387,6 +389,7 @@ pub fn resolve(
     prompts: Option<&Path>,
     column: Option<&str>,
     eval_data: Option<&str>,
+    floor_data: Option<&str>,
     subset: Subset,
     fid_ref: Option<&Path>,
     num: usize,
@@ -443,6 +446,26 @@ pub fn resolve(
             "source": d.source, "records": d.images.len(), "sha256": d.sha256,
         });
     }
+    let floor_source = match (floor_data, &eval) {
+        (Some(f), _) => Some(f.to_string()),
+        (None, Some(d)) => redrawn(&d.source),
+        (None, None) => None,
+    };
+    let floor = match (floor_source, &eval) {
+        (Some(f), Some(d)) => {
+            let fd = read_eval_data(&f, d.images.len(), subset)
+                .with_context(|| format!("the floor data {f}"))?;
+            check_same_captions(d, &fd)?;
+            manifest["floor_data"] = serde_json::json!({
+                "source": fd.source, "records": fd.images.len(), "sha256": fd.sha256,
+            });
+            Some(fd)
+        }
+        (Some(f), None) => {
+            bail!("--floor-data {f} needs the evaluation data it pairs with (--eval-data SOURCE)")
+        }
+        (None, _) => None,
+    };
     let reference = match (fid_ref, &eval) {
         (Some(p), _) => {
             let sha = adt_plugin_kit::sha256_file(p)
@@ -460,9 +483,45 @@ pub fn resolve(
     Ok(EvalInputs {
         prompts: set,
         eval,
+        floor,
         reference,
         manifest,
     })
+}
+
+/// The built-in set's other drawing of the same captions (`draw=1`), for a built-in source
+/// drawn as itself; `None` for any other source.
+pub fn redrawn(source: &str) -> Option<String> {
+    match adt_datasets::DataSpec::parse(source).ok()? {
+        adt_datasets::DataSpec::Shapes { mut config, offset } if config.draw == 0 => {
+            config.draw = 1;
+            Some(adt_datasets::DataSpec::Shapes { config, offset }.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The floor set must hold the evaluation set's captions, in order, and as many records.
+fn check_same_captions(eval: &EvalData, floor: &EvalData) -> anyhow::Result<()> {
+    if floor.captions.len() != eval.captions.len() {
+        return Err(DataError(format!(
+            "the floor data {} has {} record(s), the evaluation data {} has {}",
+            floor.source,
+            floor.captions.len(),
+            eval.source,
+            eval.captions.len()
+        ))
+        .into());
+    }
+    if let Some(i) = (0..eval.captions.len()).find(|&i| eval.captions[i] != floor.captions[i]) {
+        return Err(DataError(format!(
+            "the floor data {} must hold the evaluation data's captions in order; record {i} \
+             reads {:?} there and {:?} in {}",
+            floor.source, floor.captions[i], eval.captions[i], eval.source
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// A content hash of a data source: the spec of a built-in set; for files, SHA-256 over every
@@ -611,16 +670,63 @@ mod tests {
 
     #[test]
     fn the_default_evaluation_is_the_built_in_split() {
-        let i = resolve(None, None, None, Subset::First, None, 4).unwrap();
+        let i = resolve(None, None, None, None, Subset::First, None, 4).unwrap();
         assert_eq!(i.prompts.prompts, crate::sampling::eval_prompts(4));
         assert!(matches!(i.reference, Some(Reference::Images(_))));
+        // Its floor: the same captions drawn anew.
+        let f = i.floor.as_ref().expect("a floor set for the built-in data");
+        let e = i.eval.as_ref().unwrap();
+        assert_eq!(f.captions, e.captions);
+        assert!(f.source.ends_with("&draw=1"), "{}", f.source);
+        assert!(f.images.iter().zip(&e.images).all(|(a, b)| a != b));
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("p.txt");
         std::fs::write(&p, "a\nb\nc\n").unwrap();
-        let e = resolve(Some(&p), None, None, Subset::First, None, 4)
+        let e = resolve(Some(&p), None, None, None, Subset::First, None, 4)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("--eval-data") && e.contains("--fid-ref"), "{e}");
+    }
+
+    #[test]
+    fn a_floor_set_must_hold_the_evaluation_captions_in_order() {
+        let eval = "builtin:shapes?offset=100";
+        // Other captions (another offset): refused, naming the first record that differs.
+        let e = format!(
+            "{:#}",
+            resolve(
+                None,
+                None,
+                Some(eval),
+                Some("builtin:shapes?offset=200"),
+                Subset::First,
+                None,
+                4
+            )
+            .err()
+            .unwrap()
+        );
+        assert!(
+            e.contains("captions in order") && e.contains("record 0"),
+            "{e}"
+        );
+        // An explicit drawing of the same captions is accepted.
+        let i = resolve(
+            None,
+            None,
+            Some(eval),
+            Some("builtin:shapes?offset=100&draw=5"),
+            Subset::First,
+            None,
+            4,
+        )
+        .unwrap();
+        assert!(i.floor.unwrap().source.ends_with("&draw=5"));
+        assert_eq!(redrawn("builtin:shapes?offset=3&draw=2"), None);
+        assert_eq!(
+            redrawn("builtin:shapes?offset=3").as_deref(),
+            Some("builtin:shapes?seed=0&size=32&offset=3&draw=1")
+        );
     }
 }

@@ -30,6 +30,7 @@ pub struct FileConfig {
     prompts: Option<PathBuf>,
     prompt_column: Option<String>,
     eval_data: Option<String>,
+    floor_data: Option<String>,
     eval_subset: Option<String>,
     fid_ref: Option<PathBuf>,
     fid_mode: Option<String>,
@@ -216,7 +217,7 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<(RunArgs, FileExtras)> {
         methods, train_samplers, eval_samplers, seeds, num, batch, device,
         weights, backbone, scores, out, eval_subset, fid_mode;
         opt guidance, bootstrap, tune_args, train_data, prompts, prompt_column, eval_data,
-        fid_ref
+        floor_data, fid_ref
     );
     if let Some(m) = f.score_models {
         fill!(

@@ -330,6 +330,74 @@ pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
         .collect()
 }
 
+/// z-quantiles of a two-sided 5 % test with 80 % power: the minimum detectable difference is
+/// (z₀.₉₇₅ + z₀.₈) standard errors.
+const MDD_Z: f64 = 1.959_963_985 + 0.841_621_234;
+
+/// What the paired FID/KID differences over seeds mean, as rows of the `adt-ft` cells:
+/// * `{m}_diff_t` — the mean of the per-seed differences with a Student-t 95 % interval over
+///   seeds (seed-to-seed spread only; needs two seeds or more), beside the bootstrap's;
+/// * `{m}_diff_mdd` — the minimum detectable difference at this n and these seeds: 2.80
+///   standard errors of the bootstrap over seeds (the interval's half-width / 1.96), the
+///   smallest true difference a 5 % two-sided test finds with 80 % power;
+/// * `{m}_gap_closed` — (FT − ADT) / (FT − floor), FT's distance above the real-vs-real
+///   floor that ADT removes (1 = down to the floor; negative = worse than FT), when the run
+///   has a floor.
+pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let mut out = Vec::new();
+    for d in rows
+        .iter()
+        .filter(|r| r.method == "adt-ft" && r.seed.is_none())
+    {
+        let Some(base) = ["fid", "kid"]
+            .into_iter()
+            .find(|m| d.metric == format!("{m}_diff"))
+        else {
+            continue;
+        };
+        let same = |r: &MetricRow| {
+            r.model == d.model
+                && r.train_sampler == d.train_sampler
+                && r.eval_sampler == d.eval_sampler
+        };
+        let per_seed: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.method == "adt-ft" && r.seed.is_some() && r.metric == d.metric && same(r))
+            .map(|r| r.value)
+            .collect();
+        let k = per_seed.len();
+        if k >= 2 {
+            let mean = per_seed.iter().sum::<f64>() / k as f64;
+            let var = per_seed.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+            let t = StudentsT::new(0.0, 1.0, (k - 1) as f64)
+                .map_err(|e| anyhow::anyhow!("t distribution: {e}"))?
+                .inverse_cdf(0.975);
+            let half = t * (var / k as f64).sqrt();
+            let mut r = d.at(&format!("{base}_diff_t"), mean, d.n);
+            (r.ci_low, r.ci_high) = (Some(mean - half), Some(mean + half));
+            out.push(r);
+        }
+        if let (Some(lo), Some(hi)) = (d.ci_low, d.ci_high) {
+            let se = (hi - lo) / 2.0 / 1.959_963_985;
+            out.push(d.at(&format!("{base}_diff_mdd"), MDD_Z * se, d.n));
+        }
+        let ft = rows
+            .iter()
+            .find(|r| r.method == "ft" && r.seed.is_none() && r.metric == base && same(r));
+        let floor = rows
+            .iter()
+            .find(|r| r.method == "floor" && r.model == d.model && r.metric == base);
+        if let (Some(ft), Some(floor)) = (ft, floor) {
+            let room = ft.value - floor.value;
+            if room.abs() > 0.0 {
+                out.push(d.at(&format!("{base}_gap_closed"), -d.value / room, d.n));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Paired ADT − FT differences of the CLIP-based scores: per image i, ADT's sample i minus
 /// FT's (same caption and initial noise), as cells of method `adt-ft` and metric
 /// `{metric}_diff`; per-seed rows (images resampled, the same indices on both sides since the
@@ -412,6 +480,64 @@ mod tests {
             kid: g.kid(&r, &c).unwrap(),
             features,
         }
+    }
+
+    /// The t interval, the detectable difference and the gap closed, against values worked
+    /// out by hand (t₀.₉₇₅ with 2 degrees of freedom = 4.302653).
+    #[test]
+    fn power_rows_read_the_differences_against_seeds_and_the_floor() {
+        let c = |method: &str, seed: Option<u64>| {
+            MetricRow::cell("tiny", method, "ddim:4", "ddim:4", 4, 2.0, seed)
+        };
+        let mut rows = vec![
+            c("ft", None).at("fid", 100.0, 96),
+            c("floor", None).at("fid", 20.0, 48),
+        ];
+        rows[1].train_sampler = "-".into();
+        rows[1].eval_sampler = "real".into();
+        for (s, v) in [(0, -2.0), (1, -4.0), (2, -3.0)] {
+            rows.push(c("adt-ft", Some(s)).at("fid_diff", v, 48));
+        }
+        let mut over = c("adt-ft", None).at("fid_diff", -3.0, 144);
+        (over.ci_low, over.ci_high) = (Some(-5.0), Some(-1.0));
+        rows.push(over);
+        let out = power_rows(&rows).unwrap();
+        let get = |m: &str| {
+            out.iter()
+                .find(|r| r.metric == m)
+                .unwrap_or_else(|| panic!("{m}"))
+        };
+        let t = get("fid_diff_t");
+        let half = 4.302_653 / 3f64.sqrt();
+        assert!((t.value + 3.0).abs() < 1e-12);
+        assert!((t.ci_low.unwrap() - (-3.0 - half)).abs() < 1e-5, "{t:?}");
+        assert!((t.ci_high.unwrap() - (-3.0 + half)).abs() < 1e-5, "{t:?}");
+        let mdd = get("fid_diff_mdd").value;
+        assert!((mdd - 2.801_585 * 2.0 / 1.959_964).abs() < 1e-5, "{mdd}");
+        assert!((get("fid_gap_closed").value - 3.0 / 80.0).abs() < 1e-12);
+        // Without a floor row there is no gap closed; with one seed no t interval.
+        let no_floor: Vec<MetricRow> = rows
+            .iter()
+            .filter(|r| r.method != "floor")
+            .cloned()
+            .collect();
+        assert!(
+            power_rows(&no_floor)
+                .unwrap()
+                .iter()
+                .all(|r| r.metric != "fid_gap_closed")
+        );
+        let one_seed: Vec<MetricRow> = rows
+            .iter()
+            .filter(|r| r.seed.is_none_or(|s| s == 0))
+            .cloned()
+            .collect();
+        assert!(
+            power_rows(&one_seed)
+                .unwrap()
+                .iter()
+                .all(|r| r.metric != "fid_diff_t")
+        );
     }
 
     /// Identical ADT and FT samples: every paired replicate is exactly 0 (the same resampled

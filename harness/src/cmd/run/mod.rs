@@ -136,6 +136,7 @@ fn eval_inputs(a: &RunArgs) -> anyhow::Result<engine::inputs::EvalInputs> {
         a.prompts.as_deref(),
         a.prompt_column.as_deref(),
         a.eval_data.as_deref(),
+        a.floor_data.as_deref(),
         a.eval_subset.parse()?,
         a.fid_ref.as_deref(),
         a.num,
@@ -378,6 +379,30 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     // The real side's square-root factor, once for every cell (an eigensolve of Σ).
     let real_factor =
         adt_metrics::stats::SqrtFactor::new(&real_stats.gaussian.sigma, real_stats.gaussian.dim())?;
+    // The floor: the second real set of the same captions against the first, at the same n.
+    let floor = match &inputs.floor {
+        Some(fd) => {
+            let dir = a.out.join("real-floor");
+            sampling::write_images(&dir, &fd.images, &fd.captions)?;
+            sampling::write_grid(&a.out.join("grids/real-floor.png"), &fd.images)?;
+            let o = SetOptions {
+                num: fd.images.len(),
+                ..opts.clone()
+            };
+            let s = fid::set_stats(&dir.display().to_string(), &mut net, &o)?;
+            let f = adt_metrics::stats::fid_with_factor(
+                &real_stats.gaussian,
+                &real_factor,
+                &s.gaussian,
+            )?;
+            let kid = match (&real_feats, &s.features) {
+                (Some(r), Some(x)) => Some(adt_metrics::stats::kid(r, x, DIMS, 100, 1000, 0)?.kid),
+                _ => None,
+            };
+            Some((f.fid, kid, fd.images.len()))
+        }
+        None => None,
+    };
     stages.add("reference", t);
 
     // The CLIP-based scores, loaded once for every cell (the union of the models' scores).
@@ -540,6 +565,15 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    if let Some((fid, kid, n)) = floor {
+        for mp in &plan.models {
+            let cell = MetricRow::cell(&mp.name, "floor", "-", "real", 0, mp.guidance, None);
+            rows.push(cell.at("fid", fid, n));
+            if let Some(k) = kid {
+                rows.push(cell.at("kid", k, n));
+            }
+        }
+    }
     // FID/KID with intervals, means over seeds, paired ADT − FT differences.
     let t = std::time::Instant::now();
     rows.extend(intervals::rows(
@@ -551,6 +585,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     rows.extend(intervals::score_rows(&scored, reps)?);
     rows.extend(intervals::score_diff_rows(&scored, reps)?);
     rows.extend(intervals::seed_means_of_controls(&rows));
+    rows.extend(intervals::power_rows(&rows)?);
 
     stages.add("intervals", t);
     let t = std::time::Instant::now();
@@ -956,7 +991,7 @@ mod tests {
                     rows.push(ci(cell("kid", (base + off + s) / 1500.0), 0.002));
                     if method == "adt" {
                         let d = |m: &str, v: f64, w: f64| ci(row("adt-ft", ts, es, seed, m, v), w);
-                        rows.push(d("fid_diff", -6.0 + off, 3.0));
+                        rows.push(d("fid_diff", -6.5 + off + s, 3.0));
                         rows.push(d("kid_diff", -0.004, 0.002));
                     }
                     rows.push(cell("background_accuracy", 1.0));
@@ -1013,6 +1048,10 @@ mod tests {
             Ok(crate::cli::Command::Run(r)) => r,
             _ => unreachable!("the run command line parses"),
         };
+        let floor = MetricRow::cell("tiny", "floor", "-", "real", 0, 2.0, None);
+        rows.push(floor.at("fid", 44.0, 64));
+        rows.push(floor.at("kid", 0.0012, 64));
+        rows.extend(intervals::power_rows(&rows).unwrap());
         let meta = report_meta(&args, 1000);
         let tables = adt_reports::render::tables(&rows, &meta);
         insta::assert_snapshot!(adt_reports::render::markdown(TITLE, &meta, &tables));
