@@ -136,6 +136,7 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             "eval sampler",
             "FID",
             "KID",
+            "FD, indep. encoder",
             "background acc.",
             "shape-colour acc.",
             "residual noise",
@@ -153,7 +154,9 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
                (0–255). From the tuning log (last tenth; drift = last − first tenth): L_diff \
                drift, the colour-mean error of x̂0 (0–1), the discriminator's real − generated \
                gap. `floor`: a second real image of each caption against the reference at the \
-               same n — the value a perfect model would get here."
+               same n — the value a perfect model would get here. FD, indep. encoder: the \
+               Fréchet distance on an encoder of the built-in shapes trained apart from the \
+               discriminator's backbone (other initialisation, disjoint examples)."
             .into(),
     };
     for ((m, rk, me, ts, es), v) in &all {
@@ -180,6 +183,7 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             es.clone(),
             get(v, "fid"),
             get(v, "kid"),
+            get(v, "shapes_fd"),
             get(v, "background_accuracy"),
             get(v, "shape_color_accuracy"),
             get(v, "residual_noise"),
@@ -241,6 +245,7 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             "ΔFID detectable",
             "FID gap closed",
             "ΔKID",
+            "ΔFD indep., t over seeds",
             "reading",
         ]
         .map(String::from)
@@ -288,6 +293,7 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             v.get("fid_gap_closed")
                 .map_or_else(|| "—".into(), |r| format!("{:.1} %", 100.0 * r.value)),
             get(v, "kid_diff"),
+            get(v, "shapes_fd_diff"),
         ];
         row.extend(
             score_diffs

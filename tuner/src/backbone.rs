@@ -154,6 +154,24 @@ impl ShapesEncoder {
         Self::from_bytes(BUILTIN_WEIGHTS, dev)
     }
 
+    /// A second encoder of the same architecture trained apart from [`Self::builtin`] — its own
+    /// initialisation and training examples disjoint from the first's and from the evaluation
+    /// split (`adt-bench train-encoder --seed 1`) — for evaluation distances that do not share
+    /// the discriminator's backbone.
+    pub fn independent(dev: &Device) -> Result<Self> {
+        Self::from_bytes(INDEPENDENT_WEIGHTS, dev)
+    }
+
+    /// One vector per image `[B, C]`: the last block's features averaged over space (what the
+    /// label heads read). Images `[B, 3, H, W]` in [-1, 1].
+    pub fn embedding(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        blocks_with(&self.params, x)?
+            .last()
+            .expect("taps")
+            .mean(D::Minus1)?
+            .mean(D::Minus1)
+    }
+
     /// Safetensors bytes of trained variables (f16 when `half`), names sorted.
     pub fn to_bytes(vars: &[Var], half: bool) -> Result<Vec<u8>> {
         let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -201,6 +219,8 @@ impl ShapesEncoder {
 }
 
 const BUILTIN_WEIGHTS: &[u8] = include_bytes!("../weights/shapes-encoder.safetensors");
+const INDEPENDENT_WEIGHTS: &[u8] =
+    include_bytes!("../weights/shapes-encoder-independent.safetensors");
 
 fn cerr(e: candle_core::Error) -> Error {
     Error::Invalid(format!("tensor error: {e}"))

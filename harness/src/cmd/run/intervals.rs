@@ -344,7 +344,6 @@ const MDD_Z: f64 = 1.959_963_985 + 0.841_621_234;
 ///   floor that ADT removes (1 = down to the floor; negative = worse than FT), when the run
 ///   has a floor.
 pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
-    use statrs::distribution::{ContinuousCDF, StudentsT};
     let mut out = Vec::new();
     for d in rows
         .iter()
@@ -366,21 +365,20 @@ pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
             .filter(|r| r.method == "adt-ft" && r.seed.is_some() && r.metric == d.metric && same(r))
             .map(|r| r.value)
             .collect();
-        let k = per_seed.len();
-        if k >= 2 {
-            let mean = per_seed.iter().sum::<f64>() / k as f64;
-            let var = per_seed.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
-            let t = StudentsT::new(0.0, 1.0, (k - 1) as f64)
-                .map_err(|e| anyhow::anyhow!("t distribution: {e}"))?
-                .inverse_cdf(0.975);
-            let half = t * (var / k as f64).sqrt();
+        if let Some((mean, lo, hi)) = t_interval(&per_seed)? {
             let mut r = d.at(&format!("{base}_diff_t"), mean, d.n);
-            (r.ci_low, r.ci_high) = (Some(mean - half), Some(mean + half));
+            (r.ci_low, r.ci_high) = (Some(lo), Some(hi));
             out.push(r);
         }
         if let (Some(lo), Some(hi)) = (d.ci_low, d.ci_high) {
             let se = (hi - lo) / 2.0 / 1.959_963_985;
             out.push(d.at(&format!("{base}_diff_mdd"), MDD_Z * se, d.n));
+        }
+        if base == "fid" {
+            // The independent encoder's distances, paired per seed like FID's.
+            for m in ["shapes_fd", "shapes_kid"] {
+                out.extend(independent_diff_rows(rows, d, m)?);
+            }
         }
         let ft = rows
             .iter()
@@ -393,6 +391,78 @@ pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
             if room.abs() > 0.0 {
                 out.push(d.at(&format!("{base}_gap_closed"), -d.value / room, d.n));
             }
+        }
+    }
+    Ok(out)
+}
+
+/// The mean of `v` with a Student-t 95 % interval, for two values or more.
+fn t_interval(v: &[f64]) -> anyhow::Result<Option<(f64, f64, f64)>> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let k = v.len();
+    if k < 2 {
+        return Ok(None);
+    }
+    let mean = v.iter().sum::<f64>() / k as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+    let t = StudentsT::new(0.0, 1.0, (k - 1) as f64)
+        .map_err(|e| anyhow::anyhow!("t distribution: {e}"))?
+        .inverse_cdf(0.975);
+    let half = t * (var / k as f64).sqrt();
+    Ok(Some((mean, mean - half, mean + half)))
+}
+
+/// ADT − FT of a per-seed distance `metric` (the independent encoder's) for the cells of the
+/// paired row `d`: one row per seed both methods have, their mean over seeds with a t
+/// interval, and the share of FT's distance to the floor that ADT closes.
+fn independent_diff_rows(
+    rows: &[MetricRow],
+    d: &MetricRow,
+    metric: &str,
+) -> anyhow::Result<Vec<MetricRow>> {
+    let same = |r: &MetricRow| {
+        r.model == d.model
+            && r.train_sampler == d.train_sampler
+            && r.eval_sampler == d.eval_sampler
+            && r.metric == metric
+    };
+    let find = |method: &str, seed: Option<u64>| {
+        rows.iter()
+            .find(|r| r.method == method && r.seed == seed && same(r))
+    };
+    let mut out = Vec::new();
+    let mut diffs = Vec::new();
+    let mut n = 0;
+    for a in rows
+        .iter()
+        .filter(|r| r.method == "adt" && r.seed.is_some() && same(r))
+    {
+        if let Some(f) = find("ft", a.seed) {
+            let v = a.value - f.value;
+            let mut r = d.at(&format!("{metric}_diff"), v, a.n);
+            r.seed = a.seed;
+            out.push(r);
+            diffs.push(v);
+            n += a.n;
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(out);
+    }
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let mut over = d.at(&format!("{metric}_diff"), mean, n);
+    if let Some((_, lo, hi)) = t_interval(&diffs)? {
+        (over.ci_low, over.ci_high) = (Some(lo), Some(hi));
+    }
+    out.push(over);
+    let ft = find("ft", None);
+    let floor = rows
+        .iter()
+        .find(|r| r.method == "floor" && r.model == d.model && r.metric == metric);
+    if let (Some(ft), Some(floor)) = (ft, floor) {
+        let room = ft.value - floor.value;
+        if room.abs() > 0.0 {
+            out.push(d.at(&format!("{metric}_gap_closed"), -mean / room, n));
         }
     }
     Ok(out)

@@ -27,6 +27,7 @@ pub use adt_reports::metrics::MetricRow;
 
 mod categories;
 pub mod config;
+mod independent;
 mod intervals;
 pub mod mechanism;
 
@@ -379,6 +380,14 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     // The real side's square-root factor, once for every cell (an eigensolve of Σ).
     let real_factor =
         adt_metrics::stats::SqrtFactor::new(&real_stats.gaussian.sigma, real_stats.gaussian.dim())?;
+    // The independent encoder's distances, for the built-in data set it knows.
+    let independent = match &inputs.eval {
+        Some(d) if d.source.starts_with("builtin:shapes") => {
+            Some(independent::Independent::new(&d.images)?)
+        }
+        _ => None,
+    };
+    let mut independent_floor = None;
     // The floor: the second real set of the same captions against the first, at the same n.
     let floor = match &inputs.floor {
         Some(fd) => {
@@ -399,6 +408,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 (Some(r), Some(x)) => Some(adt_metrics::stats::kid(r, x, DIMS, 100, 1000, 0)?.kid),
                 _ => None,
             };
+            if let Some(ind) = &independent {
+                independent_floor = Some(ind.distances(&fd.images)?);
+            }
             Some((f.fid, kid, fd.images.len()))
         }
         None => None,
@@ -525,6 +537,11 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     for (name, v) in controls(&images, &prompts) {
                         rows.push(cell.at(name, v, images.len()));
                     }
+                    if let Some(ind) = &independent {
+                        let (fd, k) = ind.distances(&images)?;
+                        rows.push(cell.at("shapes_fd", fd, images.len()));
+                        rows.push(cell.at("shapes_kid", k, images.len()));
+                    }
                     let mine: Vec<&adt_metrics::clip::Scorer> = scorers
                         .iter()
                         .filter(|s| mp.scores.iter().any(|m| m == s.metric().name()))
@@ -571,6 +588,10 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             rows.push(cell.at("fid", fid, n));
             if let Some(k) = kid {
                 rows.push(cell.at("kid", k, n));
+            }
+            if let Some((fd, k)) = independent_floor {
+                rows.push(cell.at("shapes_fd", fd, n));
+                rows.push(cell.at("shapes_kid", k, n));
             }
         }
     }
