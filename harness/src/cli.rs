@@ -338,6 +338,10 @@ pub struct TuneArgs {
     /// Model learning rate (peak; warm-up then cosine to 10%).
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
+    /// The fine-tuning baseline's learning rate (`--method ft`; default: --lr). FT's best
+    /// learning rate need not be ADT's: `run` tunes both from one set of settings.
+    #[arg(long = "ft-lr")]
+    pub ft_lr: Option<f64>,
     /// Discriminator learning rate.
     #[arg(long = "d-lr", default_value_t = 2e-4)]
     pub d_lr: f64,
@@ -770,8 +774,10 @@ pub struct RunArgs {
     /// Models to tune and evaluate, comma-separated plugin names.
     #[arg(long, default_value = "tiny", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// Methods: `base` (untuned), `ft` (diffusion-loss fine-tuning), `adt`.
-    #[arg(long, default_value = "base,ft,adt", value_delimiter = ',')]
+    /// Methods: `base` (untuned), `ft` (diffusion-loss fine-tuning on ADT's update schedule),
+    /// `adt`, `ft-equal` (fine-tuning at ADT's compute: a model update every iteration, as
+    /// many training images as ADT sees).
+    #[arg(long, default_value = "base,ft,adt,ft-equal", value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Samplers to tune with, comma-separated `name:steps`, for every model (default: ddim:4,
     /// or the first sampler of a model's schedule kind, e.g. flow-euler:4 for SD3).

@@ -95,7 +95,10 @@ pub fn tune_model(
         detach_uncond: s.detach_uncond,
         lambda: s.lambda,
         h: s.h,
-        lr: s.lr,
+        lr: match job.method {
+            Tuned::Ft => s.ft_lr.unwrap_or(s.lr),
+            Tuned::Adt => s.lr,
+        },
         warmup: s.warmup,
         d_warmup: s.d_warmup,
         clip: s.clip,

@@ -413,27 +413,26 @@ impl std::fmt::Display for CellState {
 pub fn tune_cell(
     plan: &RunPlan,
     m: &ModelPlan,
-    method: adt_tuner::adt::Method,
+    method: Method,
     sampler: &SamplerSpec,
     seed: u64,
 ) -> anyhow::Result<TuneCell> {
+    let tuned = method
+        .tuned()
+        .with_context(|| format!("`{}` is not tuned", method.name()))?;
     let job = super::cells::TuneJob {
         model: m.spec.clone(),
-        method,
+        method: tuned,
         sampler: sampler.clone(),
         seed,
-        settings: m.tune.clone(),
+        settings: method.settings(&m.tune),
     };
     let keyed = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "base_weights_hash": m.base_hash,
         "job": job,
     });
-    let label = format!(
-        "{}-{}-{sampler}-s{seed}",
-        m.name,
-        super::cells::method_name(method)
-    );
+    let label = format!("{}-{}-{sampler}-s{seed}", m.name, method.name());
     let dir = entry(&plan.out, "tune", &label, &settings_key(&keyed)?);
     Ok(TuneCell { job, dir, keyed })
 }
@@ -587,9 +586,9 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
                             )?;
                         }
                     }
-                    Some(tm) => {
+                    Some(_) => {
                         for ts in &m.train {
-                            let c = tune_cell(plan, m, tm, ts, seed)?;
+                            let c = tune_cell(plan, m, *method, ts, seed)?;
                             let st = c.state();
                             let done_iters = match st {
                                 CellState::Done => t.iters,

@@ -22,6 +22,10 @@ pub enum Method {
     Ft,
     /// Adversarial Diffusion Tuning.
     Adt,
+    /// Plain fine-tuning at ADT's compute: a model update every iteration from the first
+    /// (H 1, no discriminator warm-up), so it sees as many training images as ADT's
+    /// discriminator and rollouts do.
+    FtEqual,
 }
 
 impl Method {
@@ -31,6 +35,21 @@ impl Method {
             Method::Base => "base",
             Method::Ft => "ft",
             Method::Adt => "adt",
+            Method::FtEqual => "ft-equal",
+        }
+    }
+
+    /// The tune settings of this method's cells in a run: `ft-equal` updates the model every
+    /// iteration from the first.
+    pub fn settings(self, s: &TuneSettings) -> TuneSettings {
+        match self {
+            Method::FtEqual => TuneSettings {
+                h: 1,
+                accum: 1,
+                d_warmup: 0,
+                ..s.clone()
+            },
+            _ => s.clone(),
         }
     }
 
@@ -40,6 +59,7 @@ impl Method {
             Method::Base => None,
             Method::Ft => Some(adt_tuner::adt::Method::Ft),
             Method::Adt => Some(adt_tuner::adt::Method::Adt),
+            Method::FtEqual => Some(adt_tuner::adt::Method::Ft),
         }
     }
 }
@@ -51,7 +71,8 @@ impl FromStr for Method {
             "base" => Ok(Method::Base),
             "ft" => Ok(Method::Ft),
             "adt" => Ok(Method::Adt),
-            other => bail!("unknown method `{other}` (base, ft, adt)"),
+            "ft-equal" => Ok(Method::FtEqual),
+            other => bail!("unknown method `{other}` (base, ft, adt, ft-equal)"),
         }
     }
 }
@@ -330,6 +351,9 @@ pub struct TuneSettings {
     pub h: u64,
     /// Model learning rate (peak).
     pub lr: f64,
+    /// The fine-tuning baseline's learning rate (none: `lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ft_lr: Option<f64>,
     /// Discriminator learning rate.
     pub d_lr: f64,
     /// The discriminator's learning-rate schedule.
@@ -397,6 +421,7 @@ impl TuneSettings {
             lambda: a.lambda,
             h: a.h,
             lr: a.lr,
+            ft_lr: a.ft_lr,
             d_lr: a.d_lr,
             d_schedule: closed(&a.d_schedule, "discriminator schedule", "constant, cosine")?,
             d_steps: a.d_steps,
@@ -488,6 +513,9 @@ impl TuneSettings {
         kv("lambda", self.lambda.to_string());
         kv("h", self.h.to_string());
         kv("lr", self.lr.to_string());
+        if let Some(l) = self.ft_lr {
+            kv("ft-lr", l.to_string());
+        }
         kv("d-lr", self.d_lr.to_string());
         kv("d-schedule", to_name(&self.d_schedule));
         kv("d-steps", self.d_steps.to_string());

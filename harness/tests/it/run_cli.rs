@@ -106,7 +106,7 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
         ]
     );
     let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
-    for method in ["base", "ft", "adt"] {
+    for method in ["base", "ft", "adt", "ft-equal"] {
         for es in ["ddim:2", "euler-a:3"] {
             for metric in ["fid", "kid", "residual_noise"] {
                 let r = rows
@@ -118,6 +118,21 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
                 assert_eq!(&r[11], "4");
             }
         }
+    }
+    // The floor (a second drawing of the same captions) and the independent encoder's
+    // distance, beside every FID.
+    for (method, es, metric) in [
+        ("floor", "real", "fid"),
+        ("floor", "real", "shapes_fd"),
+        ("adt", "ddim:2", "shapes_fd"),
+        ("ft", "euler-a:3", "shapes_fd"),
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r[1] == *method && r[3] == *es && r[7] == *metric)
+            .unwrap_or_else(|| panic!("no {metric} for {method} / {es}:\n{csv}"));
+        let v: f64 = r[8].parse().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{method} {es} {metric} = {v}");
     }
     // Intervals: per seed and over seeds for FID/KID, and the paired ADT − FT difference.
     for (method, seed, metric) in [
@@ -258,7 +273,8 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     // A rerun reuses every tuned model and sample and writes the same frame.
     let tuned = entries(&a.join("cache/tune"));
     let sampled = entries(&a.join("cache/samples"));
-    assert_eq!((tuned, sampled), (2, 6));
+    // Tunes: ft, adt, ft-equal; samples: those and base with two eval samplers.
+    assert_eq!((tuned, sampled), (3, 8));
     let o = run(&cache, &w, &a);
     assert!(o.status.success(), "{}", text(&o));
     assert!(

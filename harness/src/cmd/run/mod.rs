@@ -452,12 +452,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             // (method, train sampler label, model spec, weights hash)
             let mut states: Vec<(Method, String, ModelSpec, String)> = Vec::new();
             for &method in &plan.methods {
-                let Some(tm) = method.tuned() else {
+                if method.tuned().is_none() {
                     states.push((method, "-".into(), mp.spec.clone(), mp.base_hash.clone()));
                     continue;
-                };
+                }
                 for ts in &mp.train {
-                    let cell = engine::plan::tune_cell(&plan, mp, tm, ts, seed)?;
+                    let cell = engine::plan::tune_cell(&plan, mp, method, ts, seed)?;
                     let t = std::time::Instant::now();
                     let w = tuned(&reg, &cell, g.quiet)?;
                     stages.add("tune", t);
