@@ -41,6 +41,8 @@ pub struct GlobalOpts {
     pub quiet: bool,
 }
 
+// One value per process, parsed once: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The benchmark: tune every model with every method and train sampler (cached), sample with

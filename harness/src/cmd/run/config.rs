@@ -432,7 +432,11 @@ mod tests {
         assert_eq!(r.eval_samplers, ["ddim:10", "euler:20"]);
         assert_eq!(r.tune_args.as_deref(), Some("--iters 4"));
         assert_eq!(bootstrap_reps(&r), 50);
-        assert_eq!(r.methods, ["base", "ft", "adt", "ft-equal"], "defaults stay");
+        assert_eq!(
+            r.methods,
+            ["base", "ft", "adt", "ft-equal"],
+            "defaults stay"
+        );
         // The saved file reads back to the same options.
         save(&r, BTreeMap::new(), dir.path()).unwrap();
         let back: FileConfig =

@@ -383,15 +383,7 @@ pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
         let ft = rows
             .iter()
             .find(|r| r.method == "ft" && r.seed.is_none() && r.metric == base && same(r));
-        let floor = rows
-            .iter()
-            .find(|r| r.method == "floor" && r.model == d.model && r.metric == base);
-        if let (Some(ft), Some(floor)) = (ft, floor) {
-            let room = ft.value - floor.value;
-            if room.abs() > 0.0 {
-                out.push(d.at(&format!("{base}_gap_closed"), -d.value / room, d.n));
-            }
-        }
+        out.extend(gap_closed(rows, d, base, ft, d.value, d.n));
     }
     Ok(out)
 }
@@ -455,17 +447,25 @@ fn independent_diff_rows(
         (over.ci_low, over.ci_high) = (Some(lo), Some(hi));
     }
     out.push(over);
-    let ft = find("ft", None);
+    out.extend(gap_closed(rows, d, metric, find("ft", None), mean, n));
+    Ok(out)
+}
+
+/// `{metric}_gap_closed` = −diff / (FT − floor), the share of FT's distance above the floor
+/// that ADT removes, when FT's row and the model's floor row are there.
+fn gap_closed(
+    rows: &[MetricRow],
+    d: &MetricRow,
+    metric: &str,
+    ft: Option<&MetricRow>,
+    diff: f64,
+    n: usize,
+) -> Option<MetricRow> {
     let floor = rows
         .iter()
-        .find(|r| r.method == "floor" && r.model == d.model && r.metric == metric);
-    if let (Some(ft), Some(floor)) = (ft, floor) {
-        let room = ft.value - floor.value;
-        if room.abs() > 0.0 {
-            out.push(d.at(&format!("{metric}_gap_closed"), -mean / room, n));
-        }
-    }
-    Ok(out)
+        .find(|r| r.method == "floor" && r.model == d.model && r.metric == metric)?;
+    let room = ft?.value - floor.value;
+    (room.abs() > 0.0).then(|| d.at(&format!("{metric}_gap_closed"), -diff / room, n))
 }
 
 /// Paired ADT − FT differences of the CLIP-based scores: per image i, ADT's sample i minus
