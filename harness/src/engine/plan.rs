@@ -556,9 +556,9 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
             t.guidance
                 .map_or_else(|| "(the model's)".to_string(), |g| g.to_string()),
             t.caption_dropout,
-            super::settings::name_of(&t.d_schedule),
+            super::settings::to_name(&t.d_schedule),
             t.d_steps,
-            super::settings::name_of(&t.d_input),
+            super::settings::to_name(&t.d_input),
         )?;
         for &seed in &plan.seeds {
             for method in &plan.methods {

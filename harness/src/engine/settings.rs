@@ -550,12 +550,7 @@ fn closed<T: serde::de::DeserializeOwned>(v: &str, what: &str, names: &str) -> a
 }
 
 /// The serialized name of a unit enum variant.
-pub fn name_of<T: Serialize>(v: &T) -> String {
-    to_name(v)
-}
-
-/// The serialized name of a unit enum variant.
-fn to_name<T: Serialize>(v: &T) -> String {
+pub fn to_name<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         other => format!("{other:?}"),

@@ -539,31 +539,30 @@ impl Encoder {
         for l in &self.layers {
             let h = l.ln1.forward(&x)?;
             let qkv = l.qkv.forward(&h)?;
-            if mask.is_none()
-                && let Some(a) = cpu_attention(&qkv, b, n, heads, hd)?
-            {
-                x = (x + l.o.forward(&a)?)?;
-                let h = l.ln2.forward(&x)?;
-                let h = l.fc2.forward(&l.fc1.forward_act(&h, Some(self.cfg.act))?)?;
-                x = (x + h)?;
-                continue;
-            }
-            // [b, n, 3, heads, hd] → [3, b, heads, n, hd]
-            let qkv = qkv
-                .reshape((b, n, 3, heads, hd))?
-                .permute((2, 0, 3, 1, 4))?
-                .contiguous()?;
-            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-            let mut att = q.matmul(&k.t()?)?;
-            if let Some(m) = mask {
-                att = att.broadcast_add(m)?;
-            }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let a = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, n, d))?;
+            let fast = match mask {
+                None => cpu_attention(&qkv, b, n, heads, hd)?,
+                Some(_) => None,
+            };
+            let a = match fast {
+                Some(a) => a,
+                None => {
+                    // [b, n, 3, heads, hd] → [3, b, heads, n, hd]
+                    let qkv = qkv
+                        .reshape((b, n, 3, heads, hd))?
+                        .permute((2, 0, 3, 1, 4))?
+                        .contiguous()?;
+                    let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+                    let mut att = q.matmul(&k.t()?)?;
+                    if let Some(m) = mask {
+                        att = att.broadcast_add(m)?;
+                    }
+                    candle_nn::ops::softmax_last_dim(&att)?
+                        .matmul(&v)?
+                        .transpose(1, 2)?
+                        .contiguous()?
+                        .reshape((b, n, d))?
+                }
+            };
             x = (x + l.o.forward(&a)?)?;
             let h = l.ln2.forward(&x)?;
             let h = l.fc2.forward(&l.fc1.forward_act(&h, Some(self.cfg.act))?)?;

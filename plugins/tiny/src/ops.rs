@@ -308,6 +308,16 @@ mod tests {
         Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
     }
 
+    /// The gradients of Σ y·cot: the vector–Jacobian product of `y` with `cot`.
+    fn vjp(y: &Tensor, cot: &Var) -> candle_core::backprop::GradStore {
+        (y * cot.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> (f32, f32) {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         let s = b.abs().unwrap().max_all().unwrap();
@@ -340,18 +350,7 @@ mod tests {
             .unwrap();
             let (d, s) = max_diff(&ours, &theirs);
             assert!(d < 1e-4 * s.max(1.0), "forward differs by {d}");
-            let g1 = (ours * cot.as_tensor())
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (theirs * cot.as_tensor())
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let (g1, g2) = (vjp(&ours, &cot), vjp(&theirs, &cot));
             for (name, v) in [("x", &x), ("weight", &wt), ("bias", &bs)] {
                 let a = g1
                     .get(v.as_tensor())
@@ -378,18 +377,7 @@ mod tests {
             .broadcast_add(&b.as_tensor().reshape((1, 5, 1, 1)).unwrap())
             .unwrap();
         assert_eq!(max_diff(&ours, &theirs).0, 0.0);
-        let g1 = (ours * cot.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (theirs * cot.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (g1, g2) = (vjp(&ours, &cot), vjp(&theirs, &cot));
         for v in [&x, &b] {
             let (d, s) = max_diff(
                 g1.get(v.as_tensor()).unwrap(),

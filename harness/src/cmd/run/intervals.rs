@@ -160,7 +160,6 @@ pub fn rows(
             .or_default()
             .push(i);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     for ((model, method, ts, es), idx) in &by_state {
         let c0 = &cells[idx[0]];
         let n: usize = idx.iter().map(|&i| size(i)).sum();
@@ -332,7 +331,15 @@ pub fn seed_means_of_controls(rows: &[MetricRow]) -> Vec<MetricRow> {
 
 /// z-quantiles of a two-sided 5 % test with 80 % power: the minimum detectable difference is
 /// (z₀.₉₇₅ + z₀.₈) standard errors.
-const MDD_Z: f64 = 1.959_963_985 + 0.841_621_234;
+const MDD_Z: f64 = Z975 + 0.841_621_234;
+
+/// The standard normal's 97.5 % quantile.
+const Z975: f64 = 1.959_963_985;
+
+/// Whether two rows are of the same model, train sampler and eval sampler.
+fn same_cell(a: &MetricRow, b: &MetricRow) -> bool {
+    a.model == b.model && a.train_sampler == b.train_sampler && a.eval_sampler == b.eval_sampler
+}
 
 /// What the paired FID/KID differences over seeds mean, as rows of the `adt-ft` cells:
 /// * `{m}_diff_t` — the mean of the per-seed differences with a Student-t 95 % interval over
@@ -355,11 +362,7 @@ pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
         else {
             continue;
         };
-        let same = |r: &MetricRow| {
-            r.model == d.model
-                && r.train_sampler == d.train_sampler
-                && r.eval_sampler == d.eval_sampler
-        };
+        let same = |r: &MetricRow| same_cell(r, d);
         let per_seed: Vec<f64> = rows
             .iter()
             .filter(|r| r.method == "adt-ft" && r.seed.is_some() && r.metric == d.metric && same(r))
@@ -371,7 +374,7 @@ pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
             out.push(r);
         }
         if let (Some(lo), Some(hi)) = (d.ci_low, d.ci_high) {
-            let se = (hi - lo) / 2.0 / 1.959_963_985;
+            let se = (hi - lo) / 2.0 / Z975;
             out.push(d.at(&format!("{base}_diff_mdd"), MDD_Z * se, d.n));
         }
         if base == "fid" {
@@ -388,6 +391,10 @@ pub fn power_rows(rows: &[MetricRow]) -> anyhow::Result<Vec<MetricRow>> {
     Ok(out)
 }
 
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
 /// The mean of `v` with a Student-t 95 % interval, for two values or more.
 fn t_interval(v: &[f64]) -> anyhow::Result<Option<(f64, f64, f64)>> {
     use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -395,7 +402,7 @@ fn t_interval(v: &[f64]) -> anyhow::Result<Option<(f64, f64, f64)>> {
     if k < 2 {
         return Ok(None);
     }
-    let mean = v.iter().sum::<f64>() / k as f64;
+    let mean = mean(v);
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
     let t = StudentsT::new(0.0, 1.0, (k - 1) as f64)
         .map_err(|e| anyhow::anyhow!("t distribution: {e}"))?
@@ -412,12 +419,7 @@ fn independent_diff_rows(
     d: &MetricRow,
     metric: &str,
 ) -> anyhow::Result<Vec<MetricRow>> {
-    let same = |r: &MetricRow| {
-        r.model == d.model
-            && r.train_sampler == d.train_sampler
-            && r.eval_sampler == d.eval_sampler
-            && r.metric == metric
-    };
+    let same = |r: &MetricRow| same_cell(r, d) && r.metric == metric;
     let find = |method: &str, seed: Option<u64>| {
         rows.iter()
             .find(|r| r.method == method && r.seed == seed && same(r))
@@ -441,11 +443,11 @@ fn independent_diff_rows(
     if diffs.is_empty() {
         return Ok(out);
     }
-    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-    let mut over = d.at(&format!("{metric}_diff"), mean, n);
+    let mut over = d.at(&format!("{metric}_diff"), mean(&diffs), n);
     if let Some((_, lo, hi)) = t_interval(&diffs)? {
         (over.ci_low, over.ci_high) = (Some(lo), Some(hi));
     }
+    let mean = over.value;
     out.push(over);
     out.extend(gap_closed(rows, d, metric, find("ft", None), mean, n));
     Ok(out)

@@ -380,41 +380,49 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     // The real side's square-root factor, once for every cell (an eigensolve of Σ).
     let real_factor =
         adt_metrics::stats::SqrtFactor::new(&real_stats.gaussian.sigma, real_stats.gaussian.dim())?;
+    // FID and KID (when the reference has features) of a set against the reference.
+    let against_real = |s: &fid::SetStats| -> anyhow::Result<(f64, Option<f64>)> {
+        let f =
+            adt_metrics::stats::fid_with_factor(&real_stats.gaussian, &real_factor, &s.gaussian)?;
+        let kid = match (&real_feats, &s.features) {
+            (Some(r), Some(x)) => Some(adt_metrics::stats::kid(r, x, DIMS, 100, 1000, 0)?.kid),
+            _ => None,
+        };
+        Ok((f.fid, kid))
+    };
     // The independent encoder's distances, for the built-in data set it knows.
     let independent = match &inputs.eval {
-        Some(d) if d.source.starts_with("builtin:shapes") => {
+        Some(d)
+            if matches!(
+                adt_datasets::DataSpec::parse(&d.source),
+                Ok(adt_datasets::DataSpec::Shapes { .. })
+            ) =>
+        {
             Some(independent::Independent::new(&d.images)?)
         }
         _ => None,
     };
-    let mut independent_floor = None;
-    // The floor: the second real set of the same captions against the first, at the same n.
-    let floor = match &inputs.floor {
-        Some(fd) => {
-            let dir = a.out.join("real-floor");
-            sampling::write_images(&dir, &fd.images, &fd.captions)?;
-            sampling::write_grid(&a.out.join("grids/real-floor.png"), &fd.images)?;
-            let o = SetOptions {
-                num: fd.images.len(),
-                ..opts.clone()
-            };
-            let s = fid::set_stats(&dir.display().to_string(), &mut net, &o)?;
-            let f = adt_metrics::stats::fid_with_factor(
-                &real_stats.gaussian,
-                &real_factor,
-                &s.gaussian,
-            )?;
-            let kid = match (&real_feats, &s.features) {
-                (Some(r), Some(x)) => Some(adt_metrics::stats::kid(r, x, DIMS, 100, 1000, 0)?.kid),
-                _ => None,
-            };
-            if let Some(ind) = &independent {
-                independent_floor = Some(ind.distances(&fd.images)?);
-            }
-            Some((f.fid, kid, fd.images.len()))
+    // The floor: the second real set of the same captions against the first, at the same n
+    // (metric, value), and its size.
+    let mut floor: Vec<(&str, f64)> = Vec::new();
+    let mut floor_n = 0;
+    if let Some(fd) = &inputs.floor {
+        let dir = a.out.join("real-floor");
+        sampling::write_images(&dir, &fd.images, &fd.captions)?;
+        sampling::write_grid(&a.out.join("grids/real-floor.png"), &fd.images)?;
+        let o = SetOptions {
+            num: fd.images.len(),
+            ..opts.clone()
+        };
+        let (f, kid) = against_real(&fid::set_stats(&dir.display().to_string(), &mut net, &o)?)?;
+        floor.push(("fid", f));
+        floor.extend(kid.map(|k| ("kid", k)));
+        if let Some(ind) = &independent {
+            let (dist, k) = ind.distances(&fd.images)?;
+            floor.extend([("shapes_fd", dist), ("shapes_kid", k)]);
         }
-        None => None,
-    };
+        floor_n = fd.images.len();
+    }
     stages.add("reference", t);
 
     // The CLIP-based scores, loaded once for every cell (the union of the models' scores).
@@ -513,16 +521,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         &images,
                     )?;
                     let s = fid::set_stats(&dir.display().to_string(), &mut net, &opts)?;
-                    let f = adt_metrics::stats::fid_with_factor(
-                        &real_stats.gaussian,
-                        &real_factor,
-                        &s.gaussian,
-                    )?;
-                    let feats = s.features.clone().context("no features")?;
-                    let kid = match &real_feats {
-                        Some(r) => adt_metrics::stats::kid(r, &feats, DIMS, 100, 1000, 0)?.kid,
-                        None => f64::NAN,
-                    };
+                    let (fid_value, kid) = against_real(&s)?;
+                    let kid = kid.unwrap_or(f64::NAN);
+                    let feats = s.features.context("no features")?;
                     stages.add("features", t);
                     let t = std::time::Instant::now();
                     let cell = MetricRow::cell(
@@ -574,7 +575,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                         cell,
                         seed,
                         features: feats,
-                        fid: f.fid,
+                        fid: fid_value,
                         kid,
                     });
                 }
@@ -582,18 +583,9 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    if let Some((fid, kid, n)) = floor {
-        for mp in &plan.models {
-            let cell = MetricRow::cell(&mp.name, "floor", "-", "real", 0, mp.guidance, None);
-            rows.push(cell.at("fid", fid, n));
-            if let Some(k) = kid {
-                rows.push(cell.at("kid", k, n));
-            }
-            if let Some((fd, k)) = independent_floor {
-                rows.push(cell.at("shapes_fd", fd, n));
-                rows.push(cell.at("shapes_kid", k, n));
-            }
-        }
+    for mp in &plan.models {
+        let cell = MetricRow::cell(&mp.name, "floor", "-", "real", 0, mp.guidance, None);
+        rows.extend(floor.iter().map(|&(m, v)| cell.at(m, v, floor_n)));
     }
     // FID/KID with intervals, means over seeds, paired ADT − FT differences.
     let t = std::time::Instant::now();
