@@ -237,6 +237,14 @@ pub struct OptimConfig {
     /// Divide accumulated gradients by this before the update (gradient accumulation).
     #[serde(default = "default_one")]
     pub grad_scale_divisor: f64,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999),
+    /// updated after every step that is taken, and written by `save_state` as
+    /// `ema.safetensors` in the same format as `model.safetensors`. The decay is warmed up
+    /// as `min(decay, (1 + n) / (10 + n))` at the n-th update, so the average follows the
+    /// weights early on and the first update copies them. A plugin that keeps no average
+    /// answers with [`StepStats::ema`] false and the host stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
 }
 
 fn default_beta1() -> f64 {
@@ -263,6 +271,7 @@ impl OptimConfig {
             weight_decay: 0.0,
             clip_grad_norm: None,
             grad_scale_divisor: 1.0,
+            ema_decay: None,
         }
     }
 }
@@ -278,4 +287,8 @@ pub struct StepStats {
     pub skipped_non_finite: bool,
     /// Optimizer step count after this call.
     pub step: u64,
+    /// Whether the plugin updated the moving average `ema_decay` asked for (false from a
+    /// plugin that keeps none).
+    #[serde(default)]
+    pub ema: bool,
 }

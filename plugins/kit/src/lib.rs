@@ -127,6 +127,42 @@ pub fn serialize(
     canonical_safetensors(bytes)
 }
 
+/// The tensors of safetensors `bytes` named as `vars`, each checked against its variable's
+/// shape, loaded on `device` in f32; a missing, misshapen or extra tensor is an error.
+pub fn read_like(
+    bytes: &[u8],
+    vars: &BTreeMap<String, Var>,
+    device: &Device,
+) -> PluginResult<BTreeMap<String, Tensor>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| PluginError(format!("corrupt safetensors: {e}")))?;
+    if st.len() != vars.len() {
+        return Err(PluginError(format!(
+            "the file holds {} tensors, the model trains {}",
+            st.len(),
+            vars.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (name, var) in vars {
+        let view = st
+            .tensor(name)
+            .map_err(|_| PluginError(format!("the file lacks tensor `{name}`")))?;
+        let t = candle_core::safetensors::Load::load(&view, device)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(err)?;
+        if t.dims() != var.dims() {
+            return Err(PluginError(format!(
+                "tensor `{name}` has shape {:?}, expected {:?}",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        out.insert(name.clone(), t);
+    }
+    Ok(out)
+}
+
 /// Write `bytes` to `dir/name` through a temporary file and a rename.
 pub fn write_atomic(dir: &std::path::Path, name: &str, bytes: &[u8]) -> PluginResult<()> {
     std::fs::create_dir_all(dir)?;
@@ -179,13 +215,16 @@ impl<T> Handles<T> {
 /// Gradients accumulated over `denoise_vjp` / `diffusion_loss` calls, and AdamW on them.
 ///
 /// Moments are kept in f32 whatever the parameters' dtype (candle's own AdamW keeps them in
-/// the parameter dtype, which loses bf16 updates).
+/// the parameter dtype, which loses bf16 updates), and so is the optional moving average of
+/// the weights (`OptimConfig::ema_decay`).
 #[derive(Default)]
 pub struct Trainer {
     grads: BTreeMap<String, Tensor>,
     m: BTreeMap<String, Tensor>,
     v: BTreeMap<String, Tensor>,
     step: u64,
+    ema: BTreeMap<String, Tensor>,
+    ema_updates: u64,
 }
 
 impl Trainer {
@@ -231,7 +270,51 @@ impl Trainer {
         self.step
     }
 
-    /// Forget gradients, moments and the step count.
+    /// The moving average of the weights (f32, by parameter name); empty until a step asks
+    /// for one.
+    pub fn ema(&self) -> &BTreeMap<String, Tensor> {
+        &self.ema
+    }
+
+    /// Restore the moving average (read back from a checkpoint's `ema.safetensors`; the
+    /// update count comes with the optimizer state). Tensors are kept in f32.
+    pub fn set_ema(&mut self, ema: BTreeMap<String, Tensor>) -> PluginResult<()> {
+        self.ema = ema
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32).map_err(err)?.detach())))
+            .collect::<PluginResult<_>>()?;
+        Ok(())
+    }
+
+    /// The decay applied at the moving average's update number `n` (0-based): 0 at the first
+    /// (the average starts as a copy of the weights), then `min(decay, (1 + n) / (10 + n))`.
+    pub fn ema_decay_at(decay: f64, n: u64) -> f64 {
+        if n == 0 {
+            0.0
+        } else {
+            decay.min((1 + n) as f64 / (10 + n) as f64)
+        }
+    }
+
+    fn update_ema(&mut self, vars: &BTreeMap<String, Var>, decay: f64) -> PluginResult<()> {
+        let d = Self::ema_decay_at(decay, self.ema_updates);
+        for (name, var) in vars {
+            let w = var.as_tensor().to_dtype(DType::F32).map_err(err)?.detach();
+            let avg = match self.ema.get(name) {
+                Some(e) if d > 0.0 => ((e * d).map_err(err)? + (w * (1.0 - d)).map_err(err)?)
+                    .map_err(err)?
+                    .detach(),
+                // A copy: `to_dtype` to the same dtype shares the variable's storage, which
+                // the next step overwrites in place.
+                _ => w.copy().map_err(err)?,
+            };
+            self.ema.insert(name.clone(), avg);
+        }
+        self.ema_updates += 1;
+        Ok(())
+    }
+
+    /// Forget gradients, moments, the moving average and the step counts.
     pub fn reset(&mut self) {
         *self = Self::default();
     }
@@ -243,6 +326,11 @@ impl Trainer {
         vars: &BTreeMap<String, Var>,
         c: &OptimConfig,
     ) -> PluginResult<StepStats> {
+        if let Some(d) = c.ema_decay
+            && !(0.0..1.0).contains(&d)
+        {
+            return Err(PluginError(format!("ema_decay must be in [0, 1), got {d}")));
+        }
         let div = if c.grad_scale_divisor > 0.0 {
             c.grad_scale_divisor
         } else {
@@ -264,6 +352,7 @@ impl Trainer {
                 clipped: false,
                 skipped_non_finite: true,
                 step: self.step,
+                ema: c.ema_decay.is_some(),
             });
         }
         let mut scale = 1.0 / div;
@@ -307,16 +396,21 @@ impl Trainer {
             self.v.insert(name.clone(), v.detach());
         }
         self.grads.clear();
+        if let Some(d) = c.ema_decay {
+            self.update_ema(vars, d)?;
+        }
         Ok(StepStats {
             grad_norm,
             clipped,
             skipped_non_finite: false,
             step: self.step,
+            ema: c.ema_decay.is_some(),
         })
     }
 
-    /// The moments and step count as canonical safetensors bytes (`m.NAME`, `v.NAME`,
-    /// metadata `step`).
+    /// The moments and step counts as canonical safetensors bytes (`m.NAME`, `v.NAME`,
+    /// metadata `step` and `ema_updates`; the moving average itself is written by the plugin
+    /// in its model format, see [`Trainer::ema`]).
     pub fn state_bytes(&self) -> PluginResult<Vec<u8>> {
         let mut opt: Vec<(String, Tensor)> = Vec::new();
         for (k, t) in &self.m {
@@ -327,6 +421,9 @@ impl Trainer {
         }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
+        if self.ema_updates > 0 {
+            meta.insert("ema_updates".to_string(), self.ema_updates.to_string());
+        }
         serialize(&opt, meta)
     }
 
@@ -335,12 +432,15 @@ impl Trainer {
         self.reset();
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| PluginError(e.to_string()))?;
-        self.step = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("step"))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let count = |key: &str| {
+            meta.metadata()
+                .as_ref()
+                .and_then(|m| m.get(key))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        self.step = count("step");
+        self.ema_updates = count("ema_updates");
         let st =
             safetensors::SafeTensors::deserialize(bytes).map_err(|e| PluginError(e.to_string()))?;
         for name in st.names() {

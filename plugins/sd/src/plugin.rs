@@ -678,8 +678,19 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         write_atomic(
             dir,
             "model.safetensors",
-            &adt_plugin_kit::serialize(&tensors, m)?,
+            &adt_plugin_kit::serialize(&tensors, m.clone())?,
         )?;
+        if !self.opt.ema().is_empty() {
+            // The moving average in the checkpoint's own format: `weights=.../ema.safetensors`
+            // samples from it like from model.safetensors.
+            let avg: Vec<(String, Tensor)> = self
+                .opt
+                .ema()
+                .iter()
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect();
+            write_atomic(dir, "ema.safetensors", &adt_plugin_kit::serialize(&avg, m)?)?;
+        }
         write_atomic(dir, "optimizer.safetensors", &self.opt.state_bytes()?)
     }
 
@@ -702,6 +713,18 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         self.opt.reset();
         if let Ok(b) = std::fs::read(dir.join("optimizer.safetensors")) {
             self.opt.load_state_bytes(&b, &self.pipe.device)?;
+        }
+        let ema = dir.join("ema.safetensors");
+        if ema.is_file() {
+            let (ema_meta, bytes) = read_checkpoint(&ema)?;
+            if ema_meta != meta {
+                return Err(PluginError(format!(
+                    "{} belongs to another checkpoint ({ema_meta:?})",
+                    ema.display()
+                )));
+            }
+            let avg = adt_plugin_kit::read_like(&bytes, &self.pipe.vars, &self.pipe.device)?;
+            self.opt.set_ema(avg)?;
         }
         Ok(())
     }

@@ -132,12 +132,25 @@ pub fn params_from_bytes(bytes: &[u8], device: &Device) -> PluginResult<(TinyCon
 
 /// Serialize parameters to safetensors bytes (f32 or f16) with the architecture in metadata.
 pub fn params_to_bytes(cfg: &TinyConfig, params: &Params, half: bool) -> PluginResult<Vec<u8>> {
+    tensors_to_bytes(
+        cfg,
+        params.vars.iter().map(|(n, v)| (n, v.as_tensor())),
+        half,
+    )
+}
+
+/// [`params_to_bytes`] of named tensors (the moving average of the weights).
+fn tensors_to_bytes<'a>(
+    cfg: &TinyConfig,
+    named: impl Iterator<Item = (&'a String, &'a Tensor)>,
+    half: bool,
+) -> PluginResult<Vec<u8>> {
     let mut tensors = Vec::new();
-    for (name, var) in &params.vars {
+    for (name, t) in named {
         let t = if half {
-            var.as_tensor().to_dtype(DType::F16)
+            t.to_dtype(DType::F16)
         } else {
-            Ok(var.as_tensor().clone())
+            Ok(t.clone())
         }
         .map_err(err)?;
         tensors.push((name.clone(), t));
@@ -455,6 +468,13 @@ impl ModelPlugin for TinyModel {
             "model.safetensors",
             &params_to_bytes(&self.cfg, &self.params, false)?,
         )?;
+        if !self.opt.ema().is_empty() {
+            write_atomic(
+                dir,
+                "ema.safetensors",
+                &tensors_to_bytes(&self.cfg, self.opt.ema().iter(), false)?,
+            )?;
+        }
         write_atomic(dir, "optimizer.safetensors", &self.opt.state_bytes()?)
     }
 
@@ -474,6 +494,21 @@ impl ModelPlugin for TinyModel {
         self.opt.reset();
         if let Ok(bytes) = std::fs::read(dir.join("optimizer.safetensors")) {
             self.opt.load_state_bytes(&bytes, &self.device)?;
+        }
+        let ema = dir.join("ema.safetensors");
+        if ema.is_file() {
+            let bytes = std::fs::read(&ema)
+                .map_err(|e| PluginError(format!("cannot read {}: {e}", ema.display())))?;
+            let (cfg, _) = params_from_bytes(&bytes, &self.device)?;
+            if cfg != self.cfg {
+                return Err(PluginError(format!(
+                    "{}: architecture {cfg:?} differs from the instance's {:?}",
+                    ema.display(),
+                    self.cfg
+                )));
+            }
+            let avg = adt_plugin_kit::read_like(&bytes, &self.params.vars, &self.device)?;
+            self.opt.set_ema(avg)?;
         }
         Ok(())
     }

@@ -13,6 +13,10 @@ fn model(seed: u64) -> TinyModel {
 }
 
 fn train_step(m: &mut TinyModel, seed: u64) -> f64 {
+    train_step_with(m, seed, None)
+}
+
+fn train_step_with(m: &mut TinyModel, seed: u64, ema_decay: Option<f64>) -> f64 {
     let x0 = HostTensor {
         shape: vec![2, 3, 8, 8],
         data: (0..384)
@@ -32,13 +36,98 @@ fn train_step(m: &mut TinyModel, seed: u64) -> f64 {
             1.0,
         )
         .unwrap();
-    m.step(&OptimConfig {
-        clip_grad_norm: Some(1.0),
-        ..OptimConfig::adamw(1e-2)
-    })
-    .unwrap();
+    let stats = m
+        .step(&OptimConfig {
+            clip_grad_norm: Some(1.0),
+            ema_decay,
+            ..OptimConfig::adamw(1e-2)
+        })
+        .unwrap();
+    assert_eq!(stats.ema, ema_decay.is_some());
     m.release_cond(c).unwrap();
     l
+}
+
+fn flat_file(path: &std::path::Path) -> Vec<f32> {
+    flat(&TinyModel::create(&serde_json::json!({ "weights": path })).unwrap())
+}
+
+#[test]
+fn the_moving_average_follows_the_weights_and_resumes() {
+    let decay = 0.9;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = model(4);
+    // The reference average, computed here from the weights after each step with the
+    // documented warm-up: a copy at the first update, then min(decay, (1+n)/(10+n)).
+    let mut reference: Vec<f64> = Vec::new();
+    for n in 0..4u64 {
+        train_step_with(&mut a, n, Some(decay));
+        let w = flat(&a);
+        let d = if n == 0 {
+            0.0
+        } else {
+            decay.min((1 + n) as f64 / (10 + n) as f64)
+        };
+        reference = if n == 0 {
+            w.iter().map(|&x| x as f64).collect()
+        } else {
+            reference
+                .iter()
+                .zip(&w)
+                .map(|(e, &x)| d * e + (1.0 - d) * x as f64)
+                .collect()
+        };
+    }
+    a.save_state(dir.path()).unwrap();
+    let ema = flat_file(&dir.path().join("ema.safetensors"));
+    let weights = flat(&a);
+    assert_eq!(ema.len(), reference.len());
+    let worst = ema
+        .iter()
+        .zip(&reference)
+        .map(|(&e, r)| (e as f64 - r).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-6,
+        "average differs from the reference by {worst}"
+    );
+    assert!(
+        ema.iter().zip(&weights).any(|(e, w)| (e - w).abs() > 1e-4),
+        "the average is not just the weights"
+    );
+    // Resume: the average and its update count come back, the next update is identical.
+    let mut b = model(77);
+    b.load_state(dir.path()).unwrap();
+    train_step_with(&mut a, 9, Some(decay));
+    train_step_with(&mut b, 9, Some(decay));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a.save_state(da.path()).unwrap();
+    b.save_state(db.path()).unwrap();
+    for f in [
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.safetensors",
+    ] {
+        assert!(
+            std::fs::read(da.path().join(f)).unwrap() == std::fs::read(db.path().join(f)).unwrap(),
+            "{f} differs after a resumed step"
+        );
+    }
+    // Without an average no ema file is written; a bad decay is refused before any update.
+    let mut c = model(4);
+    train_step(&mut c, 0);
+    let dc = tempfile::tempdir().unwrap();
+    c.save_state(dc.path()).unwrap();
+    assert!(!dc.path().join("ema.safetensors").exists());
+    let before = flat(&c);
+    let e = c
+        .step(&OptimConfig {
+            ema_decay: Some(1.0),
+            ..OptimConfig::adamw(1e-2)
+        })
+        .unwrap_err();
+    assert!(e.0.contains("ema_decay"), "{}", e.0);
+    assert_eq!(flat(&c), before);
 }
 
 fn flat(m: &TinyModel) -> Vec<f32> {
