@@ -347,6 +347,12 @@ pub struct TuneArgs {
     /// Discriminator learning rate.
     #[arg(long = "d-lr", default_value_t = 2e-4)]
     pub d_lr: f64,
+    /// Keep an exponential moving average of the tuned weights with this decay (warmed up as
+    /// min(decay, (1+n)/(10+n)) at the n-th model update), saved beside the weights as
+    /// checkpoint/model/ema.safetensors; `run` evaluates the average instead of the last
+    /// weights (for FT and ADT alike).
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     /// The discriminator's learning-rate schedule: `constant` after its warm-up, or `cosine`
     /// (the model's decay to 10 %).
     #[arg(long = "d-schedule", default_value = "constant")]
@@ -734,9 +740,19 @@ pub struct PretrainArgs {
     /// Output folder (checkpoint/, log.csv, state.json); rerunning resumes.
     #[arg(long, default_value = "runs/pretrain")]
     pub out: PathBuf,
-    /// Also write the final weights as f16 safetensors here (what is committed for `tiny`).
+    /// Also write the final weights as f16 safetensors here (what is committed for `tiny`);
+    /// with --ema, the moving average.
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999, warmed
+    /// up as min(decay, (1+n)/(10+n))); it is what --export writes.
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
+    /// A plugin option for the random initialisation, `KEY=VALUE` (repeatable; VALUE is JSON,
+    /// else a string), e.g. the tiny model's architecture:
+    /// `--plugin-option 'arch={"size":32,"channels":[40,80,120],"emb":128,"token_dim":32,"groups":8}'`.
+    #[arg(long = "plugin-option", value_name = "KEY=VALUE")]
+    pub plugin_options: Vec<String>,
     /// Stop after this many steps in this invocation (with a checkpoint); rerun to resume.
     #[arg(long = "stop-after", value_name = "STEPS")]
     pub stop_after: Option<u64>,

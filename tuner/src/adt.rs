@@ -179,6 +179,10 @@ pub struct TuneConfig {
     /// fresh augmentation draws).
     #[serde(default = "one")]
     pub d_steps: u64,
+    /// Keep a moving average of the model's weights with this decay (written by the plugin
+    /// as `checkpoint/model/ema.safetensors`, what a run evaluates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 fn one() -> u64 {
@@ -664,10 +668,19 @@ pub fn tune(
                 t.model.zero_grad()?;
                 None
             } else {
-                Some(t.model.step(&OptimConfig {
+                let stats = t.model.step(&OptimConfig {
                     clip_grad_norm: Some(cfg.clip),
+                    ema_decay: cfg.ema,
                     ..OptimConfig::adamw(lr)
-                })?)
+                })?;
+                if cfg.ema.is_some() && !stats.ema {
+                    return Err(Error::Invalid(
+                        "the model plugin keeps no moving average of its weights; tune \
+                         without --ema"
+                            .into(),
+                    ));
+                }
+                Some(stats)
             };
             row.grad_norm = stats.as_ref().map_or(f64::NAN, |s| s.grad_norm);
             row.skipped = stats.as_ref().is_none_or(|s| s.skipped_non_finite);
@@ -875,6 +888,7 @@ mod tests {
             d_schedule: DiscSchedule::Cosine,
             d_input: DiscInput::Raw,
             d_steps: 1,
+            ema: None,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct PretrainConfig {
     pub checkpoint_every: u64,
     /// Stop after this many non-finite steps in a row.
     pub max_non_finite: u32,
+    /// Keep a moving average of the weights with this decay (the plugin writes it as
+    /// `checkpoint/ema.safetensors`; `pretrain --export` exports it instead of the weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for PretrainConfig {
@@ -58,6 +62,7 @@ impl Default for PretrainConfig {
             seed: 0,
             checkpoint_every: 250,
             max_non_finite: 5,
+            ema_decay: None,
         }
     }
 }
@@ -182,11 +187,20 @@ pub fn pretrain(
         model.release(cond)?;
         let lr = cfg.lr_at(i);
         let stats = if loss.is_finite() {
-            model.step(&OptimConfig {
+            let stats = model.step(&OptimConfig {
                 weight_decay: cfg.weight_decay,
                 clip_grad_norm: Some(cfg.clip_grad_norm),
+                ema_decay: cfg.ema_decay,
                 ..OptimConfig::adamw(lr)
-            })?
+            })?;
+            if cfg.ema_decay.is_some() && !stats.ema {
+                return Err(Error::Invalid(
+                    "the model plugin keeps no moving average of its weights (ema_decay); \
+                     pretrain without it"
+                        .into(),
+                ));
+            }
+            stats
         } else {
             model.zero_grad()?;
             adt_plugin_api::StepStats {
@@ -194,6 +208,7 @@ pub fn pretrain(
                 clipped: false,
                 skipped_non_finite: true,
                 step: i,
+                ema: cfg.ema_decay.is_some(),
             }
         };
         let skipped = stats.skipped_non_finite || !loss.is_finite();

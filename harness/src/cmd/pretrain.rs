@@ -11,7 +11,18 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
     if opts.weights.is_none() {
         opts.weights = Some("random".into());
     }
-    let mut model = opts.spec()?.open(&reg)?;
+    let spec = opts.spec()?;
+    let mut config = spec.plugin_config();
+    for o in &a.plugin_options {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--plugin-option {o:?}: expected KEY=VALUE"))?;
+        let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
+        config[k.trim()] = v;
+    }
+    let info = reg.find(adt_plugin_host::Kind::Model, &spec.plugin)?;
+    let mut model = adt_plugin_host::Model::create(info, &config)
+        .with_context(|| format!("failed to load model `{}`", spec.plugin))?;
     let desc = model.describe()?;
     let spec =
         adt_datasets::DataSpec::parse(&a.data).context("failed to open the training data")?;
@@ -23,8 +34,14 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
         batch: a.batch,
         lr: a.lr,
         seed: a.seed,
+        ema_decay: a.ema,
         ..Default::default()
     };
+    if let Some(d) = a.ema
+        && !(0.0..1.0).contains(&d)
+    {
+        anyhow::bail!("--ema must be in [0, 1), got {d}");
+    }
     eprintln!(
         "pretraining `{}` ({} parameters) on {spec} for {} steps of {} — output in {}",
         desc.name,
@@ -38,7 +55,7 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
     std::fs::write(
         a.out.join("pretrain.json"),
         serde_json::to_string_pretty(&serde_json::json!({
-            "model": desc.name, "data": spec.to_string(), "config": cfg, "weights_init": opts.weights, "init_seed": opts.init_seed,
+            "model": desc.name, "data": spec.to_string(), "config": cfg, "weights_init": opts.weights, "init_seed": opts.init_seed, "plugin_config": config,
         }))?,
     )?;
     let mut bar = crate::progress::Bar::new(cfg.iters, "pretrain", g.quiet);
@@ -64,10 +81,17 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(export) = &a.export {
-        let src = a.out.join("checkpoint/model.safetensors");
+        let (src, what) = if cfg.ema_decay.is_some() {
+            (
+                a.out.join("checkpoint/ema.safetensors"),
+                "moving average of the weights",
+            )
+        } else {
+            (a.out.join("checkpoint/model.safetensors"), "weights")
+        };
         export_half(&src, export)
             .with_context(|| format!("failed to export {}", export.display()))?;
-        eprintln!("wrote f16 weights to {}", export.display());
+        eprintln!("wrote the f16 {what} to {}", export.display());
     }
     Ok(())
 }

@@ -23,6 +23,12 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
     let out = a.resume.clone().unwrap_or_else(|| a.out.clone());
     let reg = crate::registry::load(&g.plugin_path)?;
     let rows = cells::tune_model(&reg, &job, &out, a.stop_after, g.quiet)?;
+    if job.settings.ema.is_some() {
+        eprintln!(
+            "moving average of the weights in {}",
+            out.join("checkpoint/model/ema.safetensors").display()
+        );
+    }
     if std::env::var_os("ADT_REPORT_PEAK_MEMORY").is_some() {
         // For `adt-bench bench tune-memory`: the process's peak resident set.
         if let Some(kib) = peak_rss_kib() {

@@ -110,6 +110,7 @@ pub fn tune_model(
         d_schedule: s.d_schedule,
         d_input: s.d_input,
         d_steps: s.d_steps,
+        ema: s.ema,
     };
     // The discriminator lives host-side, on the model's device.
     let dev = crate::device::open(&job.model.device.to_string())?;

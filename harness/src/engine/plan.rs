@@ -371,9 +371,15 @@ pub struct TuneCell {
 }
 
 impl TuneCell {
-    /// Its checkpoint's weights file.
+    /// The weights file its evaluation samples from: the checkpoint's moving average when
+    /// the settings keep one, else its last weights.
     pub fn weights(&self) -> PathBuf {
-        self.dir.join("checkpoint/model/model.safetensors")
+        let file = if self.job.settings.ema.is_some() {
+            "ema.safetensors"
+        } else {
+            "model.safetensors"
+        };
+        self.dir.join("checkpoint/model").join(file)
     }
 
     /// Done (finished and checkpointed), partial (a checkpoint to resume), or to do.
@@ -552,13 +558,17 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
         writeln!(
             s,
             "  rollout guidance {}; caption dropout {}; discriminator: {} learning rate, {} \
-             step(s) per iteration, sees {} images",
+             step(s) per iteration, sees {} images; evaluated: {}",
             t.guidance
                 .map_or_else(|| "(the model's)".to_string(), |g| g.to_string()),
             t.caption_dropout,
             super::settings::to_name(&t.d_schedule),
             t.d_steps,
             super::settings::to_name(&t.d_input),
+            t.ema.map_or_else(
+                || "the last weights".to_string(),
+                |d| format!("the moving average of the weights (decay {d})")
+            ),
         )?;
         for &seed in &plan.seeds {
             for method in &plan.methods {

@@ -356,6 +356,10 @@ pub struct TuneSettings {
     pub ft_lr: Option<f64>,
     /// Discriminator learning rate.
     pub d_lr: f64,
+    /// Decay of the moving average of the tuned weights that is evaluated (none: the last
+    /// weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
     /// The discriminator's learning-rate schedule.
     pub d_schedule: DiscSchedule,
     /// Discriminator updates per iteration.
@@ -423,6 +427,7 @@ impl TuneSettings {
             lr: a.lr,
             ft_lr: a.ft_lr,
             d_lr: a.d_lr,
+            ema: a.ema,
             d_schedule: closed(&a.d_schedule, "discriminator schedule", "constant, cosine")?,
             d_steps: a.d_steps,
             d_input: closed(&a.d_input, "discriminator input", "quantized, clamped, raw")?,
@@ -461,6 +466,11 @@ impl TuneSettings {
         }
         if self.d_steps == 0 {
             bail!("d-steps must be at least 1");
+        }
+        if let Some(d) = self.ema
+            && !(0.0..1.0).contains(&d)
+        {
+            bail!("ema must be in [0, 1) (got {d})");
         }
         if !(0.0..=1.0).contains(&self.caption_dropout) {
             bail!(
@@ -517,6 +527,9 @@ impl TuneSettings {
             kv("ft-lr", l.to_string());
         }
         kv("d-lr", self.d_lr.to_string());
+        if let Some(d) = self.ema {
+            kv("ema", d.to_string());
+        }
         kv("d-schedule", to_name(&self.d_schedule));
         kv("d-steps", self.d_steps.to_string());
         kv("d-input", to_name(&self.d_input));
@@ -667,8 +680,11 @@ mod tests {
             "3",
             "--d-input",
             "raw",
+            "--ema",
+            "0.99",
         ])
         .unwrap();
+        assert_eq!((d.ema, s.ema), (None, Some(0.99)));
         assert_eq!(
             (
                 s.guidance,
@@ -688,6 +704,7 @@ mod tests {
             (&["--d-schedule", "weekly"][..], "constant, cosine"),
             (&["--d-input", "blurred"][..], "quantized, clamped, raw"),
             (&["--d-steps", "0"][..], "d-steps"),
+            (&["--ema", "1"][..], "ema must be in [0, 1)"),
             (&["--caption-dropout", "1.5"][..], "caption-dropout"),
         ] {
             let e = format!("{:#}", parse(bad).unwrap_err());

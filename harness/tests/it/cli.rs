@@ -459,4 +459,10 @@ fn run_tunes_with_the_guidance_it_evaluates_with() {
     assert!(line(&plan(&["--guidance", "3.5"])).contains("rollout guidance 3.5;"));
     let own = plan(&["--guidance", "3.5", "--tune-args", "--guidance 1.5"]);
     assert!(line(&own).contains("rollout guidance 1.5;"), "{own}");
+    assert!(line(&p).contains("evaluated: the last weights"), "{p}");
+    let ema = plan(&["--tune-args", "--ema 0.99"]);
+    assert!(
+        line(&ema).contains("evaluated: the moving average of the weights (decay 0.99)"),
+        "{ema}"
+    );
 }

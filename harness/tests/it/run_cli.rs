@@ -568,3 +568,64 @@ fn prompts_and_reference_statistics_drive_the_evaluation() {
     );
     assert!(!t.join("c").exists());
 }
+
+/// With `--ema`, a tuned cell is evaluated from the moving average of its weights: the
+/// manifest's hash of the weights the run sampled is the average's file, not the last weights.
+#[test]
+fn a_tune_with_a_moving_average_is_evaluated_from_the_average() {
+    let Some(w) = weights() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let o = crate::common::run_with_weights(
+        &tmp.path().join("cache"),
+        &w,
+        &[
+            "run",
+            "-n",
+            "4",
+            "--batch",
+            "4",
+            "--methods",
+            "adt",
+            "--tune-args",
+            "--iters 3 --d-warmup 1 --h 1 --batch 4 --lr 1e-3 --ema 0.5",
+            "--eval-samplers",
+            "ddim:2",
+            "--seeds",
+            "0",
+            "--bootstrap",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    fn find(dir: &Path, name: &str, hits: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                find(&p, name, hits);
+            } else if p.file_name().is_some_and(|n| n == name) {
+                hits.push(p);
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    find(tmp.path(), "ema.safetensors", &mut hits);
+    assert_eq!(hits.len(), 1, "one tuned cell, one average: {hits:?}");
+    let sha = |p: &Path| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    let ema = sha(&hits[0]);
+    let last = sha(&hits[0].with_file_name("model.safetensors"));
+    assert_ne!(ema, last);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["hashes"]["tiny/adt/ddim:4/seed 0 weights"].as_str(),
+        Some(ema.as_str()),
+        "{}",
+        m["hashes"]
+    );
+}

@@ -62,6 +62,7 @@ fn config(m: &Model, iters: u64, lr: f64) -> TuneConfig {
         d_schedule: DiscSchedule::Constant,
         d_input: DiscInput::Quantized,
         d_steps: 1,
+        ema: None,
     }
 }
 
@@ -161,6 +162,56 @@ fn a_resumed_run_is_bitwise_the_uninterrupted_one() {
     };
     assert_eq!(strip(&la), strip(&lb));
     assert_eq!(la.lines().count(), 7, "header + 6 rows");
+}
+
+/// The moving average of the tuned weights: written beside them, not the weights themselves,
+/// and a resumed run reproduces it bit for bit.
+#[test]
+fn the_moving_average_is_saved_and_resumes_bitwise() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let ema = |c: &mut TuneConfig| c.ema = Some(0.9);
+    run_with(a.path(), 6, None, 1e-3, ema).unwrap();
+    run_with(b.path(), 6, Some(3), 1e-3, ema).unwrap();
+    run_with(b.path(), 6, None, 1e-3, ema).unwrap();
+    let read = |d: &std::path::Path, f: &str| std::fs::read(d.join("checkpoint/model").join(f));
+    for f in [
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.safetensors",
+    ] {
+        assert!(
+            read(a.path(), f).unwrap() == read(b.path(), f).unwrap(),
+            "{f} differs between the resumed and the uninterrupted run"
+        );
+    }
+    let tensors = |bytes: &[u8]| -> Vec<f32> {
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        names
+            .iter()
+            .flat_map(|n| {
+                st.tensor(n)
+                    .unwrap()
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let w = tensors(&read(a.path(), "model.safetensors").unwrap());
+    let e = tensors(&read(a.path(), "ema.safetensors").unwrap());
+    assert_eq!(w.len(), e.len());
+    assert!(
+        w.iter().zip(&e).any(|(x, y)| x != y),
+        "the average must lag the weights"
+    );
+    // Without the option no average is kept.
+    let c = tempfile::tempdir().unwrap();
+    run(c.path(), 2, None, 1e-3).unwrap();
+    assert!(read(c.path(), "ema.safetensors").is_err());
 }
 
 #[test]

@@ -197,6 +197,7 @@ fn training_steps_and_checkpoints_round_trip_over_the_base_pipeline() {
             weight_decay: 0.0,
             clip_grad_norm: Some(1.0),
             grad_scale_divisor: 1.0,
+            ema_decay: Some(0.5),
         };
         let s = m.step(&cfg).unwrap();
         assert!(s.grad_norm > 0.0 && !s.skipped_non_finite, "{s:?}");
@@ -241,7 +242,17 @@ fn training_steps_and_checkpoints_round_trip_over_the_base_pipeline() {
         let c4 = fresh.encode_prompts(&["a horse".into()]).unwrap();
         assert_eq!(fresh.denoise(&args(&x, &t, c4)).unwrap().data, after.data);
         fresh.diffusion_loss(x0.view(), c4, 7, 1.0).unwrap();
-        assert_eq!(fresh.step(&cfg).unwrap().step, 2, "optimizer state resumed");
+        let s2 = fresh.step(&cfg).unwrap();
+        assert_eq!(s2.step, 2, "optimizer state resumed");
+        assert!(s.ema && s2.ema, "the plugin keeps the moving average");
+        // The average after the first update is a copy of the weights, saved in the
+        // checkpoint's format: sampling from it reproduces the tuned model.
+        let mut avg = SdPlugin::<Sd15>::create(
+            &serde_json::json!({"weights": tmp.path().join("ema.safetensors").display().to_string()}),
+        )
+        .unwrap();
+        let c5 = avg.encode_prompts(&["a horse".into()]).unwrap();
+        assert_eq!(avg.denoise(&args(&x, &t, c5)).unwrap().data, after.data);
     }
 }
 
