@@ -275,6 +275,20 @@ pub fn build(reg: &Registry, p: &PlanInput<'_>) -> anyhow::Result<RunPlan> {
             .open(reg)
             .and_then(|m| Ok(m.describe()?))
             .with_context(|| format!("model `{name}`"))?;
+        if tuned && !desc.trains {
+            let methods: Vec<&str> = p
+                .methods
+                .iter()
+                .filter(|m| m.tuned().is_some())
+                .map(|m| m.name())
+                .collect();
+            bail!(
+                "model `{name}` is an inference-only plugin: it does not implement {}, which \
+                 {} need. Evaluate it untuned with --methods base",
+                adt_plugin_api::TRAINING_CALLS.join(", "),
+                methods.join(", ")
+            );
+        }
         let base_hash = desc.weights_hash.clone().unwrap_or_else(|| "none".into());
         let train = match (&t.train_samplers, p.train_samplers) {
             (Some(v), _) => v.clone(),

@@ -14,7 +14,7 @@ pub const MAGIC: [u8; 8] = *b"ADTPLUGN";
 /// ABI major version: bumped when symbols, layouts or semantics change incompatibly.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version: bumped when fields are appended to a table.
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 2;
 /// The symbol every dynamically loaded plugin exports (see [`HeaderFn`]).
 pub const HEADER_SYMBOL: &str = "adt_plugin_header";
 /// The largest tensor rank that crosses the boundary.

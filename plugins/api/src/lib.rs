@@ -23,5 +23,5 @@ pub use sdk::{DenoiseArgs, ModelPlugin, PluginError, PluginResult, SamplerPlugin
 pub use tensor::{HostTensor, TensorRef};
 pub use types::{
     ModelDescription, NoiseSchedule, OptimConfig, Parameterization, Plan, PlanEval, PlanRequest,
-    PlanStep, SamplerInfo, Spacing, Src, StepStats, Term,
+    PlanStep, SamplerInfo, Spacing, Src, StepStats, TRAINING_CALLS, Term,
 };

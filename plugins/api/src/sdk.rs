@@ -23,6 +23,14 @@ impl PluginError {
     pub fn msg(m: impl Into<String>) -> Self {
         PluginError(m.into())
     }
+
+    /// The error of a call the plugin does not implement (what the SDK's default training
+    /// calls answer).
+    pub fn unsupported(call: &str) -> Self {
+        PluginError(format!(
+            "`{call}` is not supported by this plugin (it implements sampling only)"
+        ))
+    }
 }
 
 impl fmt::Display for PluginError {
@@ -86,38 +94,60 @@ pub trait ModelPlugin: Sized + 'static {
     fn encode_images(&mut self, images: TensorRef<'_>) -> PluginResult<HostTensor>;
     /// Latents → images in [-1, 1].
     fn decode(&mut self, latents: TensorRef<'_>) -> PluginResult<HostTensor>;
-    /// Latent cotangent of `decode` at `latents`.
+    /// Latent cotangent of `decode` at `latents`. Training call: the default answers
+    /// [`PluginError::unsupported`].
     fn decode_vjp(
         &mut self,
         latents: TensorRef<'_>,
         cotangent: TensorRef<'_>,
-    ) -> PluginResult<HostTensor>;
+    ) -> PluginResult<HostTensor> {
+        let _ = (latents, cotangent);
+        Err(PluginError::unsupported("decode_vjp"))
+    }
     /// One evaluation without gradient.
     fn denoise(&mut self, args: &DenoiseArgs<'_>) -> PluginResult<HostTensor>;
     /// Recompute one evaluation with gradient; accumulate J_θᵀ·cotangent into the parameter
-    /// gradients; return J_xᵀ·cotangent when `want_input_cotangent`.
+    /// gradients; return J_xᵀ·cotangent when `want_input_cotangent`. Training call.
     fn denoise_vjp(
         &mut self,
         args: &DenoiseArgs<'_>,
         cotangent: TensorRef<'_>,
         want_input_cotangent: bool,
-    ) -> PluginResult<Option<HostTensor>>;
-    /// Pre-training loss on fresh noise drawn from `seed`; accumulates gradients of `weight·loss`.
+    ) -> PluginResult<Option<HostTensor>> {
+        let _ = (args, cotangent, want_input_cotangent);
+        Err(PluginError::unsupported("denoise_vjp"))
+    }
+    /// Pre-training loss on fresh noise drawn from `seed`; accumulates gradients of
+    /// `weight·loss`. Training call.
     fn diffusion_loss(
         &mut self,
         x0: TensorRef<'_>,
         cond: u64,
         seed: u64,
         weight: f64,
-    ) -> PluginResult<f64>;
-    /// Clear accumulated gradients.
-    fn zero_grad(&mut self) -> PluginResult<()>;
-    /// Apply AdamW to the accumulated gradients.
-    fn step(&mut self, config: &OptimConfig) -> PluginResult<StepStats>;
-    /// Save weights and optimizer state under `dir`.
-    fn save_state(&self, dir: &Path) -> PluginResult<()>;
-    /// Load what `save_state` wrote.
-    fn load_state(&mut self, dir: &Path) -> PluginResult<()>;
+    ) -> PluginResult<f64> {
+        let _ = (x0, cond, seed, weight);
+        Err(PluginError::unsupported("diffusion_loss"))
+    }
+    /// Clear accumulated gradients. Training call.
+    fn zero_grad(&mut self) -> PluginResult<()> {
+        Err(PluginError::unsupported("zero_grad"))
+    }
+    /// Apply AdamW to the accumulated gradients. Training call.
+    fn step(&mut self, config: &OptimConfig) -> PluginResult<StepStats> {
+        let _ = config;
+        Err(PluginError::unsupported("step"))
+    }
+    /// Save weights and optimizer state under `dir`. Training call.
+    fn save_state(&self, dir: &Path) -> PluginResult<()> {
+        let _ = dir;
+        Err(PluginError::unsupported("save_state"))
+    }
+    /// Load what `save_state` wrote. Training call.
+    fn load_state(&mut self, dir: &Path) -> PluginResult<()> {
+        let _ = dir;
+        Err(PluginError::unsupported("load_state"))
+    }
 }
 
 /// A family of samplers behind the plugin boundary (stateless).

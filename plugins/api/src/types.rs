@@ -69,10 +69,31 @@ pub struct ModelDescription {
     pub set_alpha_to_one: Option<bool>,
     /// Content hash of the loaded weights (hex), for manifests.
     pub weights_hash: Option<String>,
+    /// Whether the plugin implements the training calls ([`TRAINING_CALLS`]). An
+    /// inference-only plugin says `false`: `run` then evaluates it untuned only and refuses
+    /// `ft` / `adt` for it before any work. Added in ABI 1.2 (absent: `true`).
+    #[serde(default = "default_true")]
+    pub trains: bool,
     /// Anything else the plugin wants recorded.
     #[serde(default)]
     pub extra: serde_json::Value,
 }
+
+fn default_true() -> bool {
+    true
+}
+
+/// The calls a model needs for fine-tuning (`ft`, `adt`) and pretraining, and only for them;
+/// the SDK's defaults answer "not supported".
+pub const TRAINING_CALLS: [&str; 7] = [
+    "decode_vjp",
+    "denoise_vjp",
+    "diffusion_loss",
+    "zero_grad",
+    "step",
+    "save_state",
+    "load_state",
+];
 
 /// diffusers' `timestep_spacing`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

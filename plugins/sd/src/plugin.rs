@@ -452,6 +452,7 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
             steps_offset: p.scheduler.steps_offset,
             set_alpha_to_one: p.scheduler.set_alpha_to_one,
             weights_hash: Some(self.weights_hash.clone()),
+            trains: true,
             extra: serde_json::json!({
                 "pipeline": p.dir.display().to_string(),
                 "pipeline_hash": self.base_hash,

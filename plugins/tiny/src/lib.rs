@@ -320,6 +320,7 @@ impl ModelPlugin for TinyModel {
             steps_offset: 0,
             set_alpha_to_one: Some(true),
             weights_hash: self.weights_hash.clone(),
+            trains: true,
             extra: serde_json::json!({ "arch": self.cfg, "device": format!("{:?}", self.device) }),
         })
     }

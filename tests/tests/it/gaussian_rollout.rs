@@ -86,6 +86,7 @@ impl ModelPlugin for Gauss {
             steps_offset: 0,
             set_alpha_to_one: Some(true),
             weights_hash: None,
+            trains: true,
             extra: serde_json::Value::Null,
         })
     }

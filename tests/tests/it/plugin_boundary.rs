@@ -153,6 +153,10 @@ fn panics_inside_a_plugin_come_back_as_errors() {
         .step(&adt_plugin_api::OptimConfig::adamw(1e-3))
         .unwrap_err();
     assert!(matches!(&err, Error::Call { call: "step", .. }), "{err:?}");
+    // Its training calls are the SDK's defaults: an ordinary error that names the call, and
+    // the description says the plugin does not train.
+    assert!(err.to_string().contains("`step` is not supported"), "{err}");
+    assert!(!m.describe().unwrap().trains);
 }
 
 #[test]

@@ -88,3 +88,43 @@ fn a_panicking_plugin_fails_the_command_cleanly() {
         "{err}"
     );
 }
+
+/// An inference-only plugin (the SDK's default training calls): `run` refuses to tune it
+/// before any work, naming the calls it lacks, and plans it untuned.
+#[test]
+fn run_refuses_to_tune_an_inference_only_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_panicky(dir.path());
+    let plan = |methods: &str| {
+        Command::new(adt_bench())
+            .args([
+                "--plugin-path",
+                dir.path().to_str().unwrap(),
+                "run",
+                "--plan",
+            ])
+            .args(["--models", "panicky", "--methods", methods])
+            .args(["--eval-samplers", "ddim:2", "--train-samplers", "ddim:2"])
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap()
+    };
+    let out = plan("base,ft,adt");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("inference-only plugin")
+            && err.contains("denoise_vjp")
+            && err.contains("diffusion_loss")
+            && err.contains("ft, adt")
+            && err.contains("--methods base"),
+        "{err}"
+    );
+    let out = plan("base");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,11 +1,11 @@
 //! A model plugin that panics in `denoise` (and in `create` when its config asks), and returns
-//! an ordinary error from every other call. The host must get errors, never a crash.
-
-use std::path::Path;
+//! an ordinary error from every other call. The host must get errors, never a crash. It
+//! implements sampling calls only: the training calls are the SDK's defaults ("not
+//! supported") and its description says so.
 
 use adt_plugin_api::{
-    DenoiseArgs, HostTensor, ModelDescription, ModelPlugin, NoiseSchedule, OptimConfig,
-    Parameterization, PluginError, PluginResult, Spacing, StepStats, TensorRef,
+    DenoiseArgs, HostTensor, ModelDescription, ModelPlugin, NoiseSchedule, Parameterization,
+    PluginError, PluginResult, Spacing, TensorRef,
 };
 
 pub struct Panicky;
@@ -39,6 +39,7 @@ impl ModelPlugin for Panicky {
             steps_offset: 0,
             set_alpha_to_one: None,
             weights_hash: None,
+            trains: false,
             extra: serde_json::Value::Null,
         })
     }
@@ -54,36 +55,10 @@ impl ModelPlugin for Panicky {
     fn decode(&mut self, _: TensorRef<'_>) -> PluginResult<HostTensor> {
         no()
     }
-    fn decode_vjp(&mut self, _: TensorRef<'_>, _: TensorRef<'_>) -> PluginResult<HostTensor> {
-        no()
-    }
     fn denoise(&mut self, _: &DenoiseArgs<'_>) -> PluginResult<HostTensor> {
         let v: Vec<u32> = Vec::new();
         // An out-of-bounds index: a real bug, not an explicit panic!.
         Ok(HostTensor::zeros(&[v[3] as usize]))
-    }
-    fn denoise_vjp(
-        &mut self,
-        _: &DenoiseArgs<'_>,
-        _: TensorRef<'_>,
-        _: bool,
-    ) -> PluginResult<Option<HostTensor>> {
-        no()
-    }
-    fn diffusion_loss(&mut self, _: TensorRef<'_>, _: u64, _: u64, _: f64) -> PluginResult<f64> {
-        no()
-    }
-    fn zero_grad(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    fn step(&mut self, _: &OptimConfig) -> PluginResult<StepStats> {
-        no()
-    }
-    fn save_state(&self, _: &Path) -> PluginResult<()> {
-        no()
-    }
-    fn load_state(&mut self, _: &Path) -> PluginResult<()> {
-        no()
     }
 }
 
