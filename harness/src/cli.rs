@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 /// `adt-bench sample --model tiny --sampler ddim:10`.
 ///
 /// Exit codes: 0 success, 1 failure, 2 usage, 3 plugin incompatible, 4 data error,
-/// 5 training diverged, 6 `report compare` found a regression.
+/// 5 training diverged, 6 `report compare` found a regression, 7 a plugin failed its
+/// conformance checks.
 #[derive(Debug, Parser)]
 #[command(
     name = "adt-bench",
@@ -618,10 +619,28 @@ pub enum PluginsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Load one library and check it is a compatible plugin (exit code 3 if not).
+    /// Load one library and check it is a compatible plugin (exit code 3 if not). With
+    /// --conformance, also check a model plugin's contract call by call — shapes, determinism,
+    /// guidance, gradients against finite differences, the optimizer, save/load, errors on bad
+    /// input — and print a table with the measured error of each check (exit code 7 when one
+    /// fails).
     Check {
-        /// Path to the dynamic library (`.so`, `.dylib`, `.dll`).
+        /// Path to the dynamic library (`.so`, `.dylib`, `.dll`); with --conformance also the
+        /// name of a plugin found on the search path (e.g. `tiny`).
         path: PathBuf,
+        /// Run the conformance checks (model plugins).
+        #[arg(long)]
+        conformance: bool,
+        /// The JSON config the checked instances are created with, e.g.
+        /// `{"weights": "path/to/pipeline"}` (default `{}`: the plugin's default weights).
+        #[arg(long = "plugin-config", value_name = "JSON", default_value = "{}")]
+        plugin_config: String,
+        /// Examples per batch in the checks.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -14,6 +14,20 @@ pub const DATASET_ERROR: u8 = 4;
 pub const DIVERGED: u8 = 5;
 /// `report compare` found a regression.
 pub const REGRESSION: u8 = 6;
+/// `plugins check --conformance` found a broken contract.
+pub const NONCONFORMING: u8 = 7;
+
+/// Conformance checks failed (the message names them).
+#[derive(Debug)]
+pub struct Nonconforming(pub String);
+
+impl std::fmt::Display for Nonconforming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Nonconforming {}
 
 /// `report compare` found regressions (the message lists them).
 #[derive(Debug)]
@@ -61,6 +75,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<Regression>().is_some() {
             return REGRESSION;
+        }
+        if cause.downcast_ref::<Nonconforming>().is_some() {
+            return NONCONFORMING;
         }
     }
     FAILURE

@@ -7,7 +7,14 @@ use crate::cli::{GlobalOpts, PluginsCmd};
 pub fn run(g: &GlobalOpts, cmd: PluginsCmd) -> anyhow::Result<()> {
     match cmd {
         PluginsCmd::List { json } => list(g, json),
-        PluginsCmd::Check { path } => {
+        PluginsCmd::Check {
+            path,
+            conformance: true,
+            plugin_config,
+            batch,
+            json,
+        } => conformance(g, &path, &plugin_config, batch, json),
+        PluginsCmd::Check { path, .. } => {
             let info = adt_plugin_host::check_library(&path)
                 .with_context(|| format!("failed to check {}", path.display()))?;
             println!(
@@ -26,6 +33,84 @@ pub fn run(g: &GlobalOpts, cmd: PluginsCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn conformance(
+    g: &GlobalOpts,
+    path: &std::path::Path,
+    config: &str,
+    batch: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use adt_plugin_host::conformance::{self, Outcome};
+    let config: serde_json::Value = serde_json::from_str(config)
+        .with_context(|| format!("--plugin-config is not JSON: {config}"))?;
+    if batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    // A library path, or the name of a plugin on the search path (built-ins included).
+    let reg;
+    let loaded;
+    let info = if path.is_file() {
+        loaded = adt_plugin_host::check_library(path)
+            .with_context(|| format!("failed to check {}", path.display()))?;
+        &loaded
+    } else {
+        reg = crate::registry::load(&g.plugin_path)?;
+        reg.find(adt_plugin_host::Kind::Model, &path.to_string_lossy())
+            .with_context(|| format!("{} is neither a file nor a model plugin", path.display()))?
+    };
+    if info.kind != adt_plugin_host::Kind::Model {
+        anyhow::bail!(
+            "`{}` is a {} plugin; the conformance checks are for model plugins",
+            info.name,
+            info.kind
+        );
+    }
+    let opts = conformance::Options {
+        config,
+        batch,
+        ..Default::default()
+    };
+    if !json {
+        eprintln!(
+            "checking `{}` {} (ABI {}) created with {}",
+            info.name, info.version, info.abi, opts.config
+        );
+    }
+    let checks = conformance::run(info, &opts);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "format_version": 1,
+                "plugin": info.name,
+                "version": info.version,
+                "config": opts.config,
+                "checks": checks,
+            }))?
+        );
+    } else {
+        print!("{}", conformance::table(&checks));
+    }
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Fail)
+        .map(|c| c.name)
+        .collect();
+    if !failed.is_empty() {
+        return Err(crate::exit::Nonconforming(format!(
+            "`{}` failed {} conformance check(s): {}",
+            info.name,
+            failed.len(),
+            failed.join(", ")
+        ))
+        .into());
+    }
+    if !json {
+        println!("all checks passed");
+    }
+    Ok(())
 }
 
 fn list(g: &GlobalOpts, json: bool) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! **Architecture Invariant:** a loaded library is never unloaded (its code may be referenced
 //! by function pointers and by buffers' release callbacks for the life of the process).
 
+pub mod conformance;
 mod loader;
 mod model;
 mod samplers;
