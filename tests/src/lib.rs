@@ -55,6 +55,8 @@ pub fn build_plugins() -> PathBuf {
             "-p",
             "adt-test-plugin-panicky",
             "-p",
+            "adt-test-plugin-broken",
+            "-p",
             "adt-plugin-sd15",
             "-p",
             "adt-plugin-sdxl",

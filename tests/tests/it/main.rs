@@ -2,6 +2,7 @@
 //! (one link for the crate instead of one per file).
 
 mod benchmark;
+mod conformance;
 mod gaussian_rollout;
 mod plugin_boundary;
 mod sampler_plugins;
