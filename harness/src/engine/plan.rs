@@ -385,20 +385,33 @@ pub struct TuneCell {
 }
 
 impl TuneCell {
-    /// The weights file its evaluation samples from: the checkpoint's moving average when
-    /// the settings keep one, else its last weights.
+    /// What its evaluation samples from, passed to the plugin as `weights`: the checkpoint's
+    /// moving average when the settings keep one (`ema.safetensors`), else the checkpoint's
+    /// `model.safetensors` when the plugin writes one, else the folder `save_state` wrote
+    /// (a plugin's own format; a plugin loads its own checkpoint folder as weights).
     pub fn weights(&self) -> PathBuf {
-        let file = if self.job.settings.ema.is_some() {
-            "ema.safetensors"
+        let dir = self.dir.join("checkpoint/model");
+        if self.job.settings.ema.is_some() {
+            return dir.join("ema.safetensors");
+        }
+        let file = dir.join("model.safetensors");
+        if file.is_file() || !dir.is_dir() {
+            file
         } else {
-            "model.safetensors"
-        };
-        self.dir.join("checkpoint/model").join(file)
+            dir
+        }
+    }
+
+    /// The SHA-256 of [`TuneCell::weights`]: of the file, or of a folder's files (names and
+    /// contents, in name order).
+    pub fn weights_sha256(&self) -> anyhow::Result<String> {
+        let w = self.weights();
+        tree_sha256(&w).with_context(|| format!("cannot read {}", w.display()))
     }
 
     /// Done (finished and checkpointed), partial (a checkpoint to resume), or to do.
     pub fn state(&self) -> CellState {
-        if self.dir.join("done.json").is_file() && self.weights().is_file() {
+        if self.dir.join("done.json").is_file() && self.weights().exists() {
             CellState::Done
         } else if checkpoint_state(&self.dir).is_some() {
             CellState::Partial
@@ -637,10 +650,8 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
                             )?;
                             // The checkpoint's hash once per tune, not per eval sampler.
                             let tuned = if st == CellState::Done {
-                                let w = c.weights();
-                                let wh = adt_plugin_kit::sha256_file(&w)
-                                    .with_context(|| format!("cannot read {}", w.display()))?;
-                                Some((m.spec.with_weights(&w), wh))
+                                let wh = c.weights_sha256()?;
+                                Some((m.spec.with_weights(&c.weights()), wh))
                             } else {
                                 None
                             };
@@ -691,4 +702,49 @@ fn read_iter(dir: &Path) -> Option<u64> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(checkpoint_state(dir)?).ok()?).ok()?;
     v.get("iter").and_then(|x| x.as_u64())
+}
+
+/// SHA-256 of a file, or of a folder as the sorted list of its files' relative names and
+/// SHA-256s (temporary files, named with a leading dot, left out).
+pub fn tree_sha256(p: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    if !p.is_dir() {
+        return adt_plugin_kit::sha256_file(p);
+    }
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut Vec<(String, String)>,
+    ) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let path = e?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                out.push((
+                    rel.to_string_lossy().into_owned(),
+                    adt_plugin_kit::sha256_file(&path)?,
+                ));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(p, p, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for (name, sha) in files {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(sha.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(format!("{:x}", h.finalize()))
 }

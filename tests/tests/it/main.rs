@@ -9,3 +9,4 @@ mod sampler_plugins;
 mod sd_pipelines;
 mod sd_run;
 mod search_path;
+mod template;

@@ -34,9 +34,8 @@ pub mod mechanism;
 /// Run one tune cell unless its cache entry is done; returns its checkpoint's weights file.
 /// An interrupted tune resumes from its checkpoint.
 fn tuned(reg: &adt_plugin_host::Registry, cell: &TuneCell, quiet: bool) -> anyhow::Result<PathBuf> {
-    let weights = cell.weights();
     if cell.state() == CellState::Done {
-        return Ok(weights);
+        return Ok(cell.weights());
     }
     let job = &cell.job;
     cells::tune_model(reg, job, &cell.dir, None, quiet).with_context(|| {
@@ -48,6 +47,7 @@ fn tuned(reg: &adt_plugin_host::Registry, cell: &TuneCell, quiet: bool) -> anyho
             job.seed
         )
     })?;
+    let weights = cell.weights();
     if !weights.exists() {
         bail!(
             "the tune in {} wrote no model checkpoint",
@@ -470,7 +470,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                     let w = tuned(&reg, &cell, g.quiet)?;
                     stages.add("tune", t);
                     let dir = &cell.dir;
-                    let wh = file_sha256(&w)?;
+                    let wh = cell.weights_sha256()?;
                     hashes.insert(
                         format!("{model}/{method}/{ts}/seed {seed} weights"),
                         wh.clone(),
