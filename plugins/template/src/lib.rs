@@ -485,7 +485,7 @@ impl ModelPlugin for Template {
         let n = C * SIZE * SIZE;
         let mut rng = Rng(seed);
         let mut loss = 0f64;
-        for i in 0..b {
+        for (i, words) in ws.iter().enumerate() {
             // x_t = √ᾱ·x0 + √(1 − ᾱ)·ε at a uniform t; the target is ε.
             let t = (rng.next() % STEPS as u64) as usize;
             let a = self.alphas_cumprod[t];
@@ -496,7 +496,7 @@ impl ModelPlugin for Template {
                 .map(|(x, e)| (a.sqrt() as f32) * x + ((1.0 - a).sqrt() as f32) * e)
                 .collect();
             let tau = t as f32 / STEPS as f32;
-            let e = self.embedding(&ws[i]);
+            let e = self.embedding(words);
             let mut y = vec![0f32; n];
             self.forward_one(&xt, tau, &e, &mut y);
             let total = (b * n) as f64;
@@ -508,7 +508,7 @@ impl ModelPlugin for Template {
             }
             if weight != 0.0 {
                 let mut gx = vec![0f32; n];
-                self.backward_one(&xt, tau, &ws[i], &dy, 1.0, &mut gx);
+                self.backward_one(&xt, tau, words, &dy, 1.0, &mut gx);
             }
         }
         Ok(loss)
