@@ -57,6 +57,8 @@ pub fn build_plugins() -> PathBuf {
             "-p",
             "adt-test-plugin-broken",
             "-p",
+            "adt-test-plugin-abi-1-0",
+            "-p",
             "adt-plugin-sd15",
             "-p",
             "adt-plugin-sdxl",

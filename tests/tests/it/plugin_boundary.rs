@@ -12,7 +12,16 @@ fn tiny_loads_dynamically_and_matches_the_static_build() {
     let info = check_library(&path).unwrap();
     assert_eq!(
         (info.name.as_str(), info.kind, info.abi.as_str()),
-        ("tiny", Kind::Model, "1.1")
+        (
+            "tiny",
+            Kind::Model,
+            format!(
+                "{}.{}",
+                adt_plugin_api::abi::ABI_MAJOR,
+                adt_plugin_api::abi::ABI_MINOR
+            )
+            .as_str()
+        )
     );
     assert_eq!(
         info.source,
@@ -87,6 +96,60 @@ fn another_abi_major_is_refused_before_anything_else_is_read() {
         msg.contains("plugin ABI 99.0 is incompatible") && msg.contains("rebuild the plugin"),
         "{msg}"
     );
+}
+
+/// A plugin built against the SDK as released with ABI 1.0 (a verbatim copy of that SDK) loads
+/// into this host: its description, lacking every field later minors added, reads with their
+/// defaults, and the host drives it through a whole sampling command.
+#[test]
+fn a_plugin_built_against_abi_1_0_still_loads_and_runs() {
+    let dir = build_plugins();
+    let lib = dir.join(lib_name("adt-test-plugin-abi-1-0"));
+    let info = check_library(&lib).unwrap();
+    assert_eq!((info.name.as_str(), info.abi.as_str()), ("abi-1-0", "1.0"));
+    let mut m = Model::create(&info, &serde_json::json!({})).unwrap();
+    let d = m.describe().unwrap();
+    assert!(d.trains && !d.sampler_default_spacing, "{d:?}");
+    let x = HostTensor {
+        shape: vec![1, 3, 4, 4],
+        data: (0..48).map(|i| i as f32).collect(),
+    };
+    let c = m.encode_prompts(&["p".into()]).unwrap();
+    let y = m
+        .denoise(&Denoise {
+            x: &x,
+            t: &[10.0],
+            cond: c,
+            uncond: None,
+            guidance: 1.0,
+            detach_uncond: false,
+        })
+        .unwrap();
+    assert_eq!(y.data[7], 3.5);
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        &lib,
+        plugins.path().join(lib_name("adt-plugin-test-abi-1-0")),
+    )
+    .unwrap();
+    let o = std::process::Command::new(adt_integration_tests::adt_bench())
+        .arg("--plugin-path")
+        .arg(plugins.path())
+        .args([
+            "sample",
+            "--model",
+            "abi-1-0",
+            "--sampler",
+            "ddim:3",
+            "-n",
+            "2",
+        ])
+        .arg("--out")
+        .arg(plugins.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(plugins.path().join("out/000001.png").is_file());
 }
 
 #[test]
