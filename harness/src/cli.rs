@@ -787,6 +787,8 @@ pub enum ReportCmd {
     /// Compare report B against the baseline A, row by row of metrics.csv. Exit 6 when a value
     /// of A worsens in B beyond --tol (FID, KID and residual noise up; accuracies down), becomes
     /// non-finite, or is missing from B. Controls (the tuning log's) are listed, never failed.
+    /// With --config, its `gate` list says which metrics can fail, `[tol]` each one's
+    /// tolerance, `exclude` what is ignored (see docs/ci.md).
     Compare {
         /// The baseline report (folder or metrics.csv).
         a: PathBuf,
@@ -795,6 +797,21 @@ pub enum ReportCmd {
         /// Relative tolerance: a worsening up to tol·|A| passes (0 = any worsening fails).
         #[arg(long, default_value_t = 0.0)]
         tol: f64,
+        /// The CI rules: a TOML file with `gate`, `[tol]`, `default_tol`, `exclude`,
+        /// `[direction]` (and `[digits]` for snapshots).
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
+    },
+    /// Print a report as a snapshot for CI: its metrics sorted and rounded (to a tenth of each
+    /// value's 95 % interval, else 4 significant digits, or `[digits]` of --config), the same
+    /// text on any CPU and thread count. Commit it and diff it, or compare it in a snapshot
+    /// test with `adt_reports::snapshot` (docs/ci.md).
+    Snapshot {
+        /// A report folder (or its metrics.csv).
+        dir: PathBuf,
+        /// The CI rules (TOML; `exclude` and `[digits]` apply here).
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
     },
 }
 

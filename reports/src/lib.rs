@@ -4,8 +4,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "parquet")]
+use std::path::Path;
+use std::path::PathBuf;
 
+#[cfg(feature = "parquet")]
 use polars::prelude::*;
 
 /// Errors of this crate.
@@ -20,6 +23,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// polars failed.
+    #[cfg(feature = "parquet")]
     #[error("{path}: {source}")]
     Polars {
         /// The file.
@@ -42,10 +46,14 @@ pub enum Error {
 
 pub mod metrics;
 pub mod render;
+pub mod snapshot;
+
+pub use snapshot::{CiConfig, snapshot};
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
+#[cfg(feature = "parquet")]
 /// Read a CSV file with a header into a frame (column types inferred from all rows).
 pub fn read_csv(path: &Path) -> Result<DataFrame> {
     let pe = |source| Error::Polars {
@@ -61,6 +69,7 @@ pub fn read_csv(path: &Path) -> Result<DataFrame> {
         .map_err(pe)
 }
 
+#[cfg(feature = "parquet")]
 /// Write a frame as parquet (zstd), through a temporary file and a rename.
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     let tmp = path.with_extension("parquet.tmp");
@@ -81,6 +90,7 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     })
 }
 
+#[cfg(feature = "parquet")]
 /// Read a parquet file.
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = std::fs::File::open(path).map_err(|source| Error::Io {
@@ -95,6 +105,7 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         })
 }
 
+#[cfg(feature = "parquet")]
 /// `log.csv` → `log.parquet` beside it.
 pub fn csv_to_parquet(csv: &Path) -> Result<PathBuf> {
     let mut df = read_csv(csv)?;

@@ -91,7 +91,7 @@ impl MetricRow {
     }
 }
 
-/// Write `metrics.csv` and `metrics.parquet` into `dir`. Every row's [`MetricRow::key`] must
+/// Write `metrics.csv` and (with the `parquet` feature) `metrics.parquet` into `dir`. Every row's [`MetricRow::key`] must
 /// be unique (reports are compared by key).
 pub fn write(rows: &[MetricRow], dir: &Path) -> Result<PathBuf> {
     let path = dir.join("metrics.csv");
@@ -114,6 +114,7 @@ pub fn write(rows: &[MetricRow], dir: &Path) -> Result<PathBuf> {
         source,
     })?;
     drop(w);
+    #[cfg(feature = "parquet")]
     crate::csv_to_parquet(&path)?;
     Ok(path)
 }
@@ -172,12 +173,28 @@ pub struct Change {
 /// missing there, becomes non-finite, or moves in its worse direction by more than
 /// `tol · max(|a|, 1e-12)` (`tol` relative; 0 = any worsening). Every changed row is returned.
 pub fn compare(a: &[MetricRow], b: &[MetricRow], tol: f64) -> Vec<Change> {
+    compare_with(a, b, &crate::CiConfig::default(), tol)
+}
+
+/// [`compare`] under a CI config: excluded metrics are ignored; with a `gate` list only the
+/// gated metrics can regress (by worsening beyond their own tolerance, becoming non-finite, or
+/// going missing), the others are listed as changes; each metric's tolerance is the config's,
+/// else `tol`.
+pub fn compare_with(
+    a: &[MetricRow],
+    b: &[MetricRow],
+    cfg: &crate::CiConfig,
+    tol: f64,
+) -> Vec<Change> {
     let index = |rows: &[MetricRow]| -> BTreeMap<String, (String, f64)> {
         rows.iter()
+            .filter(|r| !cfg.excluded(&r.metric))
             .map(|r| (r.key(), (r.metric.clone(), r.value)))
             .collect()
     };
     let (ia, ib) = (index(a), index(b));
+    // Without a gate list every row counts as before: any missing or non-finite row fails.
+    let counts = |metric: &str| cfg.gate.is_none() || cfg.gates(metric);
     let mut out = Vec::new();
     for (key, (metric, va)) in &ia {
         let Some((_, vb)) = ib.get(key) else {
@@ -185,7 +202,7 @@ pub fn compare(a: &[MetricRow], b: &[MetricRow], tol: f64) -> Vec<Change> {
                 key: key.clone(),
                 a: Some(*va),
                 b: None,
-                regression: true,
+                regression: counts(metric),
             });
             continue;
         };
@@ -193,13 +210,14 @@ pub fn compare(a: &[MetricRow], b: &[MetricRow], tol: f64) -> Vec<Change> {
         if same {
             continue;
         }
-        let slack = tol * va.abs().max(1e-12);
-        let regression = (va.is_finite() && !vb.is_finite())
-            || match direction(metric) {
-                Direction::Lower => *vb > va + slack,
-                Direction::Higher => *vb < va - slack,
-                Direction::Neither => false,
-            };
+        let slack = cfg.tolerance(metric, tol) * va.abs().max(1e-12);
+        let worse = match cfg.direction(metric) {
+            Direction::Lower => *vb > va + slack,
+            Direction::Higher => *vb < va - slack,
+            Direction::Neither => false,
+        };
+        let regression =
+            counts(metric) && ((va.is_finite() && !vb.is_finite()) || (cfg.gates(metric) && worse));
         out.push(Change {
             key: key.clone(),
             a: Some(*va),

@@ -1,4 +1,4 @@
-//! `adt-bench report show|compare`: read the reports `run` writes.
+//! `adt-bench report show|compare|snapshot`: read the reports `run` writes.
 
 use std::fmt::Write as _;
 
@@ -8,6 +8,13 @@ use adt_reports::metrics::{self, Change};
 
 use crate::cli::{GlobalOpts, ReportCmd};
 use crate::exit::Regression;
+
+fn ci_config(p: Option<&std::path::Path>) -> anyhow::Result<adt_reports::CiConfig> {
+    Ok(match p {
+        Some(p) => adt_reports::CiConfig::read(p)?,
+        None => adt_reports::CiConfig::default(),
+    })
+}
 
 fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "missing".into(), |v| format!("{v}"))
@@ -32,13 +39,19 @@ pub fn run(_g: &GlobalOpts, c: ReportCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ReportCmd::Compare { a, b, tol } => {
+        ReportCmd::Snapshot { dir, config } => {
+            let cfg = ci_config(config.as_deref())?;
+            print!("{}", adt_reports::snapshot(&dir, &cfg)?);
+            Ok(())
+        }
+        ReportCmd::Compare { a, b, tol, config } => {
             if !(tol >= 0.0 && tol.is_finite()) {
                 anyhow::bail!("--tol must be a finite number ≥ 0, not {tol}");
             }
+            let cfg = ci_config(config.as_deref())?;
             let ra = metrics::read(&a)?;
             let rb = metrics::read(&b)?;
-            let changes = metrics::compare(&ra, &rb, tol);
+            let changes = metrics::compare_with(&ra, &rb, &cfg, tol);
             let mut out = String::new();
             for Change {
                 key,
