@@ -70,8 +70,12 @@ pub fn run(_g: &GlobalOpts, c: ReportCmd) -> anyhow::Result<()> {
             }
             print!("{out}");
             let n = changes.iter().filter(|c| c.regression).count();
+            let rules = match &config {
+                Some(p) => format!("gates and tolerances of {}, else {tol}", p.display()),
+                None => format!("tolerance {tol}"),
+            };
             println!(
-                "{} rows in A, {} in B; {} changed, {n} regressions (tolerance {tol})",
+                "{} rows in A, {} in B; {} changed, {n} regressions ({rules})",
                 ra.len(),
                 rb.len(),
                 changes.len()
