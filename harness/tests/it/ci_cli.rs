@@ -124,9 +124,9 @@ fn report() {
     for l in csv.lines() {
         let mut f: Vec<String> = l.split(',').map(str::to_string).collect();
         if f[1] == "adt" && f[7] == "fid" {
-            for i in 8..=10 {
-                if let Ok(v) = f[i].parse::<f64>() {
-                    f[i] = (v * 1.3).to_string();
+            for x in &mut f[8..=10] {
+                if let Ok(v) = x.parse::<f64>() {
+                    *x = (v * 1.3).to_string();
                 }
             }
         }

@@ -22,7 +22,7 @@
 //!
 //! An inference-only plugin (`trains: false`) gets the training checks skipped and one check
 //! that its training calls answer errors. A panic escaping a call fails the check it happened
-//! in (the SDK contains it; the message says so).
+//! in (the SDK contains it at the boundary; the detail says PANIC).
 
 use std::path::PathBuf;
 
@@ -89,7 +89,7 @@ type R<T> = std::result::Result<T, String>;
 
 fn call<T>(r: crate::Result<T>) -> R<T> {
     r.map_err(|e| match &e {
-        Error::Panicked { .. } => format!("PANIC escaped the call: {e}"),
+        Error::Panicked { .. } => format!("PANIC (contained at the boundary): {e}"),
         _ => e.to_string(),
     })
 }
@@ -202,7 +202,7 @@ impl Inputs {
 
 fn pass(name: &'static str, error: Option<f64>, tol: Option<f64>, detail: String) -> Check {
     let outcome = match (error, tol) {
-        (Some(e), Some(t)) if !(e <= t) => Outcome::Fail,
+        (Some(e), Some(t)) if e.is_nan() || e > t => Outcome::Fail,
         _ => Outcome::Pass,
     };
     Check {
@@ -326,7 +326,7 @@ fn describe_problems(d: &ModelDescription) -> Vec<String> {
             num_train_timesteps,
             shift,
         } => {
-            if *num_train_timesteps == 0 || !(*shift > 0.0) {
+            if *num_train_timesteps == 0 || shift.is_nan() || *shift <= 0.0 {
                 p.push(format!(
                     "flow schedule needs timesteps > 0 and shift > 0 (got {num_train_timesteps}, {shift})"
                 ));
@@ -782,7 +782,7 @@ fn step_lowers_probe(
         ..OptimConfig::adamw(1e-4)
     }))?;
     let (q1, _) = probe(m)?;
-    if stats.skipped_non_finite || !(q1 < q0) {
+    if stats.skipped_non_finite || q1.is_nan() || q1 >= q0 {
         return Ok(fail(
             "step",
             format!(
