@@ -659,7 +659,8 @@ pub struct ModelOpts {
     /// Seed of a random initialisation (with --weights random).
     #[arg(long = "init-seed", default_value_t = 0)]
     pub init_seed: u64,
-    /// Compute dtype where the plugin offers one: f32, f16, bf16 (bf16 needs CUDA).
+    /// Compute dtype where the plugin offers one: f32, f16, bf16 (bf16 needs CUDA); the SD
+    /// plugins also take f64 (CPU; what `plugins check --conformance` checks gradients in).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Train rank-R LoRA adapters on the attention projections instead of every weight

@@ -12,7 +12,7 @@
 //! - `guidance`: a guided evaluation is `u + g·(c − u)` of the two unguided ones;
 //! - `bad inputs`: wrong shapes and unknown handles are errors (never a success or a panic);
 //! - `decode_vjp`, `denoise_vjp (input)`: ⟨v, J·d⟩ against central finite differences on random
-//!   directions;
+//!   directions (in f64 when the plugin's `create` accepts `dtype: "f64"`);
 //! - `denoise_vjp (parameters)`, `diffusion_loss (parameters)`: the accumulated parameter
 //!   gradient g checked through the optimizer: with Adam's β1 = β2 = 0 and an ε far above every
 //!   |gᵢ| a step is θ − α·g, so the probe must move by −α‖g‖² to first order (‖g‖ is the step's
@@ -282,22 +282,45 @@ pub fn run(info: &PluginInfo, opts: &Options) -> Vec<Check> {
         ("step", step_lowers_probe),
         ("save/load", save_load),
     ];
-    let mut each = |name: &'static str, body: Body, out: &mut Vec<Check>| {
-        let r = open().and_then(|mut m| body(&mut m, &mut inp, opts, &open));
-        out.push(r.unwrap_or_else(|e| fail(name, e)));
+    // Gradient checks run in f64 where the plugin offers it (`dtype: "f64"` accepted by
+    // `create`), else in the config's dtype.
+    let f64_config = match opts.config.as_object() {
+        Some(o) if !o.contains_key("dtype") => {
+            let mut c = opts.config.clone();
+            c["dtype"] = "f64".into();
+            Model::create(info, &c).is_ok().then_some(c)
+        }
+        _ => None,
     };
+    let precision = if f64_config.is_some() {
+        "f64"
+    } else {
+        "the plugin's dtype"
+    };
+    let grad_config = f64_config.unwrap_or_else(|| opts.config.clone());
+    let open_grad = || call(Model::create(info, &grad_config));
+    let mut each =
+        |name: &'static str, body: Body, open: &dyn Fn() -> R<Model>, out: &mut Vec<Check>| {
+            let r = open().and_then(|mut m| body(&mut m, &mut inp, opts, open));
+            out.push(r.unwrap_or_else(|e| fail(name, e)));
+        };
     for (name, body) in sampling {
-        each(name, body, &mut out);
+        each(name, body, &open, &mut out);
     }
     if trains {
         for (name, body) in training {
-            each(name, body, &mut out);
+            each(name, body, &open_grad, &mut out);
+            if let Some(c) = out.last_mut()
+                && c.error.is_some()
+            {
+                c.detail.push_str(&format!(" (in {precision})"));
+            }
         }
     } else {
         for (name, _) in training {
             out.push(skip(name, "inference-only plugin (trains: false)"));
         }
-        each("training calls refused", training_refused, &mut out);
+        each("training calls refused", training_refused, &open, &mut out);
     }
     out
 }
@@ -542,7 +565,7 @@ fn central_fd(
 ) -> R<(f64, f64)> {
     let scale = (norm(x) / norm(d).max(1e-30)).max(1e-3);
     let mut best = (f64::INFINITY, f64::NAN);
-    for h in [3e-2, 1e-2, 3e-3, 1e-3] {
+    for h in [3e-2, 1e-2, 3e-3, 1e-3, 3e-4] {
         let eps = (h * scale) as f32;
         let yp = f(&axpy(x, eps, d))?;
         let ym = f(&axpy(x, -eps, d))?;
@@ -673,8 +696,8 @@ fn through_step(
     }
     let eps = 1e6 * gn;
     let mut best = (f64::INFINITY, 0.0, 0.0);
-    // Step sizes giving a first-order change of 10 %, 1 %, 0.1 % of |P| (or of 1).
-    for r in [1e-1, 1e-2, 1e-3] {
+    // Step sizes giving a first-order change of 10 % down to 0.01 % of |P| (or of 1).
+    for r in [1e-1, 1e-2, 1e-3, 1e-4] {
         let alpha = r * p0.abs().max(1.0) / (gn * gn);
         let mut m = open()?;
         call(m.zero_grad())?;

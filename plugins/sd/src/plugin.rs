@@ -198,9 +198,11 @@ fn parse_dtype(s: Option<&str>) -> PluginResult<DType> {
         "f32" | "float32" => DType::F32,
         "bf16" | "bfloat16" => DType::BF16,
         "f16" | "float16" | "fp16" => DType::F16,
+        // For gradient checks against finite differences (CPU).
+        "f64" | "float64" => DType::F64,
         o => {
             return Err(PluginError(format!(
-                "unknown dtype `{o}` (f32, bf16 or f16)"
+                "unknown dtype `{o}` (f32, bf16, f16 or f64)"
             )));
         }
     })
