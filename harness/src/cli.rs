@@ -850,6 +850,15 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub eval_samplers: Vec<String>,
+    /// The many-step sampler the base model is also evaluated with, on the first seed: the
+    /// report's few-step gap (base FID at each eval sampler minus at this one) is the room a
+    /// tune can close. Adapted to a model's schedule kind like the others; `none` skips it.
+    #[arg(
+        long = "reference-sampler",
+        default_value = "ddim:50",
+        value_name = "SAMPLER|none"
+    )]
+    pub reference_sampler: String,
     /// Seeds, comma-separated: each seeds a tune and the evaluation noise.
     #[arg(long, default_value = "0,1,2", value_delimiter = ',')]
     pub seeds: Vec<u64>,

@@ -160,7 +160,7 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
             .into(),
     };
     for ((m, rk, me, ts, es), v) in &all {
-        if es == "-" || me == "adt-ft" {
+        if es == "-" || me == "adt-ft" || me == "few-step-gap" {
             continue;
         }
         let log = all.get(&(m.clone(), *rk, me.clone(), ts.clone(), "-".to_string()));
@@ -307,16 +307,52 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
         out.push(t);
     }
 
+    // 2b. The base model's few-step gap: the room a tune can close.
+    let mut t = Table {
+        title: "Few-step gap of the base model (the room a tune can close)".into(),
+        header: [
+            "model",
+            "eval sampler",
+            "reference sampler",
+            "ΔFID",
+            "ΔKID",
+            "ΔFD indep.",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: Vec::new(),
+        note: "The base model at each eval sampler minus the base model at the many-step \
+               reference sampler (`--reference-sampler`): the same captions, real images and \
+               initial noise, on the seeds both were sampled with (the reference runs on the \
+               first). Positive = the few-step samples are further from the real images."
+            .into(),
+    };
+    for ((m, _, me, ts, es), v) in &all {
+        if me == "few-step-gap" {
+            t.rows.push(vec![
+                m.clone(),
+                es.clone(),
+                ts.clone(),
+                get(v, "fid"),
+                get(v, "kid"),
+                get(v, "shapes_fd"),
+            ]);
+        }
+    }
+    if !t.rows.is_empty() {
+        out.push(t);
+    }
+
     // 3. Transfer matrix: (model, method, train) × eval sampler, FID over seeds.
     let evals: BTreeSet<String> = all
         .keys()
-        .filter(|k| k.4 != "-" && k.2 != "adt-ft" && k.2 != "floor")
+        .filter(|k| k.4 != "-" && !["adt-ft", "floor", "few-step-gap"].contains(&k.2.as_str()))
         .map(|k| k.4.clone())
         .collect();
     let mut mat: BTreeMap<(String, usize, String, String), BTreeMap<String, String>> =
         BTreeMap::new();
     for ((m, rk, me, ts, es), v) in &all {
-        if es == "-" || me == "adt-ft" || me == "floor" {
+        if es == "-" || ["adt-ft", "floor", "few-step-gap"].contains(&me.as_str()) {
             continue;
         }
         if let Some(r) = v.get("fid") {

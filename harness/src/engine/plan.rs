@@ -62,6 +62,10 @@ pub struct ModelPlan {
     pub train: Vec<SamplerSpec>,
     /// Samplers the evaluation uses.
     pub eval: Vec<SamplerSpec>,
+    /// The many-step sampler the base model is also evaluated with (first seed only): the
+    /// few-step gap, base at each eval sampler minus base at this one, is the room a tune
+    /// can close. `None`: no reference.
+    pub reference: Option<SamplerSpec>,
     /// The tunes' settings (backbone resolved).
     pub tune: TuneSettings,
     /// The CLIP-based scores of its cells (metric names).
@@ -106,6 +110,9 @@ pub struct PlanInput<'a> {
     pub train_samplers: Option<&'a [SamplerSpec]>,
     /// As `train_samplers`, for the evaluation.
     pub eval_samplers: Option<&'a [SamplerSpec]>,
+    /// The base model's many-step reference sampler: `Some(None)` none, `Some(Some(s))` `s`
+    /// for every model, `None` [`DEFAULT_REFERENCE`] adapted to each model's schedule.
+    pub reference: Option<Option<&'a SamplerSpec>>,
     /// The tune settings every model starts from (defaults, `[tune]`, `--tune-args`).
     pub tune: TuneSettings,
     /// Per-model tables.
@@ -121,6 +128,9 @@ pub struct PlanInput<'a> {
 pub const DEFAULT_TRAIN: &[&str] = &["ddim:4"];
 /// See [`DEFAULT_TRAIN`].
 pub const DEFAULT_EVAL: &[&str] = &["ddim:4", "dpm++2m:4"];
+/// The base model's many-step reference: 50 DDIM steps (or the first sampler of the model's
+/// schedule kind at 50 steps).
+pub const DEFAULT_REFERENCE: &str = "ddim:50";
 
 /// The tune settings of `run`'s embedded default: 20 discriminator-only iterations, then 25
 /// model updates of 8 examples, rollouts of the train sampler from its first two indices,
@@ -305,6 +315,16 @@ pub fn build(reg: &Registry, p: &PlanInput<'_>) -> anyhow::Result<RunPlan> {
         }
         check_samplers(reg, name, &desc, "train", &train)?;
         check_samplers(reg, name, &desc, "eval", &eval)?;
+        let reference = match p.reference {
+            Some(Some(s)) => {
+                check_samplers(reg, name, &desc, "reference", std::slice::from_ref(s))?;
+                Some(s.clone())
+            }
+            Some(None) => None,
+            None => adapt(reg, &desc, &[DEFAULT_REFERENCE])?.into_iter().next(),
+        };
+        // Only the base model is sampled with it.
+        let reference = reference.filter(|_| p.methods.contains(&Method::Base));
         let mut tune = match &t.tune {
             Some(tab) => p
                 .tune
@@ -352,6 +372,7 @@ pub fn build(reg: &Registry, p: &PlanInput<'_>) -> anyhow::Result<RunPlan> {
             guidance,
             train,
             eval,
+            reference,
             tune,
             scores,
         });
@@ -558,10 +579,14 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
         };
         writeln!(
             s,
-            "  guidance {}; train samplers {}; eval samplers {}{}",
+            "  guidance {}; train samplers {}; eval samplers {}{}{}",
             m.guidance,
             list(&m.train),
             list(&m.eval),
+            m.reference.as_ref().map_or_else(String::new, |r| format!(
+                "; reference {r} (base, seed {}: the few-step gap)",
+                plan.seeds[0]
+            )),
             if m.scores.is_empty() {
                 String::new()
             } else {
@@ -601,7 +626,11 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
             for method in &plan.methods {
                 match method.tuned() {
                     None => {
-                        for es in &m.eval {
+                        let reference = m
+                            .reference
+                            .as_ref()
+                            .filter(|r| seed == plan.seeds[0] && !m.eval.contains(r));
+                        for es in m.eval.iter().chain(reference) {
                             let c = sample_cell(
                                 plan,
                                 m,

@@ -466,3 +466,53 @@ fn run_tunes_with_the_guidance_it_evaluates_with() {
         "{ema}"
     );
 }
+
+/// The base model is also sampled with the many-step reference sampler on the first seed
+/// (the few-step gap); `--reference-sampler` changes it, `none` drops it, and one that does
+/// not exist is refused before any work, naming it.
+#[test]
+fn run_plans_the_reference_sampler_of_the_few_step_gap() {
+    let out = tempfile::tempdir().unwrap();
+    let o_dir = out.path().join("r");
+    let o = o_dir.to_str().unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["run", "--plan", "--out", o, "--seeds", "3,4"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let stdout = |r: &std::process::Output| {
+        assert!(r.status.success(), "{}", text(r));
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let refs = |p: &str| {
+        p.lines()
+            .filter(|l| l.trim_start().starts_with("sample   base  ddim:50"))
+            .map(|l| l.trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    let p = stdout(&plan(&[]));
+    assert!(
+        p.contains("reference ddim:50 (base, seed 3: the few-step gap)"),
+        "{p}"
+    );
+    assert_eq!(refs(&p).len(), 1, "first seed only: {p}");
+    assert!(refs(&p)[0].contains("seed 3"), "{p}");
+    let other = stdout(&plan(&["--reference-sampler", "dpm++2m:20"]));
+    assert!(other.contains("reference dpm++2m:20"), "{other}");
+    assert!(refs(&other).is_empty(), "{other}");
+    let none = stdout(&plan(&["--reference-sampler", "none"]));
+    assert!(!none.contains("reference"), "{none}");
+    // An eval sampler that is the reference is not sampled twice.
+    let same = stdout(&plan(&["--eval-samplers", "ddim:4,ddim:50"]));
+    assert_eq!(
+        refs(&same).len(),
+        2,
+        "once per seed, as an eval sampler: {same}"
+    );
+    // Without the base method there is nothing to sample with it.
+    let tuned = stdout(&plan(&["--methods", "ft,adt"]));
+    assert!(!tuned.contains("reference"), "{tuned}");
+    let bad = plan(&["--reference-sampler", "nosuch:50"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("nosuch"), "{}", text(&bad));
+}

@@ -155,6 +155,33 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
         assert!(lo.is_finite() && hi.is_finite() && lo <= hi, "{r:?}");
         assert!(v.is_finite(), "{r:?}");
     }
+    // The base model at the many-step reference sampler (first seed), and the few-step gap
+    // at each eval sampler: base there minus base at the reference, per metric.
+    let value = |method: &str, ts: &str, es: &str, metric: &str| -> f64 {
+        rows.iter()
+            .find(|r| r[1] == *method && r[2] == *ts && r[3] == *es && r[7] == *metric)
+            .and_then(|r| r[8].parse().ok())
+            .unwrap_or_else(|| panic!("no {metric} for {method} {ts} {es}:\n{csv}"))
+    };
+    let at_ref = value("base", "-", "ddim:50", "fid");
+    for es in ["ddim:2", "euler-a:3"] {
+        for metric in ["fid", "shapes_fd"] {
+            let gap = value("few-step-gap", "ddim:50", es, metric);
+            let (b, r) = (
+                rows.iter()
+                    .find(|r| r[1] == *"base" && r[6] == *"0" && r[3] == *es && r[7] == *metric)
+                    .unwrap()[8]
+                    .parse::<f64>()
+                    .unwrap(),
+                value("base", "-", "ddim:50", metric),
+            );
+            assert!(
+                (gap - (b - r)).abs() < 1e-9,
+                "{es} {metric}: {gap} vs {b} − {r}"
+            );
+        }
+    }
+    assert!(at_ref.is_finite());
     for method in ["ft", "adt"] {
         assert!(
             rows.iter()
@@ -174,6 +201,10 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     );
     assert!(report.contains("ADT − FT, paired"), "{report}");
     assert!(report.contains("Transfer matrix"), "{report}");
+    assert!(
+        report.contains("Few-step gap of the base model"),
+        "{report}"
+    );
     let html = std::fs::read_to_string(a.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("data:image/png;base64,"));
     assert!(html.contains("transfer matrix (FID)") && html.contains("gradient norm per step"));
@@ -273,8 +304,9 @@ fn run_evaluates_the_grid_caches_its_work_and_reproduces_its_metrics() {
     // A rerun reuses every tuned model and sample and writes the same frame.
     let tuned = entries(&a.join("cache/tune"));
     let sampled = entries(&a.join("cache/samples"));
-    // Tunes: ft, adt, ft-equal; samples: those and base with two eval samplers.
-    assert_eq!((tuned, sampled), (3, 8));
+    // Tunes: ft, adt, ft-equal; samples: those and base with two eval samplers, and base
+    // with the reference sampler.
+    assert_eq!((tuned, sampled), (3, 9));
     let o = run(&cache, &w, &a);
     assert!(o.status.success(), "{}", text(&o));
     assert!(

@@ -37,6 +37,7 @@ pub struct FileConfig {
     methods: Option<Vec<String>>,
     train_samplers: Option<Vec<String>>,
     eval_samplers: Option<Vec<String>>,
+    reference_sampler: Option<String>,
     seeds: Option<Vec<u64>>,
     num: Option<usize>,
     batch: Option<usize>,
@@ -120,6 +121,7 @@ pub struct Resolved {
     pub methods: Vec<String>,
     pub train_samplers: Vec<String>,
     pub eval_samplers: Vec<String>,
+    pub reference_sampler: String,
     pub seeds: Vec<u64>,
     pub num: usize,
     pub batch: usize,
@@ -161,6 +163,7 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<(RunArgs, FileExtras)> {
     for (id, set) in [
         ("train_samplers", f.train_samplers.is_some()),
         ("eval_samplers", f.eval_samplers.is_some()),
+        ("reference_sampler", f.reference_sampler.is_some()),
     ] {
         if set {
             extras.given.push(id.into());
@@ -214,7 +217,7 @@ pub fn apply(a: &RunArgs) -> anyhow::Result<(RunArgs, FileExtras)> {
     }
     fill!(
         f => r;
-        methods, train_samplers, eval_samplers, seeds, num, batch, device,
+        methods, train_samplers, eval_samplers, reference_sampler, seeds, num, batch, device,
         weights, backbone, scores, out, eval_subset, fid_mode;
         opt guidance, bootstrap, tune_args, train_data, prompts, prompt_column, eval_data,
         floor_data, fid_ref
@@ -377,6 +380,7 @@ pub fn save(
         methods: a.methods.clone(),
         train_samplers: a.train_samplers.clone(),
         eval_samplers: a.eval_samplers.clone(),
+        reference_sampler: a.reference_sampler.clone(),
         seeds: a.seeds.clone(),
         num: a.num,
         batch: a.batch,

@@ -532,6 +532,59 @@ pub fn score_diff_rows(cells: &[ScoredCell], reps: usize) -> anyhow::Result<Vec<
     Ok(out)
 }
 
+/// The distances the few-step gap is given for.
+const GAP_METRICS: &[&str] = &["fid", "kid", "shapes_fd", "shapes_kid"];
+
+/// The base model's few-step gap, as cells of method `few-step-gap` whose train sampler is the
+/// reference: for each of a model's eval samplers, the base model's distance there minus its
+/// distance at the reference sampler `(model, reference)`, paired by seed (the same captions
+/// and real images; the reference runs on the first seed) and averaged over the seeds that
+/// have both. It is the room a tune can close at that sampler.
+pub fn step_gap_rows(rows: &[MetricRow], references: &[(String, String)]) -> Vec<MetricRow> {
+    let mut out = Vec::new();
+    for (model, reference) in references {
+        let base = |r: &&MetricRow| {
+            r.model == *model
+                && r.method == "base"
+                && r.seed.is_some()
+                && GAP_METRICS.contains(&r.metric.as_str())
+        };
+        let at_ref: BTreeMap<(u64, &str), f64> = rows
+            .iter()
+            .filter(base)
+            .filter(|r| r.eval_sampler == *reference)
+            .filter_map(|r| Some(((r.seed?, r.metric.as_str()), r.value)))
+            .collect();
+        // (eval sampler, metric) → (a row of the cell, Σ difference, images, count)
+        let mut gaps: BTreeMap<(&str, &str), (&MetricRow, f64, usize, usize)> = BTreeMap::new();
+        for r in rows
+            .iter()
+            .filter(base)
+            .filter(|r| r.eval_sampler != *reference)
+        {
+            let Some(v) = r.seed.and_then(|s| at_ref.get(&(s, r.metric.as_str()))) else {
+                continue;
+            };
+            let e = gaps
+                .entry((&r.eval_sampler, &r.metric))
+                .or_insert((r, 0.0, 0, 0));
+            e.1 += r.value - v;
+            e.2 += r.n;
+            e.3 += 1;
+        }
+        for ((_, metric), (r, sum, n, count)) in gaps {
+            let cell = MetricRow {
+                method: "few-step-gap".into(),
+                train_sampler: reference.clone(),
+                seed: None,
+                ..r.clone()
+            };
+            out.push(cell.at(metric, sum / count as f64, n));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +605,49 @@ mod tests {
             kid: g.kid(&r, &c).unwrap(),
             features,
         }
+    }
+
+    /// The few-step gap pairs the base model's rows by seed with its reference-sampler rows
+    /// and leaves everything else alone.
+    #[test]
+    fn the_step_gap_pairs_base_rows_with_the_reference_by_seed() {
+        let c = |method: &str, es: &str, seed: Option<u64>| {
+            MetricRow::cell("tiny", method, "-", es, 4, 2.0, seed)
+        };
+        let rows = vec![
+            c("base", "ddim:50", Some(0)).at("fid", 100.0, 48),
+            c("base", "ddim:50", Some(0)).at("shapes_fd", 10.0, 48),
+            c("base", "ddim:4", Some(0)).at("fid", 130.0, 48),
+            c("base", "ddim:4", Some(1)).at("fid", 170.0, 48),
+            c("base", "ddim:4", Some(0)).at("shapes_fd", 25.0, 48),
+            c("base", "dpm++2m:4", Some(0)).at("fid", 120.0, 48),
+            c("base", "dpm++2m:4", Some(0)).at("residual_noise", 4.0, 48),
+            c("ft", "ddim:4", Some(0)).at("fid", 90.0, 48),
+            c("base", "ddim:4", None).at("fid", 150.0, 96),
+        ];
+        let g = step_gap_rows(&rows, &[("tiny".into(), "ddim:50".into())]);
+        let get = |es: &str, m: &str| {
+            g.iter()
+                .find(|r| r.eval_sampler == es && r.metric == m)
+                .map(|r| {
+                    (
+                        r.value,
+                        r.n,
+                        r.method.as_str(),
+                        r.train_sampler.as_str(),
+                        r.seed,
+                    )
+                })
+        };
+        // Seed 1 has no reference sample: only seed 0 is paired.
+        assert_eq!(
+            get("ddim:4", "fid"),
+            Some((30.0, 48, "few-step-gap", "ddim:50", None))
+        );
+        assert_eq!(get("ddim:4", "shapes_fd").map(|v| v.0), Some(15.0));
+        assert_eq!(get("dpm++2m:4", "fid").map(|v| v.0), Some(20.0));
+        assert_eq!(g.len(), 3, "{g:#?}");
+        assert!(step_gap_rows(&rows, &[("other".into(), "ddim:50".into())]).is_empty());
     }
 
     /// The t interval, the detectable difference and the gap closed, against values worked

@@ -283,6 +283,10 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     };
     let train = parse(&a.train_samplers)?;
     let eval = parse(&a.eval_samplers)?;
+    let reference: Option<SamplerSpec> = match a.reference_sampler.as_str() {
+        "none" => None,
+        s => Some(s.parse().context("--reference-sampler")?),
+    };
     let mut tune = engine::plan::run_default_tune();
     if let Some(t) = &extras.tune {
         tune = tune.overlay(t).context("[tune] in the config file")?;
@@ -314,6 +318,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             guidance: a.guidance,
             train_samplers: given("train_samplers").then_some(train.as_slice()),
             eval_samplers: given("eval_samplers").then_some(eval.as_slice()),
+            reference: given("reference_sampler").then_some(reference.as_ref()),
             tune,
             tables: &tables,
             scores: &a.scores,
@@ -504,7 +509,11 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 }
             }
             for (method, ts, spec, wh) in &states {
-                for es in &mp.eval {
+                // The base model is also sampled with the reference, on the first seed.
+                let reference = mp.reference.as_ref().filter(|r| {
+                    method.tuned().is_none() && seed == plan.seeds[0] && !mp.eval.contains(r)
+                });
+                for es in mp.eval.iter().chain(reference) {
                     let cell =
                         engine::plan::sample_cell(&plan, mp, spec, wh, es, seed, &prompts_hash)?;
                     let t = std::time::Instant::now();
@@ -599,6 +608,12 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
     rows.extend(intervals::score_diff_rows(&scored, reps)?);
     rows.extend(intervals::seed_means_of_controls(&rows));
     rows.extend(intervals::power_rows(&rows)?);
+    let references: Vec<(String, String)> = plan
+        .models
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.reference.as_ref()?.to_string())))
+        .collect();
+    rows.extend(intervals::step_gap_rows(&rows, &references));
 
     stages.add("intervals", t);
     let t = std::time::Instant::now();
@@ -732,7 +747,12 @@ fn plots(
     for model in &models {
         let over: Vec<&MetricRow> = rows
             .iter()
-            .filter(|r| &r.model == model && r.seed.is_none() && r.eval_sampler != "-")
+            .filter(|r| {
+                &r.model == model
+                    && r.seed.is_none()
+                    && r.eval_sampler != "-"
+                    && r.method != "few-step-gap"
+            })
             .collect();
         let mut evals: Vec<String> = over.iter().map(|r| r.eval_sampler.clone()).collect();
         evals.sort();
@@ -1065,6 +1085,14 @@ mod tests {
         rows.push(floor.at("fid", 44.0, 64));
         rows.push(floor.at("kid", 0.0012, 64));
         rows.extend(intervals::power_rows(&rows).unwrap());
+        // The base model at the many-step reference (first seed), and its few-step gap.
+        let reference = MetricRow::cell("tiny", "base", "-", "ddim:50", 50, 2.0, Some(0));
+        rows.push(reference.at("fid", 150.0, 64));
+        rows.push(reference.at("kid", 0.1, 64));
+        rows.extend(intervals::step_gap_rows(
+            &rows,
+            &[("tiny".into(), "ddim:50".into())],
+        ));
         let meta = report_meta(&args, 1000);
         let tables = adt_reports::render::tables(&rows, &meta);
         insta::assert_snapshot!(adt_reports::render::markdown(TITLE, &meta, &tables));
