@@ -736,6 +736,11 @@ pub struct SampleArgs {
     /// Also write a grid of all the images to this file (keep it outside --out).
     #[arg(long, value_name = "FILE.png")]
     pub grid: Option<PathBuf>,
+    /// Replace an earlier sample folder at --out (its PNGs, prompts.txt and sample.json are
+    /// deleted first). Without it a non-empty --out is refused, so a smaller set never mixes
+    /// with the images of a larger one; a folder holding anything else is always refused.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]

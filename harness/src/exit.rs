@@ -67,6 +67,15 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<adt_datasets::Error>().is_some()
             || cause.downcast_ref::<DataError>().is_some()
+            || matches!(
+                cause.downcast_ref::<adt_metrics::Error>(),
+                Some(
+                    adt_metrics::Error::Image { .. }
+                        | adt_metrics::Error::TooFew { .. }
+                        | adt_metrics::Error::Stats { .. }
+                        | adt_metrics::Error::Mismatch(_)
+                )
+            )
         {
             return DATASET_ERROR;
         }

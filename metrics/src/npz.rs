@@ -45,6 +45,10 @@ impl Array {
     }
 }
 
+/// The largest array an `.npz` entry may hold (8 GiB: the features of a million images at
+/// 2048 f32 values each).
+pub const MAX_ENTRY_BYTES: u64 = 8 << 30;
+
 /// Read every array of an `.npz` file.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>> {
     let bad = |problem: String| Error::Stats {
@@ -66,10 +70,24 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>> {
         let Some(key) = name.strip_suffix(".npy") else {
             continue;
         };
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
+        // The declared size is the archive's word, not a fact: the allocation is capped, and
+        // no entry may inflate past MAX_ENTRY_BYTES whatever it declares.
+        if entry.size() > MAX_ENTRY_BYTES {
+            return Err(bad(format!(
+                "{name} declares {} bytes, more than the {MAX_ENTRY_BYTES} an array may hold",
+                entry.size()
+            )));
+        }
+        let mut bytes = Vec::with_capacity((entry.size() as usize).min(1 << 26));
+        (&mut entry)
+            .take(MAX_ENTRY_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| bad(format!("{name}: {e}")))?;
+        if bytes.len() as u64 > MAX_ENTRY_BYTES {
+            return Err(bad(format!(
+                "{name} inflates past the {MAX_ENTRY_BYTES} bytes an array may hold"
+            )));
+        }
         let arr = parse_npy(&bytes).map_err(|p| bad(format!("{name}: {p}")))?;
         out.insert(key.to_string(), arr);
     }
@@ -81,7 +99,7 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err("not a .npy array".into());
     }
-    let (hlen, start) = match b[6] {
+    let (hlen, start): (usize, usize) = match b[6] {
         1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
         2 | 3 => {
             if b.len() < 12 {
@@ -91,13 +109,21 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let header = std::str::from_utf8(b.get(start..start + hlen).ok_or("truncated header")?)
-        .map_err(|_| "header is not text")?;
+    let header = std::str::from_utf8(
+        start
+            .checked_add(hlen)
+            .and_then(|end| b.get(start..end))
+            .ok_or("truncated header")?,
+    )
+    .map_err(|_| "header is not text")?;
     let field = |key: &str| -> std::result::Result<&str, String> {
         let at = header
             .find(&format!("'{key}'"))
             .ok_or(format!("header lacks {key}"))?;
-        Ok(header[at + key.len() + 2..].trim_start_matches([':', ' ']))
+        Ok(header
+            .get(at + key.len() + 2..)
+            .unwrap_or("")
+            .trim_start_matches([':', ' ']))
     };
     let descr = field("descr")?;
     let descr = descr
@@ -107,7 +133,11 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
         .unwrap_or("");
     let fortran = field("fortran_order")?.starts_with("True");
     let shape_s = field("shape")?;
-    let shape_s = &shape_s[1..shape_s.find(')').ok_or("bad shape")?];
+    let shape_s = shape_s
+        .strip_prefix('(')
+        .and_then(|s| s.split_once(')'))
+        .map(|(inner, _)| inner)
+        .ok_or_else(|| format!("bad shape in header {header:?}"))?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
@@ -115,13 +145,19 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| format!("bad shape ({shape_s})"))?;
-    let n: usize = shape.iter().product();
+    // Sizes are checked before anything is allocated: a header may declare any shape.
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more elements than can be addressed"))?;
     let body = &b[start + hlen..];
     let need = |size: usize| -> std::result::Result<&[u8], String> {
-        body.get(..n * size).ok_or(format!(
-            "holds {} bytes, shape needs {}",
-            body.len(),
-            n * size
+        let bytes = n
+            .checked_mul(size)
+            .ok_or_else(|| format!("shape {shape:?} needs more bytes than can be addressed"))?;
+        body.get(..bytes).ok_or(format!(
+            "holds {} bytes, shape {shape:?} needs {bytes}",
+            body.len()
         ))
     };
     let data = match descr {
@@ -285,13 +321,51 @@ pub fn read_stats(path: &Path) -> Result<StatsFile> {
     {
         return Err(bad("`mu` or `sigma` holds non-finite values".into()));
     }
-    let features = match arrays.get("feats") {
+    let features: Option<Vec<f32>> = match arrays.get("feats") {
         Some(a) if a.shape.len() == 2 && a.shape[1] == d => {
             Some(a.to_f64().into_iter().map(|v| v as f32).collect())
         }
-        Some(a) => return Err(bad(format!("`feats` has shape {:?}", a.shape))),
+        Some(a) => {
+            return Err(bad(format!(
+                "`feats` has shape {:?}; `mu` says rows of {d}",
+                a.shape
+            )));
+        }
         None => None,
     };
+    // The features and the Gaussian must describe the same set: the same count, and `mu` the
+    // features' mean (to the rounding of the features to f32).
+    if let Some(f) = &features {
+        if f.iter().any(|v| !v.is_finite()) {
+            return Err(bad("`feats` holds non-finite values".into()));
+        }
+        let rows = f.len().checked_div(d).unwrap_or(0);
+        if let Some(c) = gaussian.count
+            && c != rows as u64
+        {
+            return Err(bad(format!("`n` says {c} images, `feats` holds {rows}")));
+        }
+        if rows > 0 {
+            let mut mean = vec![0.0f64; d];
+            for row in f.chunks_exact(d) {
+                for (m, &v) in mean.iter_mut().zip(row) {
+                    *m += v as f64;
+                }
+            }
+            let scale = gaussian.mu.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            let worst = mean
+                .iter()
+                .zip(&gaussian.mu)
+                .map(|(s, m)| (s / rows as f64 - m).abs())
+                .fold(0.0f64, f64::max);
+            if worst.is_nan() || worst > 1e-4 * scale {
+                return Err(bad(format!(
+                    "`mu` is not the mean of `feats` (they differ by up to {worst:.3e}): the \
+                     arrays come from different sets"
+                )));
+            }
+        }
+    }
     let meta = match arrays.get("meta") {
         Some(Array {
             data: Data::U8(b), ..
@@ -363,6 +437,57 @@ pub fn write_stats(
 mod tests {
     use super::*;
 
+    fn npy(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// Headers that declare impossible shapes are errors, never a panic, an overflow or an
+    /// allocation of what they declare.
+    #[test]
+    fn hostile_headers_are_refused() {
+        for (header, want) in [
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': ), }",
+                "bad shape",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (",
+                "bad shape",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape'",
+                "bad shape",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': True, 'shape': (3, 9223372036854775808), }",
+                "addressed",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }",
+                "addressed",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1000,), }",
+                "needs 4000",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (x,), }",
+                "bad shape",
+            ),
+        ] {
+            let e = parse_npy(&npy(header, &[0; 16])).unwrap_err();
+            assert!(e.contains(want), "{header}: {e}");
+        }
+        // A header length past the end of the file.
+        let mut b = npy("{}", &[]);
+        b[8] = 0xff;
+        assert!(parse_npy(&b).unwrap_err().contains("truncated"));
+    }
+
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
@@ -370,14 +495,71 @@ mod tests {
         let g = Gaussian {
             mu: vec![1.0, 2.0, 3.0],
             sigma: (0..9).map(|i| i as f64 * 0.5).collect(),
-            count: Some(42),
+            count: Some(2),
         };
-        let feats = vec![0.5f32; 6];
+        let feats = vec![0.5f32, 1.0, 2.5, 1.5, 3.0, 3.5];
         write_stats(&p, &g, Some(&feats), &serde_json::json!({"mode": "clean"})).unwrap();
         let s = read_stats(&p).unwrap();
         assert_eq!(s.gaussian, g);
         assert_eq!(s.features.as_deref(), Some(&feats[..]));
         assert_eq!(s.meta.unwrap()["mode"], "clean");
+    }
+
+    /// Features that do not belong to the Gaussian beside them (another count, another mean,
+    /// another width) are refused rather than mixed into KID.
+    #[test]
+    fn features_must_match_their_gaussian() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.npz");
+        let g = |count| Gaussian {
+            mu: vec![1.0, 2.0, 3.0],
+            sigma: vec![0.0; 9],
+            count,
+        };
+        let feats = [0.5f32, 1.0, 2.5, 1.5, 3.0, 3.5];
+        for (gauss, f, want) in [
+            (g(Some(3)), &feats[..], "`n` says 3 images, `feats` holds 2"),
+            (g(None), &[0.0f32; 6][..], "not the mean of `feats`"),
+            (g(None), &feats[..4], "rows of 3"),
+        ] {
+            let rows = f.len() / 2;
+            let arrays = [
+                (
+                    "mu",
+                    Array {
+                        shape: vec![3],
+                        data: Data::F64(gauss.mu.clone()),
+                    },
+                ),
+                (
+                    "sigma",
+                    Array {
+                        shape: vec![3, 3],
+                        data: Data::F64(gauss.sigma.clone()),
+                    },
+                ),
+                (
+                    "feats",
+                    Array {
+                        shape: vec![2, rows],
+                        data: Data::F32(f.to_vec()),
+                    },
+                ),
+            ];
+            let mut arrays = arrays.to_vec();
+            if let Some(c) = gauss.count {
+                arrays.push((
+                    "n",
+                    Array {
+                        shape: vec![],
+                        data: Data::I64(vec![c as i64]),
+                    },
+                ));
+            }
+            write_npz(&p, &arrays, false).unwrap();
+            let e = read_stats(&p).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

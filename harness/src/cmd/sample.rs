@@ -5,6 +5,7 @@ use crate::engine::cells::{self, SampleJob};
 use crate::sampling;
 
 pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
+    prepare_out(&a.out, a.overwrite)?;
     let model = a.model.spec()?;
     let spacing = a
         .spacing
@@ -85,5 +86,101 @@ fn plan_spacing(cli: &Option<String>, used: &serde_json::Value) -> serde_json::V
     match cli {
         Some(s) => serde_json::json!(s),
         None => used.clone(),
+    }
+}
+
+/// Whether `name` is a file `sample` writes: `NNNNNN.png`, `prompts.txt`, `sample.json`.
+fn is_sample_file(name: &str) -> bool {
+    matches!(name, "prompts.txt" | "sample.json")
+        || name
+            .strip_suffix(".png")
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Make `out` ready for a new sample set: absent or empty is fine; an earlier sample folder is
+/// refused unless `overwrite`, which deletes its files; a folder with anything else in it
+/// (sub-folders, other files) is refused either way, so nothing of the user's is deleted and
+/// no stale image is mixed into the new set.
+fn prepare_out(out: &std::path::Path, overwrite: bool) -> anyhow::Result<()> {
+    use anyhow::{Context, bail};
+    let entries = match std::fs::read_dir(out) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", out.display())),
+    };
+    let mut ours = Vec::new();
+    let mut foreign = Vec::new();
+    for e in entries {
+        let e = e.with_context(|| format!("cannot read {}", out.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && is_sample_file(&name) {
+            ours.push(e.path());
+        } else {
+            foreign.push(name);
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        let more = foreign.len().saturating_sub(3);
+        foreign.truncate(3);
+        bail!(
+            "--out {} holds files `sample` did not write ({}{}); choose an empty or new folder",
+            out.display(),
+            foreign.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if ours.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        bail!(
+            "--out {} already holds an earlier sample set ({} files); choose another folder or \
+             pass --overwrite to replace it",
+            out.display(),
+            ours.len()
+        );
+    }
+    for p in ours {
+        std::fs::remove_file(&p).with_context(|| format!("cannot delete {}", p.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_sample_set_is_refused_or_replaced_and_nothing_else_is_touched() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("s");
+        prepare_out(&out, false).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        prepare_out(&out, false).unwrap();
+        for f in ["000000.png", "000001.png", "prompts.txt", "sample.json"] {
+            std::fs::write(out.join(f), b"x").unwrap();
+        }
+        let e = prepare_out(&out, false).unwrap_err().to_string();
+        assert!(e.contains("--overwrite") && e.contains("4 files"), "{e}");
+        prepare_out(&out, true).unwrap();
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+        // Anything else: refused, with or without --overwrite, and left in place.
+        std::fs::write(out.join("000000.png"), b"x").unwrap();
+        std::fs::write(out.join("notes.md"), b"mine").unwrap();
+        std::fs::create_dir(out.join("sub")).unwrap();
+        for overwrite in [false, true] {
+            let e = prepare_out(&out, overwrite).unwrap_err().to_string();
+            assert!(e.contains("notes.md, sub"), "{e}");
+        }
+        assert!(out.join("notes.md").exists() && out.join("000000.png").exists());
+        assert!(
+            is_sample_file("123456.png") && !is_sample_file(".png") && !is_sample_file("a.png")
+        );
     }
 }

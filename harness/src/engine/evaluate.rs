@@ -136,6 +136,15 @@ pub fn set_stats(input: &str, net: &mut Net, o: &SetOptions) -> anyhow::Result<S
             .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
     {
         let f = adt_metrics::npz::read_stats(path)?;
+        let d = f.gaussian.mu.len();
+        if d != adt_metrics::arch::DIMS {
+            return Err(crate::exit::DataError(format!(
+                "{input} holds {d}-dimensional statistics; the FID Inception network's pool \
+                 features are {}-dimensional, so these come from another extractor",
+                adt_metrics::arch::DIMS
+            ))
+            .into());
+        }
         let mode = f
             .meta
             .as_ref()

@@ -516,3 +516,41 @@ fn run_plans_the_reference_sampler_of_the_few_step_gap() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("nosuch"), "{}", text(&bad));
 }
+
+/// A second `sample` into a folder that holds an earlier set is refused (a smaller set would
+/// otherwise sit among the larger one's images and `fid` would read them all); `--overwrite`
+/// replaces the set.
+#[test]
+fn sample_never_mixes_a_new_set_with_an_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let o_str = out.to_str().unwrap();
+    let sample = |n: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-q",
+            "sample",
+            "--sampler",
+            "ddim:2",
+            "-n",
+            n,
+            "--out",
+            o_str,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = sample("3", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sample("2", &[]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("already holds an earlier sample set")
+            && text(&o).contains("--overwrite"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(pngs(&out), 3, "the earlier set is left as it was");
+    let o = sample("2", &["--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(pngs(&out), 2);
+}

@@ -231,3 +231,69 @@ fn bench_inception_reports_throughput_and_trace_sqrt_time() {
         "{v}"
     );
 }
+
+/// Statistics files that cannot be Inception statistics of one set — another feature width,
+/// a header declaring an impossible shape — stop with the file named and exit 4 (bad data).
+#[test]
+fn statistics_of_another_width_or_impossible_shapes_are_bad_data() {
+    use adt_metrics::npz::{Array, Data, write_npz};
+    let dir = tempfile::tempdir().unwrap();
+    let narrow = dir.path().join("narrow.npz");
+    let d = 64;
+    write_npz(
+        &narrow,
+        &[
+            (
+                "mu",
+                Array {
+                    shape: vec![d],
+                    data: Data::F64(vec![0.0; d]),
+                },
+            ),
+            (
+                "sigma",
+                Array {
+                    shape: vec![d, d],
+                    data: Data::F64(vec![0.0; d * d]),
+                },
+            ),
+        ],
+        false,
+    )
+    .unwrap();
+    let n = narrow.to_str().unwrap();
+    let o = crate::common::run(&["fid", n, n]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("64-dimensional") && text(&o).contains("narrow.npz"),
+        "{}",
+        text(&o)
+    );
+    // `mu` of 2⁶² values and no data: refused, not a FID of 0.
+    let huge = dir.path().join("huge.npz");
+    {
+        use std::io::Write;
+        let f = std::fs::File::create(&huge).unwrap();
+        let mut z = zip::ZipWriter::new(f);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for name in ["mu.npy", "sigma.npy"] {
+            let header =
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }";
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            b.extend_from_slice(header.as_bytes());
+            z.start_file(name, opts).unwrap();
+            z.write_all(&b).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    let h = huge.to_str().unwrap();
+    let o = crate::common::run(&["fid", h, h]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("huge.npz") && text(&o).contains("addressed"),
+        "{}",
+        text(&o)
+    );
+}

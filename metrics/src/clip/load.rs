@@ -162,6 +162,18 @@ fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .unwrap_or_default();
         files.sort();
         files.dedup();
+        // Shards sit beside the index: a name that climbs out (`..`, absolute) is refused.
+        if let Some(f) = files.iter().find(|f| {
+            f.is_empty()
+                || !Path::new(f.as_str())
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        }) {
+            return Err(Error::Clip(format!(
+                "{}: the shard {f:?} is outside the model folder",
+                index.display()
+            )));
+        }
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
     let bin = dir.join("pytorch_model.bin");
@@ -549,4 +561,33 @@ pub fn load_open_clip(
 pub fn random(cfg: &ClipConfig, seed: u64, device: &Device) -> Result<ClipModel> {
     let empty = BTreeMap::new();
     ClipModel::from_weights(&Weights::invented(&empty, device, seed), cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard index's file names stay beside it.
+    #[test]
+    fn shards_outside_the_model_folder_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for evil in ["../../../etc/passwd", "/etc/passwd", ""] {
+            std::fs::write(
+                d.path().join("model.safetensors.index.json"),
+                serde_json::json!({"weight_map": {"w": evil}}).to_string(),
+            )
+            .unwrap();
+            let e = hf_weight_files(d.path()).unwrap_err().to_string();
+            assert!(e.contains("outside the model folder"), "{evil}: {e}");
+        }
+        std::fs::write(
+            d.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"w": "model-00001-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hf_weight_files(d.path()).unwrap(),
+            [d.path().join("model-00001-of-00002.safetensors")]
+        );
+    }
 }

@@ -16,6 +16,18 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
 
+/// Whether `rel` names a path inside the folder it is joined to: relative, not empty, every
+/// component a plain name (no `..`, `.`, root or drive prefix). Revisions (`@rev`,
+/// `refs/main`'s content) and shard names (`weight_map`) come from files and command lines and
+/// are checked with it before they are joined to a folder.
+pub fn stays_inside(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.contains('\0')
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// A repo's snapshot in the cache layout `models--ORG--NAME/snapshots/REV/`, the revision
 /// read from `refs/main` (or the only / newest snapshot).
 pub fn cached_snapshot(cache: &Path, repo: &str, revision: Option<&str>) -> Option<PathBuf> {
@@ -35,6 +47,9 @@ pub fn cached_snapshot(cache: &Path, repo: &str, revision: Option<&str>) -> Opti
             }
         },
     };
+    if !stays_inside(&rev) {
+        return None;
+    }
     let p = root.join("snapshots").join(rev);
     p.is_dir().then_some(p)
 }
@@ -161,6 +176,12 @@ pub fn resolve_in(
     if !looks_like_repo {
         return Err(Error::Pipeline(format!(
             "{weights}: no such folder (give a diffusers pipeline folder or a Hugging Face repo id)"
+        )));
+    }
+    if !stays_inside(repo) || rev.is_some_and(|r| !stays_inside(r)) {
+        return Err(Error::Pipeline(format!(
+            "{weights}: a repo id and revision are plain names (`org/name`, `org/name@REVISION`), \
+             with no `..`, `.` or absolute parts"
         )));
     }
     if let Some(snap) = cache.and_then(|c| cached_snapshot(c, repo, rev))

@@ -64,6 +64,13 @@ pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
                     .collect();
                 files.sort();
                 files.dedup();
+                if let Some(f) = files.iter().find(|f| !crate::hub::stays_inside(f)) {
+                    return Err(Error::Pipeline(format!(
+                        "{}: the shard {f:?} is outside the component folder (a weight_map names \
+                         files beside the index)",
+                        p.display()
+                    )));
+                }
                 return Ok(files.into_iter().map(|f| dir.join(f)).collect());
             }
         }

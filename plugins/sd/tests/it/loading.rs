@@ -265,3 +265,48 @@ fn the_pipeline_hash_is_cached_by_file_identity_and_follows_changes() {
     assert_ne!(changed, first);
     assert_eq!(changed, pipeline_hash_in(&p, None, None).unwrap());
 }
+
+/// Revisions and shard names come from files and command lines: one that climbs out of its
+/// folder is refused (or not found), never joined into a path.
+#[test]
+fn revisions_and_shard_names_stay_inside_their_folders() {
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("models--org--name");
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::create_dir_all(root.join("snapshots")).unwrap();
+    // A folder the escaping revisions would reach, holding a pipeline index.
+    let outside = cache.path().join("elsewhere");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("model_index.json"), "{}").unwrap();
+    for rev in ["../../elsewhere", outside.to_str().unwrap()] {
+        std::fs::write(root.join("refs/main"), rev).unwrap();
+        assert_eq!(
+            hub::cached_snapshot(cache.path(), "org/name", None),
+            None,
+            "{rev}"
+        );
+        assert_eq!(
+            hub::cached_snapshot(cache.path(), "org/name", Some(rev)),
+            None,
+            "{rev}"
+        );
+        let e = hub::resolve_in(&format!("org/name@{rev}"), Some(cache.path()), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain names"), "{rev}: {e}");
+    }
+    // A revision that names a branch with slashes stays inside and is looked up.
+    assert!(hub::stays_inside("refs/pr/1") && !hub::stays_inside("a/../../b"));
+
+    let comp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        comp.path()
+            .join("diffusion_pytorch_model.safetensors.index.json"),
+        r#"{"weight_map": {"a.weight": "../../../etc/passwd"}}"#,
+    )
+    .unwrap();
+    let e = adt_plugin_sd::load::weight_files(comp.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside the component folder"), "{e}");
+}
