@@ -126,9 +126,21 @@ pub fn hash_files(root: &Path, files: &[PathBuf]) -> Result<String> {
         let rel = f.strip_prefix(root).unwrap_or(f);
         h.update(rel.to_string_lossy().as_bytes());
         h.update(b"\0");
-        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
+        // Streamed: a file of any size is hashed in constant memory.
+        let file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
+        let len = file.metadata().map_err(|e| Error::io(f, e))?.len();
+        h.update(len.to_le_bytes());
+        let read = std::io::copy(&mut std::io::Read::take(file, len), &mut h)
+            .map_err(|e| Error::io(f, e))?;
+        if read != len {
+            return Err(Error::io(
+                f,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("changed while it was read ({read} of {len} bytes)"),
+                ),
+            ));
+        }
     }
     Ok(crate::weights::hex(&h.finalize()))
 }

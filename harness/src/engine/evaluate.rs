@@ -203,6 +203,9 @@ pub fn set_stats(input: &str, net: &mut Net, o: &SetOptions) -> anyhow::Result<S
     };
     let (net_ref, wsha, _) = net.get()?;
     let wsha = wsha.to_string();
+    // Every option that changes which images count is part of the key: a set cached with
+    // --skip-bad must not answer for a run that would stop at the bad image.
+    let content = format!("{content}\0skip_bad={}", o.skip_bad);
     let key = adt_metrics::features::set_key(&content, o.mode, &wsha);
     let cache = weights::cache_dir()
         .join("stats")

@@ -122,6 +122,10 @@ fn bad_images_stop_with_the_file_named_or_are_skipped_and_counted() {
         v["warnings"].to_string().contains("skipped 1 bad image"),
         "{v}"
     );
+    // The statistics cached under --skip-bad do not answer for a run without it.
+    let o = run(cache.path(), &w, &["fid", d, b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("truncated.png"), "{}", text(&o));
 
     // Empty folder, one image.
     let empty = tempfile::tempdir().unwrap();
