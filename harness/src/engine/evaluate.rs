@@ -78,6 +78,28 @@ impl Net {
             }
             let (path, how) = weights::resolve(self.explicit.as_deref(), self.fetch)?;
             let w = InceptionWeights::load(&path)?;
+            if !weights::is_standard(&w) {
+                if how == "cache" {
+                    // The cache only ever holds a verified conversion: anything else there
+                    // was put there by something else.
+                    bail!(
+                        "the cached FID Inception weights {} are not the standard network \
+                         (tensor SHA-256 {}, expected {}); delete the file and run `adt-bench \
+                         fid --fetch-weights`",
+                        path.display(),
+                        w.sha256(),
+                        weights::INCEPTION_TENSORS_SHA256
+                    );
+                }
+                if !self.quiet {
+                    eprintln!(
+                        "warning: {} ({how}) is not the standard FID Inception network (tensor \
+                         SHA-256 {}); its FIDs are not comparable with published ones",
+                        path.display(),
+                        w.sha256()
+                    );
+                }
+            }
             let note = format!("{} ({how})", path.display());
             tracing::info!("Inception weights {note}, sha256 {}", w.sha256());
             self.net = Some((Inception::new(&w), w.sha256().to_string(), note));

@@ -301,3 +301,41 @@ fn statistics_of_another_width_or_impossible_shapes_are_bad_data() {
         text(&o)
     );
 }
+
+/// The cache holds only a verified conversion of the standard network: other weights there
+/// (the right shapes, other values) stop every FID with the way out; the same file given
+/// explicitly is used with a warning that its FIDs are not the standard ones.
+#[test]
+fn weights_in_the_cache_are_verified_on_every_load() {
+    use adt_metrics::weights::{CACHE_FILE, InceptionWeights};
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("inception");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = InceptionWeights::random(3).to_safetensors().unwrap();
+    std::fs::write(dir.join(CACHE_FILE), &bytes).unwrap();
+    let fetch = |extra: &[&str]| {
+        crate::common::bin()
+            .args(["fid", "--fetch-weights"])
+            .args(extra)
+            .env("ADT_CACHE_DIR", cache.path())
+            .env_remove("ADT_INCEPTION_WEIGHTS")
+            .output()
+            .unwrap()
+    };
+    let o = fetch(&[]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("not the standard network") && text(&o).contains("--fetch-weights"),
+        "{}",
+        text(&o)
+    );
+    let own = cache.path().join("mine.safetensors");
+    std::fs::write(&own, &bytes).unwrap();
+    let o = fetch(&["--inception-weights", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("not comparable with published ones"),
+        "{}",
+        text(&o)
+    );
+}

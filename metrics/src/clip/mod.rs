@@ -157,6 +157,16 @@ pub fn open_clip_bpe(explicit: Option<&Path>) -> Result<PathBuf> {
         .join("clip")
         .join("bpe_simple_vocab_16e6.txt.gz");
     if dest.is_file() {
+        // Checked on every use (1.3 MB): a file of another content here is not the fetched one.
+        let bytes = std::fs::read(&dest).map_err(|e| Error::io(&dest, e))?;
+        let sha = crate::weights::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if sha != OPEN_CLIP_BPE_SHA256 {
+            return Err(Error::Clip(format!(
+                "{}: SHA-256 {sha}, expected {OPEN_CLIP_BPE_SHA256} (open_clip's vocabulary); \
+                 delete it to fetch it again",
+                dest.display()
+            )));
+        }
         return Ok(dest);
     }
     let supply = format!(
