@@ -93,7 +93,12 @@ impl HostTensor {
     /// # Safety
     /// `t` must have been filled by a successful plugin call (valid pointer and release).
     pub unsafe fn from_abi(t: AdtTensor) -> Result<Self, TensorError> {
-        let shape: Vec<usize> = t.shape[..(t.rank as usize).min(MAX_RANK)]
+        if t.rank as usize > MAX_RANK {
+            // SAFETY: as below; a descriptor that cannot be read is still released.
+            unsafe { crate::buf::release(t.data) };
+            return Err(TensorError(format!("rank {} exceeds {MAX_RANK}", t.rank)));
+        }
+        let shape: Vec<usize> = t.shape[..t.rank as usize]
             .iter()
             .map(|&d| d as usize)
             .collect();
@@ -129,7 +134,9 @@ impl TensorRef<'_> {
         }
         AdtTensorView {
             dtype: DType::F32 as u32,
-            rank: self.shape.len().min(MAX_RANK) as u32,
+            // The true rank: a receiver refuses one above MAX_RANK rather than reading a
+            // truncated shape.
+            rank: self.shape.len() as u32,
             shape,
             data: self.data.as_ptr() as *const u8,
             nbytes: std::mem::size_of_val(self.data),
@@ -162,17 +169,19 @@ pub unsafe fn view_from_abi(v: &AdtTensorView) -> Result<HostTensor, TensorError
 }
 
 fn decode_f32(dtype: u32, shape: &[usize], bytes: &[u8]) -> Result<Vec<f32>, TensorError> {
-    let n: usize = shape.iter().product();
-    let elem = match dtype {
+    let elem: usize = match dtype {
         x if x == DType::F32 as u32 => 4,
         x if x == DType::F16 as u32 || x == DType::BF16 as u32 => 2,
         x if x == DType::F64 as u32 => 8,
         other => return Err(TensorError(format!("unknown dtype code {other}"))),
     };
-    if bytes.len() != n * elem {
+    let need = shape
+        .iter()
+        .try_fold(elem, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| TensorError(format!("shape {shape:?} is larger than memory")))?;
+    if bytes.len() != need {
         return Err(TensorError(format!(
-            "shape {shape:?} needs {} bytes, got {}",
-            n * elem,
+            "shape {shape:?} needs {need} bytes, got {}",
             bytes.len()
         )));
     }
@@ -239,6 +248,24 @@ mod tests {
         let back = unsafe { HostTensor::from_abi(owned) }.unwrap();
         assert_eq!(back, t);
         assert!(HostTensor::new(vec![2, 2], vec![0.0; 3]).is_err());
+    }
+
+    /// A descriptor of rank above MAX_RANK is refused both ways, never read with a truncated
+    /// shape; a shape whose size overflows is an error, not a panic.
+    #[test]
+    fn ranks_above_the_limit_and_overflowing_shapes_are_refused() {
+        let t = HostTensor {
+            shape: vec![1; MAX_RANK + 1],
+            data: vec![2.0],
+        };
+        // SAFETY: `t` outlives the view.
+        let e = unsafe { view_from_abi(&t.view().as_abi()) }.unwrap_err();
+        assert!(e.0.contains("rank 9 exceeds 8"), "{e:?}");
+        // SAFETY: made by `into_abi` just above.
+        let e = unsafe { HostTensor::from_abi(t.into_abi()) }.unwrap_err();
+        assert!(e.0.contains("rank 9 exceeds 8"), "{e:?}");
+        let e = decode_f32(DType::F32 as u32, &[usize::MAX, 3], &[0; 4]).unwrap_err();
+        assert!(e.0.contains("larger than memory"), "{e:?}");
     }
 
     #[test]
