@@ -714,9 +714,16 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         self.overlay(&bytes)?;
         self.weights_hash = sha256_hex(&bytes);
         self.opt.reset();
-        if let Ok(b) = std::fs::read(dir.join("optimizer.safetensors")) {
-            self.opt.load_state_bytes(&b, &self.pipe.device)?;
-        }
+        // A resume without the optimizer's moments would silently train differently.
+        let opt = dir.join("optimizer.safetensors");
+        let b = std::fs::read(&opt).map_err(|e| {
+            PluginError(format!(
+                "cannot read {} ({e}): a checkpoint holds the optimizer's state beside the \
+                 weights; load the weights alone as `weights` instead",
+                opt.display()
+            ))
+        })?;
+        self.opt.load_state_bytes(&b, &self.pipe.device)?;
         let ema = dir.join("ema.safetensors");
         if ema.is_file() {
             let (ema_meta, bytes) = read_checkpoint(&ema)?;

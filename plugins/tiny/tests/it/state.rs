@@ -119,6 +119,10 @@ fn the_moving_average_follows_the_weights_and_resumes() {
     let dc = tempfile::tempdir().unwrap();
     c.save_state(dc.path()).unwrap();
     assert!(!dc.path().join("ema.safetensors").exists());
+    // A checkpoint without its optimizer state is refused, not resumed with fresh moments.
+    std::fs::remove_file(dc.path().join("optimizer.safetensors")).unwrap();
+    let e = model(5).load_state(dc.path()).unwrap_err();
+    assert!(e.0.contains("optimizer.safetensors"), "{}", e.0);
     let before = flat(&c);
     let e = c
         .step(&OptimConfig {
