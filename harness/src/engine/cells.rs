@@ -2,6 +2,7 @@
 //! `tune` and `sample` call these with what their flags resolve to; `run` calls them for every
 //! cell of its plan (through the cache in [`crate::engine::cache`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adt_plugin_api::{HostTensor, Spacing};
@@ -125,6 +126,25 @@ pub fn tune_model(
         Tuned::Ft => None,
     };
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
+    let version = reg
+        .plugins()
+        .iter()
+        .find(|p| p.name == job.model.plugin)
+        .map_or_else(|| "-".to_string(), |p| p.version.clone());
+    check_identity(
+        out,
+        &[
+            ("model", desc.name.clone()),
+            ("plugin version", version),
+            (
+                "base weights",
+                desc.weights_hash.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("training data", data_spec.to_string()),
+            ("sampler", job.sampler.to_string()),
+            ("backbone", s.backbone.clone().unwrap_or_else(|| "-".into())),
+        ],
+    )?;
     let method = method_name(job.method);
     if !quiet {
         eprintln!(
@@ -156,6 +176,40 @@ pub fn tune_model(
         eprintln!("warning: could not write log.parquet: {e}");
     }
     Ok(result?)
+}
+
+/// What a tune folder was started with beyond its settings (`identity.json`): a resume
+/// with another model, plugin version, base weights, training data, sampler or backbone is
+/// refused, naming what differs. A folder without a checkpoint is (re)started and takes the
+/// new identity.
+fn check_identity(out: &Path, id: &[(&str, String)]) -> anyhow::Result<()> {
+    let path = out.join("identity.json");
+    let now: BTreeMap<String, String> =
+        id.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let resumable = ["checkpoint", "checkpoint.old"]
+        .iter()
+        .any(|c| out.join(c).join("state.json").is_file());
+    if resumable && let Ok(text) = std::fs::read_to_string(&path) {
+        let then: BTreeMap<String, String> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a tune identity", path.display()))?;
+        let diff: Vec<String> = now
+            .iter()
+            .filter_map(|(k, v)| {
+                let was = then.get(k)?;
+                (was != v).then(|| format!("{k}: {was} → {v}"))
+            })
+            .collect();
+        if !diff.is_empty() {
+            bail!(
+                "{} holds a tune started with another {}; resume it as it was started or use \
+                 another --out",
+                out.display(),
+                diff.join("; ")
+            );
+        }
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&now)?)
+        .with_context(|| format!("failed to write {}", path.display()))
 }
 
 /// The discriminator of a backbone spec (default: the shapes encoder for `tiny`).

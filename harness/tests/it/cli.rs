@@ -392,6 +392,14 @@ fn tune_writes_a_csv_and_parquet_log_and_resumes() {
     ];
     let r = run(&[&args[..], &["--stop-after", "2"]].concat());
     assert!(r.status.success(), "{}", text(&r));
+    // A resume on other training data is refused, naming the difference.
+    let r = run(&[&args[..], &["--data", "builtin:shapes?seed=3"]].concat());
+    assert!(!r.status.success());
+    assert!(
+        text(&r).contains("training data: builtin:shapes") && text(&r).contains("seed=3"),
+        "{}",
+        text(&r)
+    );
     let r = run(&args);
     assert!(r.status.success(), "{}", text(&r));
     let csv = std::fs::read_to_string(out.join("log.csv")).unwrap();
