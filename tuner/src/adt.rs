@@ -442,18 +442,7 @@ pub fn tune(
             t.data.next_batch(cfg.batch, progress)?;
         }
         // Keep the log consistent with the checkpoint: drop rows written after it.
-        if let Ok(text) = std::fs::read_to_string(&log_path) {
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    l.split(',')
-                        .next()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .is_none_or(|i| i <= start)
-                })
-                .collect();
-            std::fs::write(&log_path, kept.join("\n") + "\n").map_err(io(&log_path))?;
-        }
+        crate::trim_log(&log_path, start)?;
     } else {
         std::fs::write(&log_path, format!("{LOG_HEADER}\n")).map_err(io(&log_path))?;
     }

@@ -150,6 +150,9 @@ pub fn pretrain(
         model.load_state(&ckpt)?;
         start = st.iter;
         progress.event(&format!("resuming from step {start}"));
+        // Rows written after the checkpoint (a run killed between two checkpoints) go: the
+        // resumed steps write them again.
+        crate::trim_log(&log_path, start)?;
         // Replay the data stream to where it was (the stream is deterministic).
         for _ in 0..start {
             data.next_batch(cfg.batch, progress)?;

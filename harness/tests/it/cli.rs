@@ -279,6 +279,11 @@ fn pretrain_is_deterministic_and_resumes_to_the_same_result() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(b.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["iter"], 2);
+    // A kill after a step was logged but before its checkpoint: the row is written again on
+    // resume, not twice.
+    let mut log = std::fs::read_to_string(b.join("log.csv")).unwrap();
+    log.push_str("3,0.5,1.0,0.001,0\n");
+    std::fs::write(b.join("log.csv"), log).unwrap();
     go("b", &[]);
     let ckpt = |d: &Path| std::fs::read(d.join("checkpoint/model.safetensors")).unwrap();
     assert!(
