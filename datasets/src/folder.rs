@@ -17,7 +17,8 @@ pub fn open(root: &Path) -> Result<RecordStream> {
     let mut images = Vec::new();
     let mut captions: HashMap<PathBuf, String> = HashMap::new();
     let mut problems = Vec::new();
-    walk(root, &mut images, &mut captions, &mut problems)?;
+    let mut seen = std::collections::HashSet::new();
+    walk(root, &mut seen, &mut images, &mut captions, &mut problems)?;
     images.sort();
     if images.is_empty() {
         return Err(Error::Empty {
@@ -58,12 +59,25 @@ pub fn open(root: &Path) -> Result<RecordStream> {
     Ok(Box::new(problems.chain(records)))
 }
 
+/// Every image and metadata file under `dir`. Symlinked folders are followed, but no real
+/// folder is read twice (`seen` holds the canonical paths read), so links that loop end.
 fn walk(
     dir: &Path,
+    seen: &mut std::collections::HashSet<PathBuf>,
     images: &mut Vec<PathBuf>,
     captions: &mut HashMap<PathBuf, String>,
     problems: &mut Vec<RecordError>,
 ) -> Result<()> {
+    if let Ok(real) = std::fs::canonicalize(dir)
+        && !seen.insert(real)
+    {
+        problems.push(RecordError {
+            location: dir.display().to_string(),
+            reason: "a link to a folder already read (a symlink loop or a second link); skipped"
+                .into(),
+        });
+        return Ok(());
+    }
     let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
@@ -72,7 +86,7 @@ fn walk(
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            walk(&path, images, captions, problems)?;
+            walk(&path, seen, images, captions, problems)?;
         } else if is_image_path(&path) {
             images.push(path);
         } else if path.file_name().is_some_and(|n| n == "metadata.jsonl") {
@@ -253,6 +267,25 @@ mod tests {
             bad.iter()
                 .any(|e| e.location.ends_with("broken.jpg") && e.reason.contains("decode"))
         );
+    }
+
+    /// Two links back to the folder itself: every image once, the loops reported, no hang.
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        png(&root.join("a.png"), 10);
+        std::os::unix::fs::symlink(root, root.join("loop1")).unwrap();
+        std::os::unix::fs::symlink(root, root.join("loop2")).unwrap();
+        let items: Vec<_> = open(root).unwrap().collect();
+        let ok = items.iter().filter(|r| r.is_ok()).count();
+        let loops = items
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .filter(|e| e.reason.contains("symlink loop"))
+            .count();
+        assert_eq!((ok, loops), (1, 2), "{items:?}");
     }
 
     #[test]

@@ -109,16 +109,24 @@ impl Net {
     }
 }
 
-/// All files under `root`, recursively, sorted.
+/// All files under `root`, recursively, sorted. Symlinked folders are followed once: a real
+/// folder already read is not read again, so links that loop end.
 pub(crate) fn files_under(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    fn walk(
+        dir: &Path,
+        seen: &mut std::collections::HashSet<PathBuf>,
+        out: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
+        if !seen.insert(std::fs::canonicalize(dir)?) {
+            return Ok(());
+        }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {
-                walk(&p, out)?;
+                walk(&p, seen, out)?;
             } else {
                 out.push(p);
             }
@@ -126,7 +134,8 @@ pub(crate) fn files_under(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(root, &mut out).with_context(|| format!("cannot read {}", root.display()))?;
+    walk(root, &mut std::collections::HashSet::new(), &mut out)
+        .with_context(|| format!("cannot read {}", root.display()))?;
     Ok(out)
 }
 
@@ -371,4 +380,18 @@ pub(crate) fn set_warnings(s: &SetStats, mode: Mode) -> Vec<String> {
         w.push(format!("{}: skipped {} bad image(s)", s.label, s.skipped));
     }
     w
+}
+
+#[cfg(all(test, unix))]
+mod walk_tests {
+    /// Links back to the folder itself are followed once: the files once each, no hang.
+    #[test]
+    fn files_under_ends_on_symlink_loops() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.path(), d.path().join("loop1")).unwrap();
+        std::os::unix::fs::symlink(d.path(), d.path().join("loop2")).unwrap();
+        let files = super::files_under(d.path()).unwrap();
+        assert_eq!(files, [d.path().join("a.png")]);
+    }
 }
