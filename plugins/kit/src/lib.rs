@@ -127,6 +127,20 @@ pub fn serialize(
     canonical_safetensors(bytes)
 }
 
+/// The optimizer state of a checkpoint folder (`optimizer.safetensors`, as
+/// [`Trainer::state_bytes`] wrote it). Its absence is an error: a resume without the
+/// optimizer's moments would silently train differently.
+pub fn read_optimizer_state(dir: &std::path::Path) -> PluginResult<Vec<u8>> {
+    let opt = dir.join("optimizer.safetensors");
+    std::fs::read(&opt).map_err(|e| {
+        PluginError(format!(
+            "cannot read {} ({e}): a checkpoint holds the optimizer's state beside the \
+             weights; load the weights alone as `weights` instead",
+            opt.display()
+        ))
+    })
+}
+
 /// The tensors of safetensors `bytes` named as `vars`, each checked against its variable's
 /// shape, loaded on `device` in f32; a missing, misshapen or extra tensor is an error.
 pub fn read_like(

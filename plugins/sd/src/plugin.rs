@@ -714,15 +714,7 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
         self.overlay(&bytes)?;
         self.weights_hash = sha256_hex(&bytes);
         self.opt.reset();
-        // A resume without the optimizer's moments would silently train differently.
-        let opt = dir.join("optimizer.safetensors");
-        let b = std::fs::read(&opt).map_err(|e| {
-            PluginError(format!(
-                "cannot read {} ({e}): a checkpoint holds the optimizer's state beside the \
-                 weights; load the weights alone as `weights` instead",
-                opt.display()
-            ))
-        })?;
+        let b = adt_plugin_kit::read_optimizer_state(dir)?;
         self.opt.load_state_bytes(&b, &self.pipe.device)?;
         let ema = dir.join("ema.safetensors");
         if ema.is_file() {

@@ -493,15 +493,7 @@ impl ModelPlugin for TinyModel {
         self.params = params;
         self.weights_hash = Some(sha256_hex(&bytes));
         self.opt.reset();
-        // A resume without the optimizer's moments would silently train differently.
-        let opt = dir.join("optimizer.safetensors");
-        let bytes = std::fs::read(&opt).map_err(|e| {
-            PluginError(format!(
-                "cannot read {} ({e}): a checkpoint holds the optimizer's state beside the \
-                 weights; load the weights alone as `weights` instead",
-                opt.display()
-            ))
-        })?;
+        let bytes = adt_plugin_kit::read_optimizer_state(dir)?;
         self.opt.load_state_bytes(&bytes, &self.device)?;
         let ema = dir.join("ema.safetensors");
         if ema.is_file() {
