@@ -97,6 +97,28 @@ pub fn params_from_bytes(bytes: &[u8], device: &Device) -> PluginResult<(TinyCon
             .map_err(|e| PluginError(format!("weights metadata has no valid `config`: {e}")))?;
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| PluginError(format!("corrupt safetensors: {e}")))?;
+    // The config is the file's word: it must describe exactly the scalars the file holds
+    // before the layout it describes is allocated.
+    let need = Params::count_for(&cfg).ok_or_else(|| {
+        PluginError(format!(
+            "weights metadata `config` {cfg:?} is not a tiny architecture"
+        ))
+    })?;
+    let have = st
+        .tensors()
+        .iter()
+        .map(|(_, v)| {
+            v.shape()
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        })
+        .try_fold(0u64, |a, n| a.checked_add(n?));
+    if have != Some(need) {
+        return Err(PluginError(format!(
+            "weights metadata `config` describes {need} parameters, the file holds {}",
+            have.map_or_else(|| "more than can be counted".into(), |h| h.to_string())
+        )));
+    }
     // Build the expected layout, then fill it from the file, checking every name and shape.
     let mut params = Params::init(&cfg, 0, device).map_err(err)?;
     for (name, var) in params.vars.iter_mut() {
@@ -258,6 +280,16 @@ impl ModelPlugin for TinyModel {
         let (cfg, params, hash) = match c.weights.as_deref().unwrap_or("builtin") {
             "random" => {
                 let cfg = c.arch.clone().unwrap_or_default();
+                // Checked before anything is allocated: 2³¹ scalars (8 GiB in f32) at most.
+                match Params::count_for(&cfg) {
+                    Some(n) if n <= 1 << 31 => {}
+                    n => {
+                        return Err(PluginError(format!(
+                            "arch {cfg:?} describes {} parameters; at most 2^31",
+                            n.map_or_else(|| "too many".into(), |n| n.to_string())
+                        )));
+                    }
+                }
                 let p = Params::init(&cfg, c.seed, &device).map_err(err)?;
                 (cfg, p, None)
             }

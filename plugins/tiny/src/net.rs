@@ -55,10 +55,17 @@ struct Init<'a> {
     rng: ChaCha8Rng,
     device: &'a Device,
     vars: BTreeMap<String, Var>,
+    /// A dry run: count the scalars (checked), allocate nothing.
+    count: Option<Option<u64>>,
 }
 
 impl Init<'_> {
     fn tensor(&mut self, name: &str, shape: &[usize], std: f64) -> Result<()> {
+        if let Some(c) = &mut self.count {
+            let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            *c = c.zip(n).and_then(|(a, b)| a.checked_add(b));
+            return Ok(());
+        }
         let n: usize = shape.iter().product();
         let data: Vec<f32> = if std == 0.0 {
             vec![0.0; n]
@@ -74,6 +81,9 @@ impl Init<'_> {
         Ok(())
     }
     fn ones(&mut self, name: &str, n: usize) -> Result<()> {
+        if self.count.is_some() {
+            return self.tensor(name, &[n], 1.0);
+        }
         let t = Tensor::ones(n, DType::F32, self.device)?;
         self.vars.insert(name.to_string(), Var::from_tensor(&t)?);
         Ok(())
@@ -131,28 +141,36 @@ impl Params {
             rng: ChaCha8Rng::seed_from_u64(seed),
             device,
             vars: BTreeMap::new(),
+            count: None,
         };
-        let [c1, c2, c3] = cfg.channels;
-        i.tensor("text.tok", &[VOCAB, cfg.token_dim], 1.0)?;
-        i.tensor("text.pos", &[MAX_TOKENS, cfg.token_dim], 0.1)?;
-        i.linear("text.fc1", MAX_TOKENS * cfg.token_dim, cfg.emb, false)?;
-        i.linear("text.fc2", cfg.emb, cfg.emb, false)?;
-        i.linear("time.fc1", cfg.emb, cfg.emb, false)?;
-        i.linear("time.fc2", cfg.emb, cfg.emb, false)?;
-        i.conv("conv_in", 3, c1, 3, false)?;
-        for (name, cin, cout) in blocks(cfg) {
-            i.resblock(name, cin, cout, cfg.emb)?;
-        }
-        i.conv("downsample0", 4 * c1, c1, 1, false)?;
-        i.conv("downsample1", 4 * c2, c2, 1, false)?;
-        i.conv("upsample2", c3, c3, 3, false)?;
-        i.conv("upsample1", c2, c2, 3, false)?;
-        i.norm("norm_out", c1)?;
-        i.conv("conv_out", c1, 3, 3, true)?;
+        layout(&mut i, cfg)?;
         Ok(Params {
             vars: i.vars,
             track: true,
         })
+    }
+
+    /// The number of scalars `cfg` describes, computed without allocating anything (`None`
+    /// when it overflows): what a weights file's config is checked against before it is
+    /// trusted with an allocation.
+    pub fn count_for(cfg: &TinyConfig) -> Option<u64> {
+        let mut i = Init {
+            rng: ChaCha8Rng::seed_from_u64(0),
+            device: &Device::Cpu,
+            vars: BTreeMap::new(),
+            count: Some(Some(0)),
+        };
+        // Every width is bounded first, so no product below can overflow.
+        let widths = [cfg.size, cfg.emb, cfg.token_dim, cfg.groups];
+        if widths
+            .iter()
+            .chain(&cfg.channels)
+            .any(|&v| v == 0 || v > 1 << 20)
+        {
+            return None;
+        }
+        layout(&mut i, cfg).ok()?;
+        i.count.flatten()
     }
 
     fn get(&self, name: &str) -> Result<Tensor> {
@@ -172,6 +190,29 @@ impl Params {
     pub fn count(&self) -> u64 {
         self.vars.values().map(|v| v.elem_count() as u64).sum()
     }
+}
+
+/// The parameters of `cfg` in creation order: what [`Params::init`] allocates and
+/// [`Params::count_for`] counts.
+fn layout(i: &mut Init<'_>, cfg: &TinyConfig) -> Result<()> {
+    let [c1, c2, c3] = cfg.channels;
+    i.tensor("text.tok", &[VOCAB, cfg.token_dim], 1.0)?;
+    i.tensor("text.pos", &[MAX_TOKENS, cfg.token_dim], 0.1)?;
+    i.linear("text.fc1", MAX_TOKENS * cfg.token_dim, cfg.emb, false)?;
+    i.linear("text.fc2", cfg.emb, cfg.emb, false)?;
+    i.linear("time.fc1", cfg.emb, cfg.emb, false)?;
+    i.linear("time.fc2", cfg.emb, cfg.emb, false)?;
+    i.conv("conv_in", 3, c1, 3, false)?;
+    for (name, cin, cout) in blocks(cfg) {
+        i.resblock(name, cin, cout, cfg.emb)?;
+    }
+    i.conv("downsample0", 4 * c1, c1, 1, false)?;
+    i.conv("downsample1", 4 * c2, c2, 1, false)?;
+    i.conv("upsample2", c3, c3, 3, false)?;
+    i.conv("upsample1", c2, c2, 3, false)?;
+    i.norm("norm_out", c1)?;
+    i.conv("conv_out", c1, 3, 3, true)?;
+    Ok(())
 }
 
 fn linear(p: &Params, name: &str, x: &Tensor) -> Result<Tensor> {
@@ -329,6 +370,27 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap()
+    }
+
+    /// The dry count is the count of the allocated layout, for the default and a wider
+    /// architecture; zero or absurd widths give none.
+    #[test]
+    fn the_counted_layout_is_the_allocated_one() {
+        let wide = TinyConfig {
+            channels: [40, 80, 120],
+            ..TinyConfig::default()
+        };
+        for cfg in [TinyConfig::default(), wide] {
+            let p = Params::init(&cfg, 0, &Device::Cpu).unwrap();
+            assert_eq!(Params::count_for(&cfg), Some(p.count()), "{cfg:?}");
+        }
+        for channels in [[0, 64, 96], [32, 64, usize::MAX]] {
+            let cfg = TinyConfig {
+                channels,
+                ..TinyConfig::default()
+            };
+            assert_eq!(Params::count_for(&cfg), None, "{channels:?}");
+        }
     }
 
     /// The custom convolution's forward and backward equal candle's own conv2d (whose

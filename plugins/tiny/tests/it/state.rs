@@ -208,6 +208,49 @@ fn wrong_weights_are_refused_clearly() {
         err(serde_json::json!({"weights": dir.path().join("missing.safetensors")}))
             .contains("cannot read weights")
     );
+    // Metadata whose config describes a huge model, in a file of a few hundred bytes: refused
+    // by counting, before the layout is allocated.
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), adt_plugin_tiny::FORMAT.to_string());
+    meta.insert(
+        "config".to_string(),
+        r#"{"size":32,"channels":[20000,20000,20000],"emb":128,"token_dim":32,"groups":8}"#
+            .to_string(),
+    );
+    let huge = safetensors::serialize(
+        vec![(
+            "w".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
+                .unwrap(),
+        )],
+        Some(meta.clone()),
+    )
+    .unwrap();
+    assert!(huge.len() < 1000);
+    std::fs::write(&p, &huge).unwrap();
+    let e = err(serde_json::json!({"weights": p}));
+    assert!(e.contains("parameters, the file holds 1"), "{e}");
+    meta.insert(
+        "config".to_string(),
+        r#"{"size":32,"channels":[0,1,18446744073709551615],"emb":128,"token_dim":32,"groups":8}"#
+            .to_string(),
+    );
+    let bad = safetensors::serialize(
+        vec![(
+            "w".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
+                .unwrap(),
+        )],
+        Some(meta),
+    )
+    .unwrap();
+    std::fs::write(&p, &bad).unwrap();
+    let e = err(serde_json::json!({"weights": p}));
+    assert!(e.contains("is not a tiny architecture"), "{e}");
+    let e = err(
+        serde_json::json!({"weights": "random", "arch": {"size": 32, "channels": [20000, 20000, 20000], "emb": 128, "token_dim": 32, "groups": 8}}),
+    );
+    assert!(e.contains("at most 2^31"), "{e}");
     assert!(err(serde_json::json!({"weights": "random", "typo": 1})).contains("unknown field"));
     assert!(err(serde_json::json!({"device": "tpu"})).contains("unknown device"));
     // Loading a checkpoint of another architecture into an instance is refused.
