@@ -19,6 +19,16 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
 
+/// Whether `rel` names a path inside the folder it is joined to: relative, not empty, every
+/// component a plain name (no `..`, `.`, root or drive prefix). Revisions and shard names come
+/// from files and command lines and are checked with it before they are used as paths.
+pub fn stays_inside(rel: &Path) -> bool {
+    rel.components().next().is_some()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// Downloads are allowed (`HF_HUB_OFFLINE` unset or 0).
 pub fn online() -> bool {
     !std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
@@ -41,13 +51,20 @@ pub fn repo_file(spec: &str, file: &str, flag: &str) -> Result<Option<PathBuf>> 
         Some((r, v)) => (r, Some(v)),
         None => (spec, None),
     };
+    if rev.is_some_and(|r| !stays_inside(Path::new(r))) {
+        return Err(Error::Clip(format!(
+            "{spec}: a revision is a plain name (`org/name@REVISION`), with no `..`, `.` or \
+             absolute parts"
+        )));
+    }
     let hf_repo = |r: &str| match rev {
         Some(v) => hf_hub::Repo::with_revision(r.into(), hf_hub::RepoType::Model, v.into()),
         None => hf_hub::Repo::model(r.into()),
     };
     let cache = cache_dir();
-    if let Some(c) = &cache
-        && let Some(p) = hf_hub::Cache::new(c.clone()).repo(hf_repo(repo)).get(file)
+    if let Some(p) = cache
+        .as_deref()
+        .and_then(|c| cached(c, hf_repo(repo), file))
     {
         return Ok(Some(p));
     }
@@ -91,6 +108,16 @@ pub fn repo_file(spec: &str, file: &str, flag: &str) -> Result<Option<PathBuf>> 
             )))
         }
     }
+}
+
+/// `file` of `repo` in the cache folder `c`. The cache resolves a branch through `refs/…`, a
+/// file's content, so what it returns must still be inside the repo's snapshots.
+fn cached(c: &Path, repo: hf_hub::Repo, file: &str) -> Option<PathBuf> {
+    let snapshots = c.join(repo.folder_name()).join("snapshots");
+    let p = hf_hub::Cache::new(c.to_path_buf()).repo(repo).get(file)?;
+    p.strip_prefix(&snapshots)
+        .is_ok_and(stays_inside)
+        .then_some(p)
 }
 
 /// A transformers model folder: a local folder as is, or a repo's snapshot holding
@@ -193,4 +220,35 @@ pub fn cached_url(
     }
     std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
     Ok(dest.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Revisions and `refs/main` contents that climb out of the repo's snapshots are never
+    /// used as paths; a plain revision is.
+    #[test]
+    fn revisions_stay_inside_the_repo() {
+        let e = repo_file("org/name@../../x", "config.json", "--flag").unwrap_err();
+        assert!(e.to_string().contains("plain name"), "{e}");
+        let c = tempfile::tempdir().unwrap();
+        let root = c.path().join("models--org--name");
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::create_dir_all(root.join("snapshots/abc")).unwrap();
+        std::fs::write(root.join("snapshots/abc/config.json"), "{}").unwrap();
+        let outside = c.path().join("elsewhere");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("config.json"), "{}").unwrap();
+        let main = || hf_hub::Repo::model("org/name".into());
+        std::fs::write(root.join("refs/main"), "abc").unwrap();
+        assert_eq!(
+            cached(c.path(), main(), "config.json"),
+            Some(root.join("snapshots/abc/config.json"))
+        );
+        for evil in ["../../elsewhere", outside.to_str().unwrap()] {
+            std::fs::write(root.join("refs/main"), evil).unwrap();
+            assert_eq!(cached(c.path(), main(), "config.json"), None, "{evil}");
+        }
+    }
 }

@@ -163,12 +163,10 @@ fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.sort();
         files.dedup();
         // Shards sit beside the index: a name that climbs out (`..`, absolute) is refused.
-        if let Some(f) = files.iter().find(|f| {
-            f.is_empty()
-                || !Path::new(f.as_str())
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-        }) {
+        if let Some(f) = files
+            .iter()
+            .find(|f| !super::hub::stays_inside(Path::new(f.as_str())))
+        {
             return Err(Error::Clip(format!(
                 "{}: the shard {f:?} is outside the model folder",
                 index.display()
