@@ -158,8 +158,7 @@ pub fn open_clip_bpe(explicit: Option<&Path>) -> Result<PathBuf> {
         .join("bpe_simple_vocab_16e6.txt.gz");
     if dest.is_file() {
         // Checked on every use (1.3 MB): a file of another content here is not the fetched one.
-        let bytes = std::fs::read(&dest).map_err(|e| Error::io(&dest, e))?;
-        let sha = crate::weights::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let sha = load::sha256_file(&dest)?;
         if sha != OPEN_CLIP_BPE_SHA256 {
             return Err(Error::Clip(format!(
                 "{}: SHA-256 {sha}, expected {OPEN_CLIP_BPE_SHA256} (open_clip's vocabulary); \
@@ -181,8 +180,7 @@ pub fn open_clip_bpe(explicit: Option<&Path>) -> Result<PathBuf> {
     let attempt = || -> std::result::Result<(), String> {
         let out = tmp.join("bpe.gz");
         crate::weights::pip_member(OPEN_CLIP_PACKAGE, OPEN_CLIP_BPE_MEMBER, &tmp, &out)?;
-        let bytes = std::fs::read(&out).map_err(|e| e.to_string())?;
-        let sha = crate::weights::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let sha = load::sha256_file(&out).map_err(|e| e.to_string())?;
         if sha != OPEN_CLIP_BPE_SHA256 {
             return Err(format!("SHA-256 {sha}, expected {OPEN_CLIP_BPE_SHA256}"));
         }
