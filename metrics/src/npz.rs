@@ -564,14 +564,15 @@ mod tests {
 
     #[test]
     fn fortran_order_is_transposed() {
-        let hdr = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }";
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
-        b.extend_from_slice(hdr.as_bytes());
         // Column-major storage of [[0,1,2],[3,4,5]].
-        for v in [0.0f64, 3.0, 1.0, 4.0, 2.0, 5.0] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
+        let body: Vec<u8> = [0.0f64, 3.0, 1.0, 4.0, 2.0, 5.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b = npy(
+            "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }",
+            &body,
+        );
         let a = parse_npy(&b).unwrap();
         assert_eq!(a.data, Data::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
     }

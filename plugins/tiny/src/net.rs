@@ -55,15 +55,15 @@ struct Init<'a> {
     rng: ChaCha8Rng,
     device: &'a Device,
     vars: BTreeMap<String, Var>,
-    /// A dry run: count the scalars (checked), allocate nothing.
-    count: Option<Option<u64>>,
+    /// A dry run: count the scalars, allocate nothing. (Widths are bounded by 2²⁰ first, so
+    /// no tensor and no sum of them reaches 2¹²⁸.)
+    count: Option<u128>,
 }
 
 impl Init<'_> {
     fn tensor(&mut self, name: &str, shape: &[usize], std: f64) -> Result<()> {
         if let Some(c) = &mut self.count {
-            let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
-            *c = c.zip(n).and_then(|(a, b)| a.checked_add(b));
+            *c += shape.iter().map(|&d| d as u128).product::<u128>();
             return Ok(());
         }
         let n: usize = shape.iter().product();
@@ -151,16 +151,16 @@ impl Params {
     }
 
     /// The number of scalars `cfg` describes, computed without allocating anything (`None`
-    /// when it overflows): what a weights file's config is checked against before it is
+    /// for a width of 0 or above 2²⁰, or a count above u64): what a weights file's config is checked against before it is
     /// trusted with an allocation.
     pub fn count_for(cfg: &TinyConfig) -> Option<u64> {
         let mut i = Init {
             rng: ChaCha8Rng::seed_from_u64(0),
             device: &Device::Cpu,
             vars: BTreeMap::new(),
-            count: Some(Some(0)),
+            count: Some(0),
         };
-        // Every width is bounded first, so no product below can overflow.
+        // Every width is bounded first, so no product below overflows.
         let widths = [cfg.size, cfg.emb, cfg.token_dim, cfg.groups];
         if widths
             .iter()
@@ -170,7 +170,7 @@ impl Params {
             return None;
         }
         layout(&mut i, cfg).ok()?;
-        i.count.flatten()
+        u64::try_from(i.count?).ok()
     }
 
     fn get(&self, name: &str) -> Result<Tensor> {

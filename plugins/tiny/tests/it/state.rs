@@ -217,15 +217,19 @@ fn wrong_weights_are_refused_clearly() {
         r#"{"size":32,"channels":[20000,20000,20000],"emb":128,"token_dim":32,"groups":8}"#
             .to_string(),
     );
-    let huge = safetensors::serialize(
-        vec![(
-            "w".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
-                .unwrap(),
-        )],
-        Some(meta.clone()),
-    )
-    .unwrap();
+    // One scalar, with the given metadata.
+    let one = |meta: &std::collections::HashMap<String, String>| {
+        safetensors::serialize(
+            vec![(
+                "w".to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
+                    .unwrap(),
+            )],
+            Some(meta.clone()),
+        )
+        .unwrap()
+    };
+    let huge = one(&meta);
     assert!(huge.len() < 1000);
     std::fs::write(&p, &huge).unwrap();
     let e = err(serde_json::json!({"weights": p}));
@@ -235,15 +239,7 @@ fn wrong_weights_are_refused_clearly() {
         r#"{"size":32,"channels":[0,1,18446744073709551615],"emb":128,"token_dim":32,"groups":8}"#
             .to_string(),
     );
-    let bad = safetensors::serialize(
-        vec![(
-            "w".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
-                .unwrap(),
-        )],
-        Some(meta),
-    )
-    .unwrap();
+    let bad = one(&meta);
     std::fs::write(&p, &bad).unwrap();
     let e = err(serde_json::json!({"weights": p}));
     assert!(e.contains("is not a tiny architecture"), "{e}");
