@@ -325,6 +325,15 @@ pub fn write_images(dir: &Path, images: &[RgbImage], prompts: &[String]) -> anyh
     Ok(())
 }
 
+/// Whether `name` is a file of a sample folder: an image [`write_images`] names
+/// (`NNNNNN.png`), `prompts.txt`, or `sample.json` (`cells::finish_samples`).
+pub fn is_sample_file(name: &str) -> bool {
+    matches!(name, "prompts.txt" | "sample.json")
+        || name
+            .strip_suffix(".png")
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Write a grid of the first images to `path` (its folder is created).
 pub fn write_grid(path: &Path, images: &[RgbImage]) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -89,14 +89,6 @@ fn plan_spacing(cli: &Option<String>, used: &serde_json::Value) -> serde_json::V
     }
 }
 
-/// Whether `name` is a file `sample` writes: `NNNNNN.png`, `prompts.txt`, `sample.json`.
-fn is_sample_file(name: &str) -> bool {
-    matches!(name, "prompts.txt" | "sample.json")
-        || name
-            .strip_suffix(".png")
-            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// Make `out` ready for a new sample set: absent or empty is fine; an earlier sample folder is
 /// refused unless `overwrite`, which deletes its files; a folder with anything else in it
 /// (sub-folders, other files) is refused either way, so nothing of the user's is deleted and
@@ -114,7 +106,7 @@ fn prepare_out(out: &std::path::Path, overwrite: bool) -> anyhow::Result<()> {
         let e = e.with_context(|| format!("cannot read {}", out.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let is_file = e.file_type().is_ok_and(|t| t.is_file());
-        if is_file && is_sample_file(&name) {
+        if is_file && sampling::is_sample_file(&name) {
             ours.push(e.path());
         } else {
             foreign.push(name);
@@ -180,7 +172,9 @@ mod tests {
         }
         assert!(out.join("notes.md").exists() && out.join("000000.png").exists());
         assert!(
-            is_sample_file("123456.png") && !is_sample_file(".png") && !is_sample_file("a.png")
+            sampling::is_sample_file("123456.png")
+                && !sampling::is_sample_file(".png")
+                && !sampling::is_sample_file("a.png")
         );
     }
 }

@@ -72,6 +72,24 @@ pub struct ModelPlan {
     pub scores: Vec<String>,
 }
 
+impl ModelPlan {
+    /// The samplers a state is evaluated with on `seed`: the eval samplers, and for the base
+    /// model (`base`) on the plan's first seed also the reference, unless it is one of them.
+    pub fn samplers_of<'a>(
+        &'a self,
+        base: bool,
+        seed: u64,
+        plan: &RunPlan,
+    ) -> impl Iterator<Item = &'a SamplerSpec> {
+        let first = plan.seeds.first() == Some(&seed);
+        let reference = self
+            .reference
+            .as_ref()
+            .filter(|r| base && first && !self.eval.contains(r));
+        self.eval.iter().chain(reference)
+    }
+}
+
 /// The whole grid.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
@@ -626,11 +644,7 @@ pub fn describe(plan: &RunPlan, prompts_hash: &str) -> anyhow::Result<String> {
             for method in &plan.methods {
                 match method.tuned() {
                     None => {
-                        let reference = m
-                            .reference
-                            .as_ref()
-                            .filter(|r| seed == plan.seeds[0] && !m.eval.contains(r));
-                        for es in m.eval.iter().chain(reference) {
+                        for es in m.samplers_of(true, seed, plan) {
                             let c = sample_cell(
                                 plan,
                                 m,

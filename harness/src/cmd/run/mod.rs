@@ -509,11 +509,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
                 }
             }
             for (method, ts, spec, wh) in &states {
-                // The base model is also sampled with the reference, on the first seed.
-                let reference = mp.reference.as_ref().filter(|r| {
-                    method.tuned().is_none() && seed == plan.seeds[0] && !mp.eval.contains(r)
-                });
-                for es in mp.eval.iter().chain(reference) {
+                for es in mp.samplers_of(method.tuned().is_none(), seed, &plan) {
                     let cell =
                         engine::plan::sample_cell(&plan, mp, spec, wh, es, seed, &prompts_hash)?;
                     let t = std::time::Instant::now();
