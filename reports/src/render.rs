@@ -118,6 +118,10 @@ fn cells(
     out
 }
 
+/// Methods of rows that are not a model state (differences, the real-vs-real floor, the base
+/// model's few-step gap): left out of the transfer matrix.
+const NOT_MODEL_STATES: [&str; 3] = ["adt-ft", "floor", "few-step-gap"];
+
 /// The report's tables, from the metrics frame.
 pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
     let all = cells(rows, meta, None);
@@ -346,13 +350,13 @@ pub fn tables(rows: &[MetricRow], meta: &Meta) -> Vec<Table> {
     // 3. Transfer matrix: (model, method, train) × eval sampler, FID over seeds.
     let evals: BTreeSet<String> = all
         .keys()
-        .filter(|k| k.4 != "-" && !["adt-ft", "floor", "few-step-gap"].contains(&k.2.as_str()))
+        .filter(|k| k.4 != "-" && !NOT_MODEL_STATES.contains(&k.2.as_str()))
         .map(|k| k.4.clone())
         .collect();
     let mut mat: BTreeMap<(String, usize, String, String), BTreeMap<String, String>> =
         BTreeMap::new();
     for ((m, rk, me, ts, es), v) in &all {
-        if es == "-" || ["adt-ft", "floor", "few-step-gap"].contains(&me.as_str()) {
+        if es == "-" || NOT_MODEL_STATES.contains(&me.as_str()) {
             continue;
         }
         if let Some(r) = v.get("fid") {
