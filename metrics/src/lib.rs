@@ -26,6 +26,7 @@ pub mod clip;
 pub mod features;
 pub mod inception;
 pub mod npz;
+pub mod pickle;
 pub mod preprocess;
 pub mod stats;
 pub mod weights;

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::pickle::{Object, Stack};
 use sha2::Digest;
 
 use crate::arch::{ConvSpec, all_convs};
@@ -315,13 +314,22 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Raw>> {
         .collect()
 }
 
-/// A `torch.save` zip (state dict) or a TorchScript archive.
+/// The largest `data.pkl` read (real checkpoints' are well under a megabyte).
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
+/// How deep a TorchScript module tree is walked.
+const MAX_MODULE_DEPTH: usize = 64;
+
+/// A `torch.save` zip (state dict) or a TorchScript archive, read with the bounded
+/// [`crate::pickle`] reader: no code runs, every offset and size is checked, and the bytes read
+/// from the archive's entries are capped by the file's own size (archives store tensors
+/// uncompressed), so a small file cannot make a large allocation.
 fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
     let bad = |problem: String| Error::Weights {
         path: path.to_path_buf(),
         problem,
     };
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
     let names: Vec<String> = zip
@@ -335,50 +343,44 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
         .clone();
     let dir = pkl.trim_end_matches("data.pkl").to_string();
     let torchscript = names.iter().any(|n| n.starts_with(&format!("{dir}code/")));
-    let obj = {
+    // Decompressed bytes allowed in all: the file's size twice over, plus room for a small
+    // deflated pickle.
+    let mut budget = file_len.saturating_mul(2).saturating_add(MAX_PICKLE_BYTES);
+    let pickle_bytes = {
         let entry = zip
             .by_name(&pkl)
             .map_err(|e| bad(format!("cannot read {pkl}: {e}")))?;
-        let mut reader = std::io::BufReader::new(entry);
-        let mut stack = Stack::empty();
-        stack
-            .read_loop(&mut reader)
-            .map_err(|e| bad(format!("cannot unpickle {pkl}: {e}")))?;
-        stack
-            .finalize()
-            .map_err(|e| bad(format!("cannot unpickle {pkl}: {e}")))?
+        let mut bytes = Vec::new();
+        entry
+            .take(MAX_PICKLE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("cannot read {pkl}: {e}")))?;
+        if bytes.len() as u64 > MAX_PICKLE_BYTES {
+            return Err(bad(format!(
+                "{pkl} is larger than {} MiB",
+                MAX_PICKLE_BYTES >> 20
+            )));
+        }
+        budget = budget.saturating_sub(bytes.len() as u64);
+        bytes
     };
-    let mut found: Vec<(String, Object)> = Vec::new();
-    if torchscript {
-        walk_module(obj, String::new(), &mut found);
+    let pk = crate::pickle::parse(&pickle_bytes, crate::pickle::Limits::default())
+        .map_err(|e| bad(format!("cannot unpickle {pkl}: {e}")))?;
+    drop(pickle_bytes);
+    let found = if torchscript {
+        module_tensors(&pk).map_err(|p| bad(format!("{pkl}: {p}")))?
     } else {
-        // A bare state dict, or one under `state_dict` (training checkpoints: HPSv2).
-        let mut obj = obj;
-        if let Object::Dict(kv) = &obj
-            && let Some((_, sd)) = kv
-                .iter()
-                .find(|(k, _)| matches!(k, Object::Unicode(k) if k == "state_dict"))
-        {
-            obj = sd.clone();
-        }
-        if let Object::Dict(kv) = obj {
-            for (k, v) in kv {
-                if let Object::Unicode(k) = k {
-                    found.push((k, v));
-                }
-            }
-        }
-    }
-    let data_dir = PathBuf::from(format!("{dir}data"));
+        state_dict_entries(&pk)
+    };
     let mut out = BTreeMap::new();
     for (name, value) in found {
         if name.ends_with("num_batches_tracked") {
             continue;
         }
-        let Ok(Some(info)) = value.into_tensor_info(Object::Unicode(name.clone()), &data_dir)
-        else {
+        let Some(tensor) = tensor_ref(&pk, value, 0) else {
             continue;
         };
+        let tensor = tensor.map_err(|p| bad(format!("tensor `{name}`: {p}")))?;
         let name = if torchscript {
             match torchscript_name(&name) {
                 Some(n) => n,
@@ -387,7 +389,8 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
         } else {
             name.strip_prefix("module.").unwrap_or(&name).to_string()
         };
-        let raw = read_tensor(&mut zip, &info).map_err(|p| bad(format!("tensor `{name}`: {p}")))?;
+        let raw = read_tensor(&mut zip, &format!("{dir}data"), &tensor, &mut budget)
+            .map_err(|p| bad(format!("tensor `{name}`: {p}")))?;
         out.insert(name, raw);
     }
     if out.is_empty() {
@@ -396,61 +399,221 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Raw>> {
     Ok(out)
 }
 
-/// Every tensor attribute of a TorchScript module tree, with its dotted path.
-fn walk_module(obj: Object, prefix: String, out: &mut Vec<(String, Object)>) {
-    if let Object::Build { args, .. } = obj
-        && let Object::Dict(kv) = *args
+/// The `(name, value)` entries of a state dict pickle: the root dict, or the one under
+/// `state_dict` (training checkpoints: HPSv2).
+fn state_dict_entries(pk: &crate::pickle::Pickle) -> Vec<(String, crate::pickle::Id)> {
+    let mut dict = pk.dict(pk.root).unwrap_or(&[]);
+    if let Some(&(_, sd)) = dict.iter().find(|(k, _)| pk.str(*k) == Some("state_dict"))
+        && let Some(inner) = pk.dict(sd)
     {
-        for (k, v) in kv {
-            let Object::Unicode(k) = k else { continue };
+        dict = inner;
+    }
+    dict.iter()
+        .filter_map(|&(k, v)| Some((pk.str(k)?.to_string(), v)))
+        .collect()
+}
+
+/// Every tensor attribute of a TorchScript module tree, with its dotted path; the walk is
+/// iterative and refuses trees deeper than [`MAX_MODULE_DEPTH`].
+fn module_tensors(
+    pk: &crate::pickle::Pickle,
+) -> std::result::Result<Vec<(String, crate::pickle::Id)>, String> {
+    use crate::pickle::Value;
+    let mut out = Vec::new();
+    let mut todo = vec![(pk.root, String::new(), 0usize)];
+    while let Some((id, prefix, depth)) = todo.pop() {
+        if depth > MAX_MODULE_DEPTH {
+            return Err(format!("the module tree is deeper than {MAX_MODULE_DEPTH}"));
+        }
+        let Value::Build { state, .. } = pk.get(id) else {
+            continue;
+        };
+        let Some(kv) = pk.dict(*state) else { continue };
+        // Pushed in reverse so the walk visits attributes in file order.
+        for &(k, v) in kv.iter().rev() {
+            let Some(k) = pk.str(k) else { continue };
             let path = format!("{prefix}{k}");
-            match &v {
-                Object::Build { .. } => walk_module(v, format!("{path}."), out),
-                Object::Reduce { .. } => out.push((path, v)),
+            match pk.get(v) {
+                Value::Build { .. } => todo.push((v, format!("{path}."), depth + 1)),
+                Value::Call { .. } => out.push((path, v)),
                 _ => {}
             }
         }
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Where one tensor's values are: its storage entry and how to view it.
+#[derive(Debug)]
+struct TensorRef {
+    /// The storage's key (its file under `data/`).
+    key: String,
+    /// Bytes per element: 4 (f32) or 2 (f16, bf16).
+    width: usize,
+    bf16: bool,
+    /// Offset into the storage, in elements.
+    offset: usize,
+    shape: Vec<usize>,
+}
+
+/// The tensor a pickled value rebuilds (`None` when it is not a tensor at all), following
+/// `_rebuild_parameter` and `_rebuild_from_type_v2` to `_rebuild_tensor_v2`. Every count is
+/// checked: negative or overflowing sizes, offsets and strides are errors.
+fn tensor_ref(
+    pk: &crate::pickle::Pickle,
+    value: crate::pickle::Id,
+    depth: usize,
+) -> Option<std::result::Result<TensorRef, String>> {
+    use crate::pickle::Value;
+    let Value::Call { callable, args } = pk.get(value) else {
+        return None;
+    };
+    let (module, name) = pk.global(*callable)?;
+    let items = pk.items(*args);
+    if depth > 4 {
+        return Some(Err("tensor rebuilt through too many wrappers".into()));
+    }
+    match (module, name) {
+        ("torch._utils", "_rebuild_parameter") => {
+            let inner = items.and_then(|a| a.first().copied());
+            match inner {
+                Some(inner) => tensor_ref(pk, inner, depth + 1),
+                None => Some(Err("_rebuild_parameter without arguments".into())),
+            }
+        }
+        ("torch._tensor", "_rebuild_from_type_v2") => {
+            // (function, type, args, state)
+            let Some(&[func, _, args, ..]) = items else {
+                return Some(Err("_rebuild_from_type_v2 with too few arguments".into()));
+            };
+            let Some(("torch._utils", "_rebuild_tensor_v2")) = pk.global(func) else {
+                return Some(Err("_rebuild_from_type_v2 of an unknown function".into()));
+            };
+            Some(rebuild_tensor_v2(pk, args))
+        }
+        ("torch._utils", "_rebuild_tensor_v2") => Some(rebuild_tensor_v2(pk, *args)),
+        _ => None,
+    }
+}
+
+/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, ...)` with a contiguous view.
+fn rebuild_tensor_v2(
+    pk: &crate::pickle::Pickle,
+    args: crate::pickle::Id,
+) -> std::result::Result<TensorRef, String> {
+    use crate::pickle::Value;
+    let Some(&[storage, offset, size, stride, ..]) = pk.items(args) else {
+        return Err("_rebuild_tensor_v2 with fewer than four arguments".into());
+    };
+    let Value::Persistent(sid) = pk.get(storage) else {
+        return Err("the storage is not a persistent reference".into());
+    };
+    // ('storage', StorageClass, key, location, numel)
+    let Some(&[_, class, key, _, _]) = pk.items(*sid) else {
+        return Err("the storage reference is not a 5-tuple".into());
+    };
+    let Some((_, class)) = pk.global(class) else {
+        return Err("the storage type is not a class".into());
+    };
+    let (width, bf16) = match class {
+        "FloatStorage" => (4, false),
+        "HalfStorage" => (2, false),
+        "BFloat16Storage" => (2, true),
+        other => return Err(format!("storage type {other} (expected f32, f16 or bf16)")),
+    };
+    let key = pk
+        .str(key)
+        .ok_or("the storage key is not a string")?
+        .to_string();
+    if key.is_empty() || key.contains(['/', '\\']) || key.contains("..") {
+        return Err(format!("storage key {key:?} names no file of the archive"));
+    }
+    let count = |id: crate::pickle::Id, what: &str| -> std::result::Result<Vec<usize>, String> {
+        pk.items(id)
+            .ok_or(format!("the {what} is not a tuple"))?
+            .iter()
+            .map(|&v| {
+                pk.int(v)
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or(format!("the {what} holds a value that is not a size"))
+            })
+            .collect()
+    };
+    let shape = count(size, "size")?;
+    let stride = count(stride, "stride")?;
+    if shape.len() != stride.len() {
+        return Err(format!(
+            "size has {} dimensions, stride {}",
+            shape.len(),
+            stride.len()
+        ));
+    }
+    // Row-major contiguity (dimensions of extent 1 may carry any stride).
+    let mut want = 1usize;
+    for (&d, &s) in shape.iter().zip(&stride).rev() {
+        if d != 1 && s != want {
+            return Err("non-contiguous storage".into());
+        }
+        want = want.checked_mul(d).ok_or("the size overflows")?;
+    }
+    let offset = pk
+        .int(offset)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or("the storage offset is not a size")?;
+    Ok(TensorRef {
+        key,
+        width,
+        bf16,
+        offset,
+        shape,
+    })
 }
 
 fn read_tensor<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
-    info: &candle_core::pickle::TensorInfo,
+    data_dir: &str,
+    t: &TensorRef,
+    budget: &mut u64,
 ) -> std::result::Result<Raw, String> {
-    let width = match info.dtype {
-        candle_core::DType::F32 => 4,
-        candle_core::DType::F16 | candle_core::DType::BF16 => 2,
-        other => return Err(format!("dtype {other:?} (expected f32, f16 or bf16)")),
-    };
-    if !info.layout.is_contiguous() {
-        return Err("non-contiguous storage".into());
+    let n = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("the size overflows")?;
+    let (start, end) = t
+        .offset
+        .checked_add(n)
+        .and_then(|e| Some((t.offset.checked_mul(t.width)?, e.checked_mul(t.width)?)))
+        .ok_or("the storage offset and size overflow")?;
+    let entry_name = format!("{data_dir}/{}", t.key);
+    let entry = zip
+        .by_name(&entry_name)
+        .map_err(|e| format!("storage {entry_name}: {e}"))?;
+    if (end as u64) > *budget {
+        return Err(format!(
+            "storage {entry_name}: {end} bytes needed, more than the archive can hold"
+        ));
     }
-    let mut entry = zip
-        .by_name(&info.path)
-        .map_err(|e| format!("storage {}: {e}", info.path))?;
     let mut bytes = Vec::new();
     entry
+        .take(end as u64)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("storage {}: {e}", info.path))?;
-    let shape = info.layout.dims().to_vec();
-    let n: usize = shape.iter().product();
-    // candle reports the storage offset in bytes.
-    let start = info.layout.start_offset();
-    let end = start + n * width;
+        .map_err(|e| format!("storage {entry_name}: {e}"))?;
+    *budget -= bytes.len() as u64;
     if end > bytes.len() {
         return Err(format!(
-            "storage {} holds {} bytes, need {end}",
-            info.path,
+            "storage {entry_name} holds {} bytes, need {end}",
             bytes.len()
         ));
     }
     let b = &bytes[start..end];
-    let data = match info.dtype {
-        candle_core::DType::F16 => b
+    let data = match (t.width, t.bf16) {
+        (2, false) => b
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        candle_core::DType::BF16 => b
+        (2, true) => b
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
@@ -459,7 +622,10 @@ fn read_tensor<R: Read + std::io::Seek>(
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     };
-    Ok(Raw { shape, data })
+    Ok(Raw {
+        shape: t.shape.clone(),
+        data,
+    })
 }
 
 /// Map a TorchScript attribute path (`net.layers.mixed_4.tower_1.conv_2.beta`) to the
