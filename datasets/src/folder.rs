@@ -28,7 +28,7 @@ pub fn open(root: &Path) -> Result<RecordStream> {
     let root = root.to_path_buf();
     let records = images.into_iter().map(move |path| {
         let location = path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|e| RecordError {
+        let bytes = crate::read_capped(&path, crate::MAX_IMAGE_ALLOC).map_err(|e| RecordError {
             location: location.clone(),
             reason: format!("cannot read: {e}"),
         })?;

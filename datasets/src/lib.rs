@@ -260,17 +260,64 @@ pub fn open_resized(spec: &DataSpec, size: u32) -> Result<RecordStream> {
     })))
 }
 
+/// The largest side an image may declare.
+pub const MAX_IMAGE_SIDE: u32 = 32_768;
+/// The most bytes one decode may allocate (a 12 000² RGB image is 432 MB).
+pub const MAX_IMAGE_ALLOC: u64 = 512 << 20;
+
+/// Decode image bytes (format guessed from the content) within [`MAX_IMAGE_SIDE`] and
+/// [`MAX_IMAGE_ALLOC`]: the limits are checked against the header before any pixel is
+/// allocated. Grey and alpha images are converted to RGB.
+pub fn decode_image_bounded(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    reader.decode().map(|img| img.to_rgb8()).map_err(|e| match e {
+        image::ImageError::Limits(_) => format!(
+            "{e} (images may have at most {MAX_IMAGE_SIDE} pixels a side and decode to at most \
+             {} MiB)",
+            MAX_IMAGE_ALLOC >> 20
+        ),
+        e => e.to_string(),
+    })
+}
+
+/// Read and decode an image file with [`decode_image_bounded`]; the file's size is capped at
+/// [`MAX_IMAGE_ALLOC`] before it is read.
+pub fn read_image_file(path: &Path) -> std::result::Result<RgbImage, String> {
+    let bytes = read_capped(path, MAX_IMAGE_ALLOC).map_err(|e| e.to_string())?;
+    decode_image_bounded(&bytes)
+}
+
+/// The bytes of a file of at most `cap` bytes (an error naming the size past it).
+pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    f.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(std::io::Error::other(format!(
+            "the file is larger than {} MiB",
+            cap >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Decode image bytes, naming the record on failure.
 pub(crate) fn decode_image(
     bytes: &[u8],
     location: &str,
 ) -> std::result::Result<RgbImage, RecordError> {
-    image::load_from_memory(bytes)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| RecordError {
-            location: location.to_string(),
-            reason: format!("cannot decode image: {e}"),
-        })
+    decode_image_bounded(bytes).map_err(|e| RecordError {
+        location: location.to_string(),
+        reason: format!("cannot decode image: {e}"),
+    })
 }
 
 /// `path` itself, or the files directly in the folder `path` with extension `ext`, sorted.
@@ -313,6 +360,30 @@ pub fn is_image_path(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image::RgbImage::new(w, h)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        bytes
+    }
+
+    /// A small file declaring a side past the limit is refused from its header; one within
+    /// it decodes.
+    #[test]
+    fn decoding_is_bounded_by_the_declared_size() {
+        let wide = png(MAX_IMAGE_SIDE + 1, 1);
+        assert!(wide.len() < 2000, "{}", wide.len());
+        let e = decode_image_bounded(&wide).unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+        assert_eq!(decode_image_bounded(&png(7, 3)).unwrap().dimensions(), (7, 3));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        std::fs::write(&p, png(2, 2)).unwrap();
+        assert!(read_image_file(&p).is_ok());
+        assert!(read_capped(&p, 10).unwrap_err().to_string().contains("larger"));
+    }
 
     #[test]
     fn parse_specs() {

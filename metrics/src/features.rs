@@ -52,29 +52,51 @@ impl<'a> Extractor<'a> {
     }
 
     /// Features of an image stream; `progress` is called with the number of images done after
-    /// every batch.
+    /// every batch. Decoded images are preprocessed to the network's input as they arrive
+    /// whenever the ones waiting hold more than [`STREAM_PIXEL_BUDGET`] pixels, so a batch of
+    /// large photos never sits in memory at full size.
     pub fn features_stream(
         &self,
         images: &mut dyn Iterator<Item = RgbImage>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<f32>> {
+        let per = INPUT * INPUT * 3;
         let mut out = Vec::new();
-        let mut batch = Vec::with_capacity(self.batch);
         let mut done = 0;
         loop {
-            batch.clear();
-            for _ in 0..self.batch {
-                match images.next() {
-                    Some(img) => batch.push(img),
-                    None => break,
+            let mut data = vec![0f32; self.batch * per];
+            let mut filled = 0;
+            let mut waiting: Vec<RgbImage> = Vec::new();
+            let mut waiting_px = 0u64;
+            let mut flush = |waiting: &mut Vec<RgbImage>, filled: &mut usize| {
+                let n = waiting.len();
+                data[*filled * per..(*filled + n) * per]
+                    .par_chunks_mut(per)
+                    .zip(waiting.par_iter())
+                    .for_each(|(dst, img)| crate::preprocess::preprocess_into(img, self.mode, dst));
+                *filled += n;
+                waiting.clear();
+            };
+            while filled + waiting.len() < self.batch {
+                let Some(img) = images.next() else { break };
+                waiting_px += img.width() as u64 * img.height() as u64;
+                waiting.push(img);
+                if waiting_px > STREAM_PIXEL_BUDGET {
+                    flush(&mut waiting, &mut filled);
+                    waiting_px = 0;
                 }
             }
-            if batch.is_empty() {
+            flush(&mut waiting, &mut filled);
+            if filled == 0 {
                 break;
             }
-            out.extend(self.batch_features(&batch)?);
-            done += batch.len();
+            data.truncate(filled * per);
+            out.extend(self.forward_preprocessed(data, filled)?);
+            done += filled;
             progress(done);
+            if filled < self.batch {
+                break;
+            }
         }
         Ok(out)
     }
@@ -86,16 +108,20 @@ impl<'a> Extractor<'a> {
         data.par_chunks_mut(per)
             .zip(images.par_iter())
             .for_each(|(dst, img)| crate::preprocess::preprocess_into(img, self.mode, dst));
+        self.forward_preprocessed(data, images.len())
+    }
+
+    /// The network on `n` preprocessed inputs (`n × 299 × 299 × 3`, HWC).
+    fn forward_preprocessed(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>> {
         if !self.device.is_cpu() {
-            let x =
-                candle_core::Tensor::from_vec(data, (images.len(), INPUT, INPUT, 3), &self.device)?
-                    .permute((0, 3, 1, 2))?
-                    .contiguous()?;
+            let x = candle_core::Tensor::from_vec(data, (n, INPUT, INPUT, 3), &self.device)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?;
             let f = self.net.features_candle(&x)?;
             return Ok(f.flatten_all()?.to_vec1::<f32>()?);
         }
         let x = Act {
-            n: images.len(),
+            n,
             h: INPUT,
             w: INPUT,
             c: 3,
@@ -104,6 +130,11 @@ impl<'a> Extractor<'a> {
         self.net.features(&x)
     }
 }
+
+/// Decoded pixels [`Extractor::features_stream`] lets wait before it preprocesses them (a
+/// batch of 50 small images stays one parallel step; a few large photos are preprocessed one
+/// group at a time).
+pub const STREAM_PIXEL_BUDGET: u64 = 16 << 20;
 
 /// A content key for a feature set: the images' identity, the mode, the weights and this
 /// crate's version (a change to the network code invalidates every cached set).

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::cli::{GlobalOpts, ScoreArgs};
 use crate::engine::scores::{
-    image_files, load_scorers, parse_metrics, read_images, read_prompts, score_set, sources,
+    ImageFiles, image_files, load_scorers, parse_metrics, read_prompts, score_set, sources,
 };
 use crate::exit::DataError;
 
@@ -38,7 +38,7 @@ pub fn run(g: &GlobalOpts, a: &ScoreArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let images = read_images(&files)?;
+    let images = ImageFiles(&files);
     let device = crate::device::open(&a.device)?;
     let scorers = load_scorers(&metrics, &sources(&a.models), &device, g.quiet)?;
     let results = score_set(
@@ -80,13 +80,13 @@ pub fn run(g: &GlobalOpts, a: &ScoreArgs) -> anyhow::Result<()> {
     if a.json {
         let out = json!({
             "dir": a.dir.display().to_string(),
-            "n": images.len(),
+            "n": files.len(),
             "images": files.iter().map(|f| f.file_name().map(|n| n.to_string_lossy().to_string())).collect::<Vec<_>>(),
             "metrics": results,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("{} image(s) in {}", images.len(), a.dir.display());
+        println!("{} image(s) in {}", files.len(), a.dir.display());
         println!(
             "{:<10} {:>12}  {:<26} notes",
             "metric", "value", "95% interval"

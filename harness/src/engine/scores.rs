@@ -67,22 +67,24 @@ pub fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Decode images as RGB (grey and alpha converted as the processors do); an undecodable
-/// file is a data error naming it.
-pub fn read_images(files: &[PathBuf]) -> anyhow::Result<Vec<RgbImage>> {
-    files
-        .iter()
-        .map(|p| {
-            image::ImageReader::open(p)
-                .and_then(|r| r.with_guessed_format())
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.decode().map_err(|e| e.to_string()))
-                .map(|i| i.to_rgb8())
-                .map_err(|e| {
-                    DataError(format!("{}: cannot decode the image ({e})", p.display())).into()
-                })
-        })
-        .collect()
+/// Image files scored without holding them: each is read and decoded (bounded:
+/// [`adt_datasets::decode_image_bounded`]) when a scorer asks for it, and dropped once it is
+/// preprocessed. An undecodable file is a data error naming it.
+pub struct ImageFiles<'a>(pub &'a [PathBuf]);
+
+impl adt_metrics::clip::Images for ImageFiles<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn image(&self, i: usize) -> adt_metrics::Result<std::borrow::Cow<'_, RgbImage>> {
+        let p = &self.0[i];
+        adt_datasets::read_image_file(p)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|reason| adt_metrics::Error::Image {
+                path: p.display().to_string(),
+                reason: format!("cannot decode the image ({reason})"),
+            })
+    }
 }
 
 /// Read a prompt file: one prompt per line, one line per image (a final newline is not a
@@ -130,7 +132,7 @@ pub struct Scored {
 /// Score one set with loaded scorers.
 pub fn score_set<'a>(
     scorers: impl IntoIterator<Item = &'a Scorer>,
-    images: &[RgbImage],
+    images: &(impl adt_metrics::clip::Images + ?Sized),
     prompts: Option<&[String]>,
     batch: usize,
     reps: usize,
@@ -140,7 +142,7 @@ pub fn score_set<'a>(
     scorers
         .into_iter()
         .map(|s| {
-            let bar = crate::progress::Bar::new(images.len() as u64, s.metric().name(), quiet);
+            let bar = crate::progress::Bar::new(images.count() as u64, s.metric().name(), quiet);
             let mut last = 0;
             let scores = s
                 .score_progress(images, prompts, batch, &mut |done| {

@@ -431,21 +431,31 @@ impl Scorer {
         self.image_embeds_progress(images, batch, &mut |_| {})
     }
 
-    /// [`Scorer::image_embeds`], calling `progress(images done)` after each batch.
+    /// [`Scorer::image_embeds`], calling `progress(images done)` after each batch. Each image
+    /// is fetched from `images` and preprocessed on its own, so at most one decoded image per
+    /// thread is alive at a time whatever the images' size (a folder of 12 000² photos streams).
     pub fn image_embeds_progress(
         &self,
-        images: &[RgbImage],
+        images: &(impl Images + ?Sized),
         batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Tensor> {
+        use rayon::prelude::*;
         let mut rows = Vec::new();
-        let mut done = 0;
-        for chunk in images.chunks(batch.max(1)) {
-            let px: Vec<f32> = chunk.iter().flat_map(|i| self.processor.apply(i)).collect();
-            let out = self.model.encode_images(&px, chunk.len())?;
+        let n = images.count();
+        let batch = batch.max(1);
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch).min(n);
+            let px: Vec<Vec<f32>> = (start..end)
+                .into_par_iter()
+                .map(|i| images.image(i).map(|img| self.processor.apply(&img)))
+                .collect::<Result<_>>()?;
+            let px: Vec<f32> = px.concat();
+            let out = self.model.encode_images(&px, end - start)?;
             rows.push(normalize_rows(&out.embeds)?);
-            done += chunk.len();
-            progress(done);
+            progress(end);
+            start = end;
         }
         Ok(Tensor::cat(&rows, 0)?)
     }
@@ -477,12 +487,12 @@ impl Scorer {
     /// [`Scorer::score`], calling `progress(images done)` after each image batch.
     pub fn score_progress(
         &self,
-        images: &[RgbImage],
+        images: &(impl Images + ?Sized),
         prompts: Option<&[String]>,
         batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<MetricScores> {
-        if images.is_empty() {
+        if images.count() == 0 {
             return Err(Error::TooFew {
                 what: self.metric.name().into(),
                 n: 0,
@@ -497,11 +507,11 @@ impl Scorer {
                     self.metric.name()
                 )));
             }
-            (true, Some(p)) if p.len() != images.len() => {
+            (true, Some(p)) if p.len() != images.count() => {
                 return Err(Error::Clip(format!(
                     "{} prompts for {} images: give exactly one prompt per image",
                     p.len(),
-                    images.len()
+                    images.count()
                 )));
             }
             (true, Some(p)) => Some(p),
@@ -526,7 +536,7 @@ impl Scorer {
                 let txt = self.text_embeds(&uniq)?;
                 let cos = scores::cosines(&img, &txt)?;
                 let col = |i: usize| uniq.binary_search(&p[i]).unwrap_or(0);
-                let c: Vec<f64> = (0..images.len()).map(|i| cos[i][col(i)] as f64).collect();
+                let c: Vec<f64> = (0..images.count()).map(|i| cos[i][col(i)] as f64).collect();
                 match self.metric {
                     Metric::ClipScore => {
                         let s: Vec<f64> = c.iter().map(|v| 100.0 * v).collect();
@@ -560,6 +570,32 @@ impl Scorer {
             value,
             preference,
         })
+    }
+}
+
+/// Images to score, fetched one at a time (decoded on demand, or already in memory).
+pub trait Images: Sync {
+    /// How many.
+    fn count(&self) -> usize;
+    /// Image `i` (`i < count()`); an image that cannot be read is [`Error::Image`].
+    fn image(&self, i: usize) -> Result<std::borrow::Cow<'_, RgbImage>>;
+}
+
+impl Images for [RgbImage] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn image(&self, i: usize) -> Result<std::borrow::Cow<'_, RgbImage>> {
+        Ok(std::borrow::Cow::Borrowed(&self[i]))
+    }
+}
+
+impl Images for Vec<RgbImage> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn image(&self, i: usize) -> Result<std::borrow::Cow<'_, RgbImage>> {
+        Ok(std::borrow::Cow::Borrowed(&self[i]))
     }
 }
 

@@ -165,6 +165,10 @@ impl Processor {
     }
 }
 
+/// The most elongated image the CLIP processors resize whole (long side / short side); a
+/// longer strip is cut to its centre part first.
+pub const MAX_ASPECT: usize = 16;
+
 /// `get_resize_output_image_size(shortest_edge)`: the short side becomes `size`, the long
 /// side `int(size·long/short)`. Returns (height, width).
 pub fn short_side_size(h: usize, w: usize, size: usize) -> (usize, usize) {
@@ -187,6 +191,20 @@ fn clip(
     round_crop: bool,
 ) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
+    let (short, long) = (w.min(h).max(1), w.max(h));
+    if long > short * MAX_ASPECT {
+        // The short-side resize of a strip this long would be huge (a 1 × 300 000 image would
+        // become 224 × 67 200 000), and the crop reads only its middle: keep the centre
+        // `short × MAX_ASPECT·short` part first. Images up to this aspect ratio are processed
+        // exactly as transformers and open_clip do.
+        let keep = (short * MAX_ASPECT) as u32;
+        let part = if w > h {
+            image::imageops::crop_imm(img, (w as u32 - keep) / 2, 0, keep, h as u32).to_image()
+        } else {
+            image::imageops::crop_imm(img, 0, (h as u32 - keep) / 2, w as u32, keep).to_image()
+        };
+        return clip(&part, size, crop, mean, std, resample, round_crop);
+    }
     let (oh, ow) = short_side_size(h, w, size);
     let raw = img.as_raw();
     let mut out = vec![0f32; 3 * crop * crop];
@@ -475,6 +493,18 @@ mod tests {
         // 150·224/190 = 176.84… → 177; 2.5 → 2 (half to even).
         assert_eq!(max_side_size(150, 190, 224), Some((177, 224)));
         assert_eq!(max_side_size(5, 448, 224), Some((2, 224)));
+    }
+
+    /// A 1 × 300 000 strip is processed through its centre part (a crop-sized output, no
+    /// 15 GB intermediate), giving what that part alone gives.
+    #[test]
+    fn an_extreme_strip_is_cut_before_the_short_side_resize() {
+        let strip = RgbImage::from_fn(1, 300_000, |_, y| image::Rgb([(y % 253) as u8, 40, 90]));
+        let p = Processor::openai(Resample::Pil);
+        let out = p.apply(&strip);
+        assert_eq!(out.len(), 3 * 224 * 224);
+        let part = image::imageops::crop_imm(&strip, 0, 150_000 - 8, 1, 16).to_image();
+        assert_eq!(out, p.apply(&part));
     }
 
     #[test]

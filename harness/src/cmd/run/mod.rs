@@ -158,9 +158,8 @@ fn load_folder(dir: &Path) -> anyhow::Result<Vec<image::RgbImage>> {
     files
         .iter()
         .map(|p| {
-            Ok(image::open(p)
-                .with_context(|| format!("cannot decode {}", p.display()))?
-                .to_rgb8())
+            adt_datasets::read_image_file(p)
+                .map_err(|e| anyhow::anyhow!("cannot decode {}: {e}", p.display()))
         })
         .collect()
 }
