@@ -277,14 +277,17 @@ pub fn decode_image_bounded(bytes: &[u8]) -> std::result::Result<RgbImage, Strin
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_ALLOC);
     reader.limits(limits);
-    reader.decode().map(|img| img.to_rgb8()).map_err(|e| match e {
-        image::ImageError::Limits(_) => format!(
-            "{e} (images may have at most {MAX_IMAGE_SIDE} pixels a side and decode to at most \
+    reader
+        .decode()
+        .map(|img| img.to_rgb8())
+        .map_err(|e| match e {
+            image::ImageError::Limits(_) => format!(
+                "{e} (images may have at most {MAX_IMAGE_SIDE} pixels a side and decode to at most \
              {} MiB)",
-            MAX_IMAGE_ALLOC >> 20
-        ),
-        e => e.to_string(),
-    })
+                MAX_IMAGE_ALLOC >> 20
+            ),
+            e => e.to_string(),
+        })
 }
 
 /// Read and decode an image file with [`decode_image_bounded`]; the file's size is capped at
@@ -364,7 +367,10 @@ mod tests {
     fn png(w: u32, h: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         image::RgbImage::new(w, h)
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
             .unwrap();
         bytes
     }
@@ -377,12 +383,20 @@ mod tests {
         assert!(wide.len() < 2000, "{}", wide.len());
         let e = decode_image_bounded(&wide).unwrap_err();
         assert!(e.contains("limit"), "{e}");
-        assert_eq!(decode_image_bounded(&png(7, 3)).unwrap().dimensions(), (7, 3));
+        assert_eq!(
+            decode_image_bounded(&png(7, 3)).unwrap().dimensions(),
+            (7, 3)
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.png");
         std::fs::write(&p, png(2, 2)).unwrap();
         assert!(read_image_file(&p).is_ok());
-        assert!(read_capped(&p, 10).unwrap_err().to_string().contains("larger"));
+        assert!(
+            read_capped(&p, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("larger")
+        );
     }
 
     #[test]

@@ -50,13 +50,48 @@ pub fn open(path: &Path) -> Result<RecordStream> {
     }
     Ok(Box::new(readers.into_iter().flat_map(
         |(file, reader, image_col, caption_col)| {
-            reader.into_iter().enumerate().map(move |(i, row)| {
+            let mut rows = Some(reader.into_iter());
+            let mut i = 0usize;
+            std::iter::from_fn(move || {
+                let it = rows.as_mut()?;
                 let location = format!("{}#{}", file.display(), i);
-                let row = row.map_err(|e| RecordError {
-                    location: location.clone(),
-                    reason: e.to_string(),
-                })?;
-                row_to_record(&row, &image_col, caption_col.as_deref(), &location, i)
+                // The parquet reader is third-party code fed untrusted bytes: a panic inside it
+                // is contained here and reported as bad data, and after any error of its own
+                // the rest of the file is given up (a corrupt page can make it repeat the same
+                // row forever).
+                let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
+                let row = match next {
+                    Ok(None) => {
+                        rows = None;
+                        return None;
+                    }
+                    Ok(Some(Ok(row))) => row,
+                    Ok(Some(Err(e))) => {
+                        rows = None;
+                        return Some(Err(RecordError {
+                            location,
+                            reason: format!("{e}; the rest of this file is not read"),
+                        }));
+                    }
+                    Err(panic) => {
+                        rows = None;
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("a panic");
+                        return Some(Err(RecordError {
+                            location,
+                            reason: format!(
+                                "the parquet reader failed on corrupt data ({what}); the rest of \
+                                 this file is not read"
+                            ),
+                        }));
+                    }
+                };
+                let rec = row_to_record(&row, &image_col, caption_col.as_deref(), &location, i);
+                i += 1;
+                Some(rec)
             })
         },
     )))
@@ -153,6 +188,49 @@ mod tests {
         assert!(
             bad.location.ends_with("#2") && bad.reason.contains("decode"),
             "{bad}"
+        );
+    }
+
+    /// Every single-byte corruption of the file's data pages (the footer left intact, so the
+    /// file still opens) ends the stream within the file's rows plus one error: no panic
+    /// escapes the reader and no row repeats forever.
+    #[test]
+    fn corrupt_pages_end_the_stream_instead_of_panicking_or_looping() {
+        let src = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hf_export.parquet"),
+        )
+        .unwrap();
+        let footer = u32::from_le_bytes(src[src.len() - 8..src.len() - 4].try_into().unwrap());
+        let data_end = src.len() - 8 - footer as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        let (mut opened, mut errors) = (0, 0);
+        // Quiet the default hook while panics are expected and caught.
+        let hook = std::panic::take_hook();
+        static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        std::panic::set_hook(Box::new(|_| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+        for at in (4..data_end).step_by(3) {
+            for flip in [0xffu8, 0x80] {
+                let mut bytes = src.clone();
+                bytes[at] ^= flip;
+                std::fs::write(&p, &bytes).unwrap();
+                let Ok(stream) = open(&p) else { continue };
+                opened += 1;
+                let items: Vec<_> = stream.take(50).collect();
+                assert!(items.len() <= 4, "byte {at}: {} items", items.len());
+                errors += items.iter().filter(|r| r.is_err()).count();
+            }
+        }
+        std::panic::set_hook(hook);
+        eprintln!(
+            "{opened} corrupt files opened, {errors} errors, {} reader panics contained",
+            PANICS.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert!(
+            opened > 100 && errors > opened,
+            "{opened} opened, {errors} errors"
         );
     }
 
