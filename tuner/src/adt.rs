@@ -450,9 +450,21 @@ pub fn tune(
         .append(true)
         .open(&log_path)
         .map_err(io(&log_path))?;
-    let end = stop_after
+    let mut end = stop_after
         .map(|n| (start + n).min(cfg.iters))
         .unwrap_or(cfg.iters);
+    // A stop inside a generator accumulation window would lose the gradients gathered so far
+    // (they live in the plugin, not in the checkpoint): run on to the window's update.
+    let asked = end;
+    while end < cfg.iters && end > start && cfg.in_window(end - 1) && !cfg.is_g_update(end - 1) {
+        end += 1;
+    }
+    if end != asked {
+        progress.event(&format!(
+            "stopping after iteration {end}, not {asked}: the generator's accumulation window \
+             ends there (a stop inside it could not resume exactly)"
+        ));
+    }
     let uncond = if cfg.guidance != 1.0 {
         Some(t.model.encode_prompts(&[String::new()])?)
     } else {

@@ -164,6 +164,39 @@ fn a_resumed_run_is_bitwise_the_uninterrupted_one() {
     assert_eq!(la.lines().count(), 7, "header + 6 rows");
 }
 
+/// A stop asked for inside a generator accumulation window (H 3, two accumulated iterations)
+/// runs on to the window's update, so the resumed run is the uninterrupted one bit for bit.
+#[test]
+fn a_stop_inside_an_accumulation_window_resumes_exactly() {
+    let window = |c: &mut TuneConfig| {
+        c.h = 3;
+        c.accum = 2;
+        c.checkpoint_every = 100;
+    };
+    let a = tempfile::tempdir().unwrap();
+    run_with(a.path(), 6, None, 1e-3, window).unwrap();
+    // Iteration 2 (0-based 1) sits inside the first window: the stop moves on to its update
+    // (after 3), and the resume runs the second window.
+    for (stop, want) in [(2, 3)] {
+        let b = tempfile::tempdir().unwrap();
+        let first = run_with(b.path(), 6, Some(stop), 1e-3, window).unwrap();
+        assert_eq!(first.len() as u64, want, "stop {stop}");
+        run_with(b.path(), 6, None, 1e-3, window).unwrap();
+        for f in [
+            "checkpoint/model/model.safetensors",
+            "checkpoint/model/optimizer.safetensors",
+            "checkpoint/disc.safetensors",
+        ] {
+            let x = std::fs::read(a.path().join(f)).unwrap();
+            let y = std::fs::read(b.path().join(f)).unwrap();
+            assert!(
+                x == y,
+                "stop {stop}: {f} differs from the uninterrupted run"
+            );
+        }
+    }
+}
+
 /// The moving average of the tuned weights: written beside them, not the weights themselves,
 /// and a resumed run reproduces it bit for bit.
 #[test]
