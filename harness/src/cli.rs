@@ -307,6 +307,10 @@ pub struct TuneArgs {
     /// Stop after this many iterations in this invocation (with a checkpoint).
     #[arg(long = "stop-after", value_name = "ITERS")]
     pub stop_after: Option<u64>,
+    /// On resume, keep the checkpoint's weights but start the optimizer afresh (its saved
+    /// moments are not read; without this flag a checkpoint missing them is an error).
+    #[arg(long = "reset-optimizer")]
+    pub reset_optimizer: bool,
     /// Gradient path: `adt` (equal gradient at every step), `drtune`, `full` (no stop-gradient).
     #[arg(long, default_value = "adt")]
     pub path: String,
@@ -781,6 +785,10 @@ pub struct PretrainArgs {
     /// Stop after this many steps in this invocation (with a checkpoint); rerun to resume.
     #[arg(long = "stop-after", value_name = "STEPS")]
     pub stop_after: Option<u64>,
+    /// On resume, keep the checkpoint's weights but start the optimizer afresh (its saved
+    /// moments are not read; without this flag a checkpoint missing them is an error).
+    #[arg(long = "reset-optimizer")]
+    pub reset_optimizer: bool,
 }
 
 #[derive(Debug, Subcommand)]

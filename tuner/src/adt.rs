@@ -400,11 +400,13 @@ struct State {
 
 /// Run (or resume) a tuning session writing to `out`: `checkpoint/` (model through the plugin,
 /// `disc.safetensors`, `state.json`), `log.csv`. Returns the rows logged in this invocation.
+/// `reset_optimizer` resumes with a fresh optimizer state ([`crate::load_model_state`]).
 pub fn tune(
     t: &mut Tuner<'_>,
     cfg: &TuneConfig,
     out: &Path,
     stop_after: Option<u64>,
+    reset_optimizer: bool,
     progress: &mut dyn Progress,
 ) -> Result<Vec<LogRow>> {
     let io = |p: &Path| {
@@ -428,7 +430,10 @@ pub fn tune(
                 out.display()
             )));
         }
-        t.model.load_state(&dir.join("model"))?;
+        crate::load_model_state(t.model, &dir.join("model"), reset_optimizer)?;
+        if reset_optimizer {
+            progress.event("the optimizer starts afresh (--reset-optimizer)");
+        }
         if let Some(d) = t.disc.as_mut() {
             let bytes = std::fs::read(dir.join("disc.safetensors")).map_err(io(dir))?;
             let map = candle_core::safetensors::load_buffer(&bytes, &t.device)

@@ -110,6 +110,62 @@ fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Load a checkpoint's model state (`dir`, as the plugin's `save_state` wrote it). With
+/// `reset_optimizer` the weights (and moving average) come from `dir` and the optimizer starts
+/// afresh — its state is the one the model itself writes before any step, and `dir`'s own
+/// (which may be missing) is not read. Without it a missing optimizer state is an error.
+pub fn load_model_state(
+    model: &mut adt_plugin_host::Model,
+    dir: &std::path::Path,
+    reset_optimizer: bool,
+) -> Result<()> {
+    use std::path::Path;
+    if !reset_optimizer {
+        if !dir.join(OPTIMIZER_FILE).is_file() {
+            return Err(Error::Invalid(format!(
+                "{} has no optimizer state ({OPTIMIZER_FILE}): resuming without it would train \
+                 differently from the run it continues; pass --reset-optimizer to resume with \
+                 a fresh optimizer",
+                dir.display()
+            )));
+        }
+        return Ok(model.load_state(dir)?);
+    }
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, source }
+    };
+    let staged = dir.with_file_name(".reset-optimizer");
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(io(&staged))?;
+    }
+    std::fs::create_dir_all(&staged).map_err(io(&staged))?;
+    // The fresh optimizer state, then the checkpoint's files beside it.
+    model.save_state(&staged)?;
+    for e in std::fs::read_dir(&staged).map_err(io(&staged))? {
+        let p = e.map_err(io(&staged))?.path();
+        if p.file_name().is_some_and(|n| n != OPTIMIZER_FILE) {
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+    }
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let p = e.map_err(io(dir))?.path();
+        if let Some(name) = p.file_name()
+            && name != OPTIMIZER_FILE
+            && p.is_file()
+        {
+            let to = staged.join(name);
+            std::fs::copy(&p, &to).map_err(io(&to))?;
+        }
+    }
+    let loaded = model.load_state(&staged);
+    std::fs::remove_dir_all(&staged).map_err(io(&staged))?;
+    Ok(loaded?)
+}
+
+/// The optimizer's file in a model checkpoint folder.
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
 /// Drop the rows of a training log (`iter,…` CSV, header kept) written after step `start`:
 /// the log then matches the checkpoint a resume starts from.
 pub(crate) fn trim_log(path: &std::path::Path, start: u64) -> Result<()> {

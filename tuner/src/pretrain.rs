@@ -118,6 +118,7 @@ pub fn pretrain(
     cfg: &PretrainConfig,
     out: &Path,
     stop_after: Option<u64>,
+    reset_optimizer: bool,
     progress: &mut dyn Progress,
 ) -> Result<Vec<LogRow>> {
     std::fs::create_dir_all(out).map_err(io(out))?;
@@ -147,7 +148,10 @@ pub fn pretrain(
                 out.display()
             )));
         }
-        model.load_state(&ckpt)?;
+        crate::load_model_state(model, &ckpt, reset_optimizer)?;
+        if reset_optimizer {
+            progress.event("the optimizer starts afresh (--reset-optimizer)");
+        }
         start = st.iter;
         progress.event(&format!("resuming from step {start}"));
         // Rows written after the checkpoint (a run killed between two checkpoints) go: the

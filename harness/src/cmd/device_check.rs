@@ -97,7 +97,7 @@ fn tune(g: &GlobalOpts, args: &[String]) -> anyhow::Result<()> {
     };
     let reg = crate::registry::load(&g.plugin_path)?;
     let out = a.resume.clone().unwrap_or_else(|| a.out.clone());
-    crate::engine::cells::tune_model(&reg, &job, &out, a.stop_after, g.quiet)?;
+    crate::engine::cells::tune_model(&reg, &job, &out, a.stop_after, a.reset_optimizer, g.quiet)?;
     Ok(())
 }
 

@@ -59,8 +59,15 @@ pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
         }))?,
     )?;
     let mut bar = crate::progress::Bar::new(cfg.iters, "pretrain", g.quiet);
-    let rows =
-        adt_tuner::pretrain::pretrain(&mut model, &mut data, &cfg, &a.out, a.stop_after, &mut bar)?;
+    let rows = adt_tuner::pretrain::pretrain(
+        &mut model,
+        &mut data,
+        &cfg,
+        &a.out,
+        a.stop_after,
+        a.reset_optimizer,
+        &mut bar,
+    )?;
     bar.finish();
     if let Some(last) = rows.last() {
         eprintln!(

@@ -62,6 +62,7 @@ pub fn tune_model(
     job: &TuneJob,
     out: &Path,
     stop_after: Option<u64>,
+    reset_optimizer: bool,
     quiet: bool,
 ) -> anyhow::Result<Vec<adt_tuner::adt::LogRow>> {
     let s = &job.settings;
@@ -166,7 +167,7 @@ pub fn tune_model(
         data,
         device: dev,
     };
-    let result = tune(&mut t, &cfg, out, stop_after, &mut bar);
+    let result = tune(&mut t, &cfg, out, stop_after, reset_optimizer, &mut bar);
     bar.finish();
     // The log as parquet too (also after a failure: the rows so far are the diagnosis).
     let csv = out.join("log.csv");

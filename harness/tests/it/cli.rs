@@ -309,6 +309,41 @@ fn pretrain_is_deterministic_and_resumes_to_the_same_result() {
         "{}",
         text(&o)
     );
+    // A checkpoint without its optimizer state is refused, naming the way to reset it; with
+    // --reset-optimizer the resume runs on from the saved weights.
+    let c = go("c", &["--stop-after", "2"]);
+    std::fs::remove_file(c.join("checkpoint/optimizer.safetensors")).unwrap();
+    let resume = |extra: &[&str]| {
+        let mut args = vec![
+            "pretrain",
+            "--iters",
+            "4",
+            "--batch",
+            "2",
+            "--out",
+            c.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = resume(&[]);
+    assert!(
+        o.status.code() == Some(1)
+            && text(&o).contains("no optimizer state")
+            && text(&o).contains("--reset-optimizer"),
+        "{}",
+        text(&o)
+    );
+    let o = resume(&["--reset-optimizer"]);
+    assert!(
+        o.status.success() && text(&o).contains("the optimizer starts afresh"),
+        "{}",
+        text(&o)
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["iter"], 4);
+    assert!(ckpt(&c) != ckpt(&a), "a fresh optimizer takes other steps");
 }
 
 #[test]

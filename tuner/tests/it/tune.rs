@@ -100,7 +100,14 @@ fn run_with(
         data: adt_tuner::data::Batcher::new(&spec, 32).unwrap(),
         device: dev,
     };
-    tune(&mut t, &cfg, out, stop_after, &mut adt_tuner::NoProgress)
+    tune(
+        &mut t,
+        &cfg,
+        out,
+        stop_after,
+        false,
+        &mut adt_tuner::NoProgress,
+    )
 }
 
 /// The whole generator chain — discriminator gradient, decode VJP, one denoise VJP per trained

@@ -38,7 +38,7 @@ fn tuned(reg: &adt_plugin_host::Registry, cell: &TuneCell, quiet: bool) -> anyho
         return Ok(cell.weights());
     }
     let job = &cell.job;
-    cells::tune_model(reg, job, &cell.dir, None, quiet).with_context(|| {
+    cells::tune_model(reg, job, &cell.dir, None, false, quiet).with_context(|| {
         format!(
             "{} of `{}` with {} (seed {})",
             cells::method_name(job.method),
