@@ -34,6 +34,11 @@ pub struct GlobalOpts {
     /// ADT_PLUGIN_PATH and the executable's folder.
     #[arg(long = "plugin-path", global = true, value_name = "PATH")]
     pub plugin_path: Vec<PathBuf>,
+    /// Load plugin libraries only from --plugin-path and ADT_PLUGIN_PATH, not from the
+    /// executable's folder (for locked-down use; also ADT_PLUGIN_NO_EXE_DIR=1). The built-in
+    /// `tiny` model stays available.
+    #[arg(long = "no-exe-dir", global = true)]
+    pub no_exe_dir: bool,
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

@@ -42,7 +42,7 @@ fn noise(shape: &[usize], seed: u64) -> HostTensor {
 
 /// tiny on both devices: denoise (with guidance) and the input cotangent of denoise_vjp.
 fn tiny_calls(g: &GlobalOpts, dev: &str, reference: &str) -> anyhow::Result<Value> {
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
     let mut outs = Vec::new();
     for d in [reference, dev] {
         let mut m = crate::engine::settings::ModelSpec::new("tiny", d.parse()?).open(&reg)?;
@@ -95,7 +95,7 @@ fn tune(g: &GlobalOpts, args: &[String]) -> anyhow::Result<()> {
         seed: a.seed,
         settings: crate::engine::settings::TuneSettings::from_args(&a)?,
     };
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
     let out = a.resume.clone().unwrap_or_else(|| a.out.clone());
     crate::engine::cells::tune_model(&reg, &job, &out, a.stop_after, a.reset_optimizer, g.quiet)?;
     Ok(())

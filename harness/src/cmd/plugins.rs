@@ -56,7 +56,7 @@ fn conformance(
             .with_context(|| format!("failed to check {}", path.display()))?;
         &loaded
     } else {
-        reg = crate::registry::load(&g.plugin_path)?;
+        reg = crate::registry::load(g)?;
         reg.find(adt_plugin_host::Kind::Model, &path.to_string_lossy())
             .with_context(|| format!("{} is neither a file nor a model plugin", path.display()))?
     };
@@ -114,7 +114,7 @@ fn conformance(
 }
 
 fn list(g: &GlobalOpts, json: bool) -> anyhow::Result<()> {
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
     let mut rows = Vec::new();
     for p in reg.plugins() {
         let samplers = if p.kind == adt_plugin_host::Kind::Sampler {

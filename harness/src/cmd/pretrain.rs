@@ -5,7 +5,7 @@ use anyhow::Context;
 use crate::cli::{GlobalOpts, PretrainArgs};
 
 pub fn run(g: &GlobalOpts, a: &PretrainArgs) -> anyhow::Result<()> {
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
     let mut opts = a.model.clone();
     // Pretraining starts from a random initialisation unless told otherwise.
     if opts.weights.is_none() {

@@ -12,7 +12,7 @@ pub fn run(g: &GlobalOpts, a: &SampleArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(sampling::parse_spacing)
         .transpose()?;
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
     let mut instance = model.open(&reg)?;
     let desc = instance.describe()?;
     let init = a

@@ -21,7 +21,7 @@ pub fn run(g: &GlobalOpts, a: &TuneArgs) -> anyhow::Result<()> {
         settings: TuneSettings::from_args(a)?,
     };
     let out = a.resume.clone().unwrap_or_else(|| a.out.clone());
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
     let rows = cells::tune_model(&reg, &job, &out, a.stop_after, a.reset_optimizer, g.quiet)?;
     if job.settings.ema.is_some() {
         eprintln!(

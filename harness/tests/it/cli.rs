@@ -34,6 +34,44 @@ fn plugins_list_shows_tiny_and_every_sampler() {
     assert_eq!(v["plugins"][0]["plugin"]["name"], "tiny");
 }
 
+/// `--no-exe-dir` (or `ADT_PLUGIN_NO_EXE_DIR=1`) leaves the libraries beside the executable
+/// unopened: only the built-in model remains, until ADT_PLUGIN_PATH names that folder.
+#[test]
+fn no_exe_dir_loads_plugins_only_from_the_named_path() {
+    let names = |o: &std::process::Output| -> Vec<String> {
+        assert!(o.status.success(), "{}", text(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["plugin"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = names(&run(&["plugins", "list", "--json"]));
+    assert!(all.len() > 1, "{all:?}");
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_adt-bench"));
+    let locked = crate::common::bin()
+        .args(["--no-exe-dir", "plugins", "list", "--json"])
+        .env_remove("ADT_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(names(&locked), ["tiny"]);
+    let by_env = crate::common::bin()
+        .args(["plugins", "list", "--json"])
+        .env_remove("ADT_PLUGIN_PATH")
+        .env("ADT_PLUGIN_NO_EXE_DIR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(names(&by_env), ["tiny"]);
+    let named = crate::common::bin()
+        .args(["--no-exe-dir", "plugins", "list", "--json"])
+        .env("ADT_PLUGIN_PATH", exe.parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(names(&named), all);
+}
+
 #[test]
 fn plugins_check_refuses_a_non_plugin_with_exit_code_3() {
     let dir = tempfile::tempdir().unwrap();

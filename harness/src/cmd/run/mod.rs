@@ -299,7 +299,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         tune.data = d.clone();
     }
     let tables = config::model_tables(a, &extras)?;
-    let reg = crate::registry::load(&g.plugin_path)?;
+    let reg = crate::registry::load(g)?;
 
     // The evaluation inputs: prompts (with categories), the FID reference.
     let inputs = eval_inputs(a)?;
