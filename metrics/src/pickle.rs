@@ -330,7 +330,7 @@ impl Machine {
         }
     }
     fn extend_dict(&mut self, items: Vec<Id>) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("an odd number of dict items"));
         }
         let pairs: Vec<(Id, Id)> = items.chunks_exact(2).map(|p| (p[0], p[1])).collect();
@@ -494,7 +494,7 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Pickle, PickleError> {
             }
             b'd' => {
                 let items = m.pop_mark()?;
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err(m.malformed("an odd number of dict items"));
                 }
                 let pairs = items.chunks_exact(2).map(|p| (p[0], p[1])).collect();
@@ -651,11 +651,11 @@ mod tests {
             Err(PickleError::Malformed { .. })
         ));
         assert!(matches!(
-            parse(&[b't', b'.'], Limits::default()),
+            parse(b"t.", Limits::default()),
             Err(PickleError::Malformed { .. })
         ));
         assert!(matches!(
-            parse(&[b'N', b'a', b'.'], Limits::default()),
+            parse(b"Na.", Limits::default()),
             Err(PickleError::Malformed { .. })
         ));
         // `i` (INST) would name and call a class: refused.

@@ -384,7 +384,7 @@ mod seeds {
     fn npy_bytes(header: &str, body: &[u8]) -> Vec<u8> {
         let mut v = b"\x93NUMPY\x01\x00".to_vec();
         let mut h = header.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
