@@ -39,6 +39,11 @@ pub struct GlobalOpts {
     /// `tiny` model stays available.
     #[arg(long = "no-exe-dir", global = true)]
     pub no_exe_dir: bool,
+    /// Re-hash cached model files in full on this use (also ADT_VERIFY=1) instead of trusting
+    /// the hash recorded when they were first read while their size and time are unchanged;
+    /// files from the Hugging Face cache are checked against the hash the hub published.
+    #[arg(long, global = true)]
+    pub verify: bool,
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

@@ -60,6 +60,11 @@ pub fn main() -> std::process::ExitCode {
         Ok(app) => app,
         Err(e) => e.exit(),
     };
+    if app.global.verify {
+        // SAFETY: still before this process starts any thread (plugins read it when they
+        // load weights).
+        unsafe { std::env::set_var("ADT_VERIFY", "1") };
+    }
     progress::init_tracing(app.global.verbose, app.global.quiet);
     match cmd::dispatch(app) {
         Ok(()) => std::process::ExitCode::from(exit::OK),

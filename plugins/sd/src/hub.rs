@@ -28,6 +28,40 @@ pub fn stays_inside(rel: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
+/// The repo id and commit of a snapshot folder of the cache layout
+/// (`…/models--ORG--NAME/snapshots/COMMIT`), for manifests; `None` for any other folder.
+pub fn origin(dir: &Path) -> Option<(String, String)> {
+    let commit = dir.file_name()?.to_str()?.to_string();
+    let snapshots = dir.parent()?;
+    if snapshots.file_name()? != "snapshots" {
+        return None;
+    }
+    let repo = snapshots
+        .parent()?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("models--")?;
+    Some((repo.replacen("--", "/", 1), commit))
+}
+
+/// The SHA-256 the hub published for a cached file: the cache stores large (LFS) files as
+/// `blobs/SHA256` with the snapshot's entry a link to it, so the name of the file a path
+/// resolves to is that hash. `None` when the path does not resolve into a `blobs` folder or
+/// the name is not a SHA-256 (small files are stored under their git blob id).
+pub fn published_sha256(path: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let name = real.file_name()?.to_str()?;
+    let in_blobs = real.parent()?.file_name()? == "blobs";
+    (in_blobs && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| name.to_ascii_lowercase())
+}
+
+/// Whether every use should re-hash cached files in full (`--verify`, which sets
+/// `ADT_VERIFY=1`), instead of trusting a recorded hash while size and time are unchanged.
+pub fn verify_always() -> bool {
+    std::env::var("ADT_VERIFY").is_ok_and(|v| v == "1")
+}
+
 /// A repo's snapshot in the cache layout `models--ORG--NAME/snapshots/REV/`, the revision
 /// read from `refs/main` (or the only / newest snapshot).
 pub fn cached_snapshot(cache: &Path, repo: &str, revision: Option<&str>) -> Option<PathBuf> {

@@ -160,6 +160,7 @@ pub fn pipeline_hash_in(
     }
     let cache = cache.map(|d| d.join(sha256_hex(&key)));
     if let Some(c) = &cache
+        && !crate::hub::verify_always()
         && let Ok(h) = std::fs::read_to_string(c)
         && h.trim().len() == 64
     {
@@ -167,7 +168,19 @@ pub fn pipeline_hash_in(
     }
     let mut h = Vec::new();
     for f in &files {
-        h.extend(sha256_file(f)?.into_bytes());
+        let got = sha256_file(f)?;
+        // A file of the Hugging Face cache carries the hash the hub published: a download
+        // that does not match it is corrupt (or was changed), not weights to trust.
+        if let Some(want) = crate::hub::published_sha256(f)
+            && want != got
+        {
+            return Err(PluginError(format!(
+                "{}: its content hashes to {got}, but the hub published {want} for it; delete \
+                 it from the Hugging Face cache and download it again",
+                f.display()
+            )));
+        }
+        h.extend(got.into_bytes());
     }
     let hash = sha256_hex(&h);
     if let Some(c) = cache
@@ -457,6 +470,8 @@ impl<F: FamilyTag> ModelPlugin for SdPlugin<F> {
             trains: true,
             extra: serde_json::json!({
                 "pipeline": p.dir.display().to_string(),
+                "hub": crate::hub::origin(&p.dir)
+                    .map(|(repo, revision)| serde_json::json!({"repo": repo, "revision": revision})),
                 "pipeline_hash": self.base_hash,
                 "scheduler": p.scheduler.class_name,
                 "dtype": format!("{:?}", p.dtype).to_lowercase(),

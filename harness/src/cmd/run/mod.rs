@@ -666,6 +666,11 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
             "files_sha256": sc.files(), "processor": sc.processor().describe(), "version": sc.version(),
         }))).collect::<BTreeMap<_, _>>(),
         "hashes": hashes,
+        // What each model's plugin says of its weights (for hub models: the repo and the
+        // commit of the snapshot used).
+        "models": plan.models.iter().map(|m| (m.name.clone(), serde_json::json!({
+            "weights_hash": m.base_hash, "plugin": m.desc.extra,
+        }))).collect::<BTreeMap<_, _>>(),
         "machine": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
                      "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
         "seconds": started.elapsed().as_secs_f64(),

@@ -26,7 +26,13 @@ fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {
     assert_eq!(at, snap);
     let m = SdPlugin::<Sd15>::create(&serde_json::json!({"weights": snap.display().to_string()}))
         .unwrap();
-    assert_eq!(m.describe().unwrap().name, "sd15");
+    let d = m.describe().unwrap();
+    assert_eq!(d.name, "sd15");
+    // The manifest's record of where the weights came from.
+    assert_eq!(
+        d.extra["hub"],
+        serde_json::json!({"repo": "tiny-org/tiny-sd15", "revision": "0123abcd"})
+    );
     // Not cached and offline: the message says what to do.
     let e = hub::resolve_in("tiny-org/other", Some(cache.path()), None, None)
         .unwrap_err()
@@ -39,6 +45,37 @@ fn a_repo_id_resolves_to_its_snapshot_in_the_hugging_face_cache() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no such folder"), "{e}");
+}
+
+/// A cached weight file is a link to `blobs/SHA256` as hf-hub stores it: hashing the
+/// pipeline checks the content against that published hash, and a changed blob is refused.
+#[test]
+fn cached_blobs_are_checked_against_the_hash_the_hub_published() {
+    let Some(dir) = fixture("sd15") else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("models--tiny-org--tiny-sd15");
+    let snap = root.join("snapshots/0123abcd");
+    copy_dir(&dir, &snap);
+    let weights = adt_plugin_sd::load::weight_files(&snap.join("unet"), None).unwrap();
+    let w = &weights[0];
+    let bytes = std::fs::read(w).unwrap();
+    let sha = adt_plugin_kit::sha256_file(w).unwrap();
+    std::fs::create_dir_all(root.join("blobs")).unwrap();
+    let blob = root.join("blobs").join(&sha);
+    std::fs::write(&blob, &bytes).unwrap();
+    std::fs::remove_file(w).unwrap();
+    std::os::unix::fs::symlink(&blob, w).unwrap();
+    assert_eq!(hub::published_sha256(w), Some(sha.clone()));
+    adt_plugin_sd::plugin::pipeline_hash_in(&snap, None, None).unwrap();
+    // One byte changed behind the link.
+    let mut bad = bytes.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&blob, &bad).unwrap();
+    let e = adt_plugin_sd::plugin::pipeline_hash_in(&snap, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the hub published") && e.contains(&sha), "{e}");
 }
 
 #[test]
