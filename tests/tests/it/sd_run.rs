@@ -87,6 +87,17 @@ fn run_family(family: &str, sampler: &str, eval: &str) {
             .contains(&format!("libadt_plugin_{family}"))
     );
     assert!(plugin["sha256"].as_str().is_some_and(|s| s.len() == 64));
+    // The model's own record: the pipeline's content hash and, for a local folder, no hub
+    // origin.
+    let model = &manifest["models"][family];
+    assert!(
+        model["weights_hash"]
+            .as_str()
+            .is_some_and(|s| s.len() == 64),
+        "{manifest}"
+    );
+    assert_eq!(model["plugin"]["pipeline"], pipe.display().to_string());
+    assert!(model["plugin"]["hub"].is_null(), "{manifest}");
     assert!(out.join("report.html").is_file());
 }
 
