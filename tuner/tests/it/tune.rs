@@ -139,6 +139,22 @@ fn generator_updates_descend_the_adversarial_loss_of_a_frozen_discriminator() {
     }
 }
 
+/// The model, optimizer and discriminator checkpoints of two runs are byte-identical.
+fn assert_same_checkpoint(a: &std::path::Path, b: &std::path::Path, context: &str) {
+    for f in [
+        "checkpoint/model/model.safetensors",
+        "checkpoint/model/optimizer.safetensors",
+        "checkpoint/disc.safetensors",
+    ] {
+        let x = std::fs::read(a.join(f)).unwrap();
+        let y = std::fs::read(b.join(f)).unwrap();
+        assert!(
+            x == y,
+            "{context}{f} differs between the resumed and the uninterrupted run"
+        );
+    }
+}
+
 #[test]
 fn a_resumed_run_is_bitwise_the_uninterrupted_one() {
     let a = tempfile::tempdir().unwrap();
@@ -147,18 +163,7 @@ fn a_resumed_run_is_bitwise_the_uninterrupted_one() {
     run(b.path(), 6, Some(4), 1e-4).unwrap();
     assert!(b.path().join("checkpoint/state.json").exists());
     run(b.path(), 6, None, 1e-4).unwrap();
-    for f in [
-        "checkpoint/model/model.safetensors",
-        "checkpoint/model/optimizer.safetensors",
-        "checkpoint/disc.safetensors",
-    ] {
-        let x = std::fs::read(a.path().join(f)).unwrap();
-        let y = std::fs::read(b.path().join(f)).unwrap();
-        assert!(
-            x == y,
-            "{f} differs between the resumed and the uninterrupted run"
-        );
-    }
+    assert_same_checkpoint(a.path(), b.path(), "");
     let la = std::fs::read_to_string(a.path().join("log.csv")).unwrap();
     let lb = std::fs::read_to_string(b.path().join("log.csv")).unwrap();
     let strip = |s: &str| -> Vec<String> {
@@ -189,18 +194,7 @@ fn a_stop_inside_an_accumulation_window_resumes_exactly() {
         let first = run_with(b.path(), 6, Some(stop), 1e-3, window).unwrap();
         assert_eq!(first.len() as u64, want, "stop {stop}");
         run_with(b.path(), 6, None, 1e-3, window).unwrap();
-        for f in [
-            "checkpoint/model/model.safetensors",
-            "checkpoint/model/optimizer.safetensors",
-            "checkpoint/disc.safetensors",
-        ] {
-            let x = std::fs::read(a.path().join(f)).unwrap();
-            let y = std::fs::read(b.path().join(f)).unwrap();
-            assert!(
-                x == y,
-                "stop {stop}: {f} differs from the uninterrupted run"
-            );
-        }
+        assert_same_checkpoint(a.path(), b.path(), &format!("stop {stop}: "));
     }
 }
 
