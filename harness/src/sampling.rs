@@ -55,7 +55,7 @@ pub fn parse_spacing(s: &str) -> anyhow::Result<Spacing> {
 /// Find the sampler plugin that offers `name`.
 pub fn find_sampler(reg: &Registry, name: &str) -> anyhow::Result<Samplers> {
     let mut all = Vec::new();
-    for p in reg.plugins().iter().filter(|p| p.kind == Kind::Sampler) {
+    for p in reg.of_kind(Kind::Sampler) {
         let s = Samplers::new(p)?;
         let list = s.list()?;
         if list.iter().any(|i| i.name == name) {

@@ -69,6 +69,8 @@ pub fn build_plugins() -> PathBuf {
             "-p",
             "adt-test-plugin-extra-sampler",
             "-p",
+            "adt-test-plugin-not-a-plugin",
+            "-p",
             "adt-bench",
         ]);
         if release {

@@ -183,6 +183,12 @@ fn readers() -> Vec<Reader> {
             },
         },
         Reader {
+            name: "plugin-library",
+            what: "plugin libraries' object-file check before they are loaded (ELF, Mach-O, PE)",
+            seeds: seeds::libraries,
+            read: |b, _| adt_plugin_host::exports_entry_point(b),
+        },
+        Reader {
             name: "config",
             what: "`run --config` TOML files",
             seeds: seeds::configs,
@@ -392,6 +398,40 @@ mod seeds {
         v.extend_from_slice(h.as_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    /// The plugin libraries built beside this executable (the ones at most 32 MiB), and
+    /// object-file fragments: truncated ELF, PE and Mach-O headers.
+    pub fn libraries() -> Vec<Vec<u8>> {
+        let mut out = vec![
+            b"\x7fELF\x02\x01\x01\x00".to_vec(),
+            b"MZ\x90\x00\x03".to_vec(),
+            b"\xcf\xfa\xed\xfe\x07\x00\x00\x01".to_vec(),
+        ];
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+        let mut libs: Vec<std::path::PathBuf> = dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                n.contains("adt_plugin_")
+                    && (n.ends_with(".so") || n.ends_with(".dylib") || n.ends_with(".dll"))
+            })
+            .collect();
+        libs.sort();
+        for p in libs {
+            if std::fs::metadata(&p).is_ok_and(|m| m.len() <= 32 << 20)
+                && let Ok(b) = std::fs::read(&p)
+            {
+                out.push(b);
+            }
+        }
+        out
     }
 
     pub fn npy() -> Vec<Vec<u8>> {

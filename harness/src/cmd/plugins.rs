@@ -132,7 +132,7 @@ fn list(g: &GlobalOpts, json: bool) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "format_version": 1, "plugins": v, "rejected": reg.rejected.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>() })
+                &serde_json::json!({ "format_version": 1, "plugins": v, "rejected": reg.rejected().iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>() })
             )?
         );
         return Ok(());
@@ -163,7 +163,7 @@ fn list(g: &GlobalOpts, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    for (path, err) in &reg.rejected {
+    for (path, err) in &reg.rejected() {
         eprintln!("refused {}: {err}", path.display());
     }
     Ok(())

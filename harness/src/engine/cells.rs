@@ -128,8 +128,8 @@ pub fn tune_model(
     };
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
     let version = reg
-        .plugins()
-        .iter()
+        .loaded()
+        .into_iter()
         .find(|p| p.name == job.model.plugin)
         .map_or_else(|| "-".to_string(), |p| p.version.clone());
     check_identity(

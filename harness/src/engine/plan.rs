@@ -181,7 +181,7 @@ pub fn schedule_kind(s: &NoiseSchedule) -> &'static str {
 /// Every sampler the registry offers: (name, schedule kinds).
 pub fn all_samplers(reg: &Registry) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let mut out = Vec::new();
-    for p in reg.plugins().iter().filter(|p| p.kind == Kind::Sampler) {
+    for p in reg.of_kind(Kind::Sampler) {
         for s in Samplers::new(p)?.list()? {
             out.push((s.name, s.schedules));
         }
@@ -199,13 +199,14 @@ fn check_samplers(
     specs: &[SamplerSpec],
 ) -> anyhow::Result<()> {
     let kind = schedule_kind(&desc.schedule);
-    let fits: Vec<String> = all_samplers(reg)?
-        .into_iter()
-        .filter(|(_, k)| k.iter().any(|k| k == kind))
-        .map(|(n, _)| n)
-        .collect();
     for spec in specs {
         if let Err(e) = crate::sampling::plan(reg, desc, spec, None, None) {
+            // Only now every sampler library is opened, to list the ones that fit.
+            let fits: Vec<String> = all_samplers(reg)?
+                .into_iter()
+                .filter(|(_, k)| k.iter().any(|k| k == kind))
+                .map(|(n, _)| n)
+                .collect();
             bail!(
                 "model `{model}` cannot use the {which} sampler `{spec}`: {e:#}. Samplers for its \
                  {kind} schedule: {}",
@@ -234,16 +235,16 @@ fn adapt(
     defaults: &[&str],
 ) -> anyhow::Result<Vec<SamplerSpec>> {
     let kind = schedule_kind(&desc.schedule);
-    let first = all_samplers(reg)?
-        .into_iter()
-        .find(|(_, k)| k.iter().any(|k| k == kind))
-        .map(|(n, _)| n);
     let mut out: Vec<SamplerSpec> = Vec::new();
     for d in defaults {
         let spec: SamplerSpec = d.parse()?;
         let spec = if crate::sampling::plan(reg, desc, &spec, None, None).is_ok() {
             spec
         } else {
+            let first = all_samplers(reg)?
+                .into_iter()
+                .find(|(_, k)| k.iter().any(|k| k == kind))
+                .map(|(n, _)| n);
             match &first {
                 Some(name) => SamplerSpec {
                     name: name.clone(),

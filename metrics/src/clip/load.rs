@@ -107,6 +107,16 @@ pub fn read_file_hashed(path: &Path) -> Result<(BTreeMap<String, Tensor>, String
             )
         })
         .collect();
+    // A file of the Hugging Face cache carries the hash the hub published: a copy that does
+    // not match it is corrupt (or was changed), not weights to score with.
+    if let Some(want) = super::hub::published_sha256(path)
+        && want != sha
+    {
+        return Err(bad(format!(
+            "its content hashes to {sha}, but the hub published {want} for it; delete it from \
+             the Hugging Face cache and download it again"
+        )));
+    }
     Ok((map, sha))
 }
 

@@ -128,10 +128,13 @@ impl Default for Sources {
 
 /// HPSv2's Hugging Face repo.
 pub const HPS_REPO: &str = "xswu/HPSv2";
-/// The aesthetic head's release file.
-pub const AESTHETIC_URL: &str = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth";
+/// The aesthetic head's release file, at a fixed commit of its repository.
+pub const AESTHETIC_URL: &str = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/6934dd81792f086e613a121dbce43082cb8be85e/sac+logos+ava1-l14-linearMSE.pth";
 /// Its size in bytes (the repository's git tree).
 pub const AESTHETIC_SIZE: u64 = 3_714_759;
+/// Its SHA-256.
+pub const AESTHETIC_SHA256: &str =
+    "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0";
 /// The PyPI package holding open_clip's BPE vocabulary.
 pub const OPEN_CLIP_PACKAGE: &str = "open_clip_torch==3.3.0";
 /// The vocabulary's path inside the wheel.
@@ -276,8 +279,8 @@ impl Scorer {
                                     .join("clip")
                                     .join("sac+logos+ava1-l14-linearMSE.pth"),
                                 AESTHETIC_URL,
-                                Some(AESTHETIC_SIZE),
-                                None,
+                                AESTHETIC_SIZE,
+                                AESTHETIC_SHA256,
                                 "--aesthetic-head",
                             )?,
                         };

@@ -15,7 +15,9 @@ mod samplers;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use loader::{PluginInfo, PluginSource, Registry, check_library, search_path};
+pub use loader::{
+    PluginInfo, PluginSource, Registry, check_library, exports_entry_point, search_path,
+};
 pub use model::{Cond, Denoise, Model};
 pub use samplers::Samplers;
 

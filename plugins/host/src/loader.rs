@@ -175,6 +175,10 @@ pub fn check_library(path: &Path) -> Result<PluginInfo> {
     if !path.is_file() {
         return Err(not("no such file".into()));
     }
+    // Read the file as data first: a file that is not a shared library exporting the entry
+    // point is refused before the loader maps it and runs any of its initialisers.
+    let file = std::fs::File::open(path).map_err(|e| not(format!("cannot read it: {e}")))?;
+    exports_entry_point(&object::ReadCache::new(file)).map_err(not)?;
     // SAFETY: loading a library runs its initialisers; this is the documented risk of plugins
     // and the reason the user names the path (or puts it on the plugin path) explicitly.
     let lib = unsafe { libloading::Library::new(path) }
@@ -189,6 +193,35 @@ pub fn check_library(path: &Path) -> Result<PluginInfo> {
     // Never unload: headers, tables and release callbacks point into the library.
     std::mem::forget(lib);
     info
+}
+
+/// Check object-file bytes, without loading them, for what a plugin library must be: a shared
+/// library (ELF, Mach-O or PE) that exports `adt_plugin_header`. Every offset and count comes
+/// from the file and is checked by the reader against its size; `data` may be a file read
+/// on demand ([`object::ReadCache`]) or bytes in memory (the fuzzer).
+pub fn exports_entry_point<'a, R: object::ReadRef<'a>>(data: R) -> std::result::Result<(), String> {
+    use object::{Object, ObjectKind};
+    let obj = object::File::parse(data)
+        .map_err(|e| format!("not a shared library (ELF, Mach-O or PE): {e}"))?;
+    if obj.kind() != ObjectKind::Dynamic {
+        return Err(format!(
+            "a {:?} object file, not a shared library",
+            obj.kind()
+        ));
+    }
+    let exports = obj
+        .exports()
+        .map_err(|e| format!("its export table cannot be read: {e}"))?;
+    let want = HEADER_SYMBOL.as_bytes();
+    // Mach-O prefixes C symbols with `_`.
+    let found = exports
+        .iter()
+        .any(|e| e.name() == want || e.name().strip_prefix(b"_") == Some(want));
+    if found {
+        Ok(())
+    } else {
+        Err(format!("it exports no `{HEADER_SYMBOL}` symbol"))
+    }
 }
 
 /// The plugin search path, in order: `--plugin-path` entries, `ADT_PLUGIN_PATH` (separated
@@ -212,12 +245,66 @@ fn is_library(p: &Path) -> bool {
     matches!(ext, "so" | "dylib" | "dll")
 }
 
-/// All plugins known to this process: built-ins first, then libraries found on the search path.
+/// A library found on the search path, opened the first time it is needed.
+#[derive(Debug)]
+struct Candidate {
+    path: PathBuf,
+    /// When it was opened (a sequence number of the registry) and what came of it.
+    opened: std::cell::OnceCell<(u64, std::result::Result<PluginInfo, String>)>,
+}
+
+impl Candidate {
+    fn open(&self, clock: &std::cell::Cell<u64>) -> std::result::Result<&PluginInfo, &str> {
+        self.opened
+            .get_or_init(|| {
+                let seq = clock.get();
+                clock.set(seq + 1);
+                let r = check_library(&self.path).map_err(|e| {
+                    tracing::warn!(path = %self.path.display(), error = %e, "refused plugin library");
+                    e.to_string()
+                });
+                (seq, r)
+            })
+            .1
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The plugin, when the library was opened and accepted, with when.
+    fn info(&self) -> Option<(u64, &PluginInfo)> {
+        self.opened
+            .get()
+            .and_then(|(seq, r)| r.as_ref().ok().map(|i| (*seq, i)))
+    }
+
+    /// Whether the file is named after plugin `name` (`libadt_plugin_NAME.so`, with every
+    /// character of the name that cannot be in a crate name as `_`).
+    fn named(&self, name: &str) -> bool {
+        let stem = self.path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let stem = stem.strip_prefix("lib").unwrap_or(stem);
+        let Some(stem) = stem.strip_prefix("adt_plugin_") else {
+            return false;
+        };
+        let want: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        stem.eq_ignore_ascii_case(&want)
+    }
+}
+
+/// The plugins this process can use: built-ins first, then the libraries found on the search
+/// path. Finding the libraries only lists folders; a library is opened (its initialisers run)
+/// the first time a command needs it: a model by name opens the library named after it
+/// (`libadt_plugin_NAME.so`) first and others only when that one does not hold it, a
+/// sampler lookup opens libraries in search-path order until one offers the sampler, and only
+/// a listing ([`Registry::plugins`]) opens them all. When two libraries hold a plugin of the
+/// same name and kind, the first one opened wins.
 #[derive(Debug, Default)]
 pub struct Registry {
-    plugins: Vec<PluginInfo>,
-    /// Libraries on the search path that looked like plugins but were refused, with why.
-    pub rejected: Vec<(PathBuf, String)>,
+    builtins: Vec<PluginInfo>,
+    candidates: Vec<Candidate>,
+    clock: std::cell::Cell<u64>,
 }
 
 impl Registry {
@@ -225,18 +312,17 @@ impl Registry {
     pub fn with_builtins(builtins: &[fn() -> &'static PluginHeader]) -> Result<Registry> {
         let mut r = Registry::default();
         for b in builtins {
-            r.plugins.push(builtin(*b)?);
+            r.builtins.push(builtin(*b)?);
         }
         Ok(r)
     }
 
-    /// Scan directories (or explicit library files) for plugins. Libraries whose file name
-    /// does not start with `adt_plugin_` / `libadt_plugin_` are ignored in directories, so the
-    /// executable's folder can hold other libraries. Refused libraries are recorded in
-    /// [`Registry::rejected`]; a plugin whose name is already registered is skipped (first wins).
+    /// Add the plugin libraries of directories (or explicit library files) without opening
+    /// them. Libraries whose file name does not start with `adt_plugin_` / `libadt_plugin_`
+    /// are ignored in directories, so the executable's folder can hold other libraries.
     pub fn scan(&mut self, paths: &[PathBuf]) {
         for p in paths {
-            let candidates: Vec<PathBuf> = if p.is_file() {
+            let found: Vec<PathBuf> = if p.is_file() {
                 vec![p.clone()]
             } else if let Ok(rd) = std::fs::read_dir(p) {
                 let mut v: Vec<PathBuf> = rd
@@ -252,68 +338,137 @@ impl Registry {
             } else {
                 continue;
             };
-            for c in candidates {
-                if self
-                    .plugins
-                    .iter()
-                    .any(|i| i.source == PluginSource::Library(c.clone()))
-                {
-                    continue;
-                }
-                match check_library(&c) {
-                    Ok(info) => {
-                        if self
-                            .plugins
-                            .iter()
-                            .any(|i| i.name == info.name && i.kind == info.kind)
-                        {
-                            tracing::debug!(path = %c.display(), name = %info.name, "plugin shadowed by an earlier one");
-                        } else {
-                            self.plugins.push(info);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %c.display(), error = %e, "refused plugin library");
-                        self.rejected.push((c, e.to_string()));
-                    }
+            for path in found {
+                if !self.candidates.iter().any(|c| c.path == path) {
+                    self.candidates.push(Candidate {
+                        path,
+                        opened: std::cell::OnceCell::new(),
+                    });
                 }
             }
         }
     }
 
-    /// Register one library explicitly (errors are returned, not recorded).
+    /// Register one library explicitly, opening it now (errors are returned, not recorded);
+    /// it takes the place of a plugin of the same name and kind.
     pub fn add_library(&mut self, path: &Path) -> Result<&PluginInfo> {
         let info = check_library(path)?;
-        self.plugins
+        self.builtins
             .retain(|i| !(i.name == info.name && i.kind == info.kind));
-        self.plugins.push(info);
-        Ok(self.plugins.last().expect("just pushed"))
+        self.builtins.insert(0, info);
+        Ok(&self.builtins[0])
     }
 
-    /// Every plugin.
-    pub fn plugins(&self) -> &[PluginInfo] {
-        &self.plugins
+    /// Whether the plugin of candidate `index` is shadowed by one of the same name and kind
+    /// that was there first (a built-in, or a library opened before it).
+    fn shadowed(&self, index: usize) -> bool {
+        let Some((seq, info)) = self.candidates[index].info() else {
+            return false;
+        };
+        let same = |i: &PluginInfo| i.name == info.name && i.kind == info.kind;
+        self.builtins.iter().any(same)
+            || self
+                .candidates
+                .iter()
+                .filter_map(Candidate::info)
+                .any(|(s, i)| s < seq && same(i))
     }
 
-    /// A plugin by kind and name.
-    pub fn find(&self, kind: Kind, name: &str) -> Result<&PluginInfo> {
-        self.plugins
+    /// Every plugin, opening every library on the search path (for listings).
+    pub fn plugins(&self) -> Vec<&PluginInfo> {
+        let mut out: Vec<&PluginInfo> = self.builtins.iter().collect();
+        for (i, c) in self.candidates.iter().enumerate() {
+            if let Ok(info) = c.open(&self.clock)
+                && !self.shadowed(i)
+            {
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    /// The plugins opened so far (built-ins and the libraries a command has needed), for
+    /// manifests: what went into a result, not what happened to be installed.
+    pub fn loaded(&self) -> Vec<&PluginInfo> {
+        let mut out: Vec<&PluginInfo> = self.builtins.iter().collect();
+        for (i, c) in self.candidates.iter().enumerate() {
+            if let Some((_, info)) = c.info()
+                && !self.shadowed(i)
+            {
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    /// The plugins of `kind`, opening libraries in search-path order only as the iteration
+    /// reaches them (stop early to leave the rest unopened).
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &PluginInfo> {
+        let libs = self
+            .candidates
             .iter()
-            .find(|p| p.kind == kind && p.name == name)
-            .ok_or_else(|| Error::NotFound {
-                kind: if kind == Kind::Model {
-                    "model"
-                } else {
-                    "sampler"
-                },
-                name: name.to_string(),
-                available: self
-                    .plugins
-                    .iter()
-                    .filter(|p| p.kind == kind)
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+            .enumerate()
+            .filter_map(move |(i, c)| {
+                c.open(&self.clock)
+                    .ok()
+                    .filter(|info| info.kind == kind && !self.shadowed(i))
+            });
+        self.builtins
+            .iter()
+            .filter(move |p| p.kind == kind)
+            .chain(libs)
+    }
+
+    /// Libraries that were opened and refused, with why.
+    pub fn rejected(&self) -> Vec<(PathBuf, String)> {
+        self.candidates
+            .iter()
+            .filter_map(|c| match c.opened.get() {
+                Some((_, Err(e))) => Some((c.path.clone(), e.clone())),
+                _ => None,
             })
+            .collect()
+    }
+
+    /// A plugin by kind and name: a built-in or a library opened before, else the libraries
+    /// named after it, else the others in search-path order.
+    pub fn find(&self, kind: Kind, name: &str) -> Result<&PluginInfo> {
+        let hit = |p: &&PluginInfo| p.kind == kind && p.name == name;
+        if let Some(p) = self.loaded().into_iter().find(hit) {
+            return Ok(p);
+        }
+        let named = self
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.named(name));
+        let others = self
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.named(name));
+        for (i, c) in named.chain(others) {
+            if let Ok(info) = c.open(&self.clock)
+                && hit(&info)
+                && !self.shadowed(i)
+            {
+                return Ok(info);
+            }
+        }
+        Err(Error::NotFound {
+            kind: if kind == Kind::Model {
+                "model"
+            } else {
+                "sampler"
+            },
+            name: name.to_string(),
+            available: self
+                .plugins()
+                .into_iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
     }
 }

@@ -145,7 +145,8 @@ pub fn wanted_files(files: &[String], variant: Option<&str>) -> Vec<String> {
     out
 }
 
-/// Download a pipeline repo's needed files into the cache with hf-hub; returns the snapshot.
+/// Download a pipeline repo's needed files into the cache with hf-hub, all at the commit the
+/// revision (default `main`) names when it is listed; returns that commit's snapshot folder.
 pub fn download(
     repo: &str,
     revision: Option<&str>,
@@ -165,25 +166,55 @@ pub fn download(
     if let Some(ep) = endpoint {
         b = b.with_endpoint(ep.to_string());
     }
-    let api = b.build().map_err(|e| fail("client", &e))?;
-    let r = match revision {
-        Some(rev) => hf_hub::Repo::with_revision(repo.into(), hf_hub::RepoType::Model, rev.into()),
-        None => hf_hub::Repo::model(repo.into()),
+    let client = b.build().map_err(|e| fail("client", &e))?;
+    let at = |rev: &str| {
+        hf_hub::Repo::with_revision(repo.into(), hf_hub::RepoType::Model, rev.to_string())
     };
-    let api = api.repo(r);
-    let info = api.info().map_err(|e| fail("listing the repo", &e))?;
+    let branch = revision.unwrap_or("main");
+    // The listing names the commit the branch (or tag) points at now; every file is then
+    // fetched at that commit, so a branch that moves during the download cannot mix files of
+    // two commits, and the snapshot folder (recorded in manifests) is that commit.
+    let info = client
+        .repo(at(branch))
+        .info()
+        .map_err(|e| fail("listing the repo", &e))?;
+    let commit = info.sha.trim().to_string();
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(fail(
+            "listing the repo",
+            &format!("the hub answered {commit:?} for the commit, not a commit hash"),
+        ));
+    }
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     if !files.iter().any(|f| f == "model_index.json") {
         return Err(Error::Pipeline(format!(
             "{repo} has no model_index.json: not a diffusers pipeline"
         )));
     }
+    let pinned = client.repo(at(&commit));
     let mut index = None;
     for f in wanted_files(&files, variant) {
-        let p = api.get(&f).map_err(|e| fail(&f, &e))?;
+        if !stays_inside(&f) {
+            return Err(fail(&f, &"a file name outside the repo's folder"));
+        }
+        // The download client is third-party code fed by the network: a panic in it is a
+        // failed download, not a crash.
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pinned.get(&f)));
+        let p = match got {
+            Ok(r) => r.map_err(|e| fail(&f, &e))?,
+            Err(_) => return Err(fail(&f, &"the download client failed on the hub's answer")),
+        };
         if f == "model_index.json" {
             index = Some(p);
         }
+    }
+    // Point the branch at the commit, as the hub's own client does, so offline use finds
+    // the snapshot by name.
+    if branch != commit {
+        hf_hub::Cache::new(cache.to_path_buf())
+            .repo(at(branch))
+            .create_ref(&commit)
+            .map_err(|e| fail("recording the revision", &e))?;
     }
     index
         .and_then(|p| p.parent().map(Path::to_path_buf))

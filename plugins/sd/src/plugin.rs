@@ -128,6 +128,17 @@ pub fn pipeline_hash_in(
     variant: Option<&str>,
     cache: Option<&Path>,
 ) -> PluginResult<String> {
+    pipeline_hash_verified(dir, variant, cache, crate::hub::verify_always())
+}
+
+/// [`pipeline_hash_in`]; with `verify` every file is hashed in full (and checked against the
+/// hash the hub published) even when the cache has an entry for the files' sizes and times.
+pub fn pipeline_hash_verified(
+    dir: &Path,
+    variant: Option<&str>,
+    cache: Option<&Path>,
+    verify: bool,
+) -> PluginResult<String> {
     // What is hashed, and each file's size and modification time: the key of a small cache,
     // so that the gigabytes of a real pipeline are read once, not at every instance.
     let mut files: Vec<PathBuf> = vec![dir.join("model_index.json")];
@@ -160,7 +171,7 @@ pub fn pipeline_hash_in(
     }
     let cache = cache.map(|d| d.join(sha256_hex(&key)));
     if let Some(c) = &cache
-        && !crate::hub::verify_always()
+        && !verify
         && let Ok(h) = std::fs::read_to_string(c)
         && h.trim().len() == 64
     {

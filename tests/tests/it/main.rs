@@ -4,6 +4,7 @@
 mod benchmark;
 mod conformance;
 mod gaussian_rollout;
+mod hub_downloads;
 mod plugin_boundary;
 mod sampler_plugins;
 mod sd_pipelines;

@@ -159,10 +159,7 @@ fn files_that_are_not_plugins_are_refused_clearly() {
     std::fs::write(&fake, b"this is not a shared library").unwrap();
     let err = check_library(&fake).unwrap_err();
     assert!(matches!(err, Error::NotAPlugin { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("cannot load it as a library"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not a shared library"), "{err}");
 
     // A real shared library without the entry point (the test plugins' build has one: the
     // panicky plugin's dependency-free sibling is not available, so use the system's libm).
@@ -183,6 +180,40 @@ fn files_that_are_not_plugins_are_refused_clearly() {
     }
     let missing = check_library(&tmp.path().join("nope.so")).unwrap_err();
     assert!(missing.to_string().contains("no such file"), "{missing}");
+}
+
+/// A shared library without the entry point is refused from its bytes: its constructor never
+/// runs (it does when the dynamic loader maps the library, shown with `LD_PRELOAD`).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_library_that_is_not_a_plugin_is_refused_without_loading_it() {
+    let dir = build_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join(lib_name("adt-plugin-not-a-plugin"));
+    std::fs::copy(dir.join(lib_name("adt-test-plugin-not-a-plugin")), &lib).unwrap();
+    let mark = tmp.path().join("constructor-ran");
+    let o = std::process::Command::new(adt_integration_tests::adt_bench())
+        .args(["plugins", "check"])
+        .arg(&lib)
+        .env("ADT_TEST_CONSTRUCTOR_MARK", &mark)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("exports no `adt_plugin_header`"), "{err}");
+    assert!(!mark.exists(), "checking the library ran its constructor");
+    // The mark works: loading the library for real runs the constructor.
+    let o = std::process::Command::new("/bin/sh")
+        .args(["-c", "true"])
+        .env("LD_PRELOAD", &lib)
+        .env("ADT_TEST_CONSTRUCTOR_MARK", &mark)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        mark.exists(),
+        "the constructor did not run when the library was loaded"
+    );
 }
 
 #[test]
@@ -222,6 +253,44 @@ fn panics_inside_a_plugin_come_back_as_errors() {
     assert!(!m.describe().unwrap().trains);
 }
 
+/// Finding a plugin opens only what it needs: a model by name opens the library named after
+/// it, a broken library beside it stays unopened (its initialisers never run) until a listing
+/// asks for every plugin.
+#[test]
+fn a_lookup_opens_only_the_library_it_needs() {
+    let dir = build_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.join(lib_name("adt-test-plugin-panicky")),
+        tmp.path().join(lib_name("adt-plugin-panicky")),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.join(lib_name("adt-test-plugin-bad-abi")),
+        tmp.path().join(lib_name("adt-plugin-aaa-bad-abi")),
+    )
+    .unwrap();
+    // Not a library at all, first in the folder's order.
+    std::fs::write(tmp.path().join(lib_name("adt-plugin-aaa-junk")), b"not ELF").unwrap();
+    let mut reg = Registry::with_builtins(&[adt_plugin_tiny::header]).unwrap();
+    reg.scan(&[tmp.path().to_path_buf()]);
+    assert!(reg.find(Kind::Model, "tiny").is_ok());
+    assert_eq!(reg.loaded().len(), 1, "a built-in needed no library");
+    let p = reg.find(Kind::Model, "panicky").unwrap();
+    assert_eq!(p.name, "panicky");
+    let loaded: Vec<&str> = reg.loaded().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(loaded, vec!["tiny", "panicky"]);
+    assert!(
+        reg.rejected().is_empty(),
+        "libraries were opened for a lookup by name: {:?}",
+        reg.rejected()
+    );
+    assert!(reg.of_kind(Kind::Sampler).next().is_none());
+    assert_eq!(reg.rejected().len(), 2, "a kind lookup opens the rest");
+    let all: Vec<&str> = reg.plugins().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(all, vec!["tiny", "panicky"]);
+}
+
 #[test]
 fn scanning_a_folder_registers_plugins_and_records_refusals() {
     let dir = build_plugins();
@@ -241,8 +310,9 @@ fn scanning_a_folder_registers_plugins_and_records_refusals() {
     reg.scan(&[tmp.path().to_path_buf()]);
     let names: Vec<&str> = reg.plugins().iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, vec!["panicky", "tiny"]);
-    assert_eq!(reg.rejected.len(), 1, "{:?}", reg.rejected);
-    assert!(reg.rejected[0].1.contains("ABI 99.0"));
+    let rejected = reg.rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].1.contains("ABI 99.0"));
     let err = reg.find(Kind::Model, "sd15").unwrap_err();
     assert!(
         err.to_string().contains("available: panicky, tiny"),

@@ -654,7 +654,7 @@ pub fn run(g: &GlobalOpts, a: &RunArgs) -> anyhow::Result<()> {
         "fid": { "mode": mode.name(), "inception_sha256": inception_sha },
         "train_data": train_data,
         "inputs": inputs.manifest,
-        "plugins": reg.plugins().iter().map(|p| serde_json::json!({
+        "plugins": reg.loaded().iter().map(|p| serde_json::json!({
             "name": p.name, "kind": format!("{:?}", p.kind), "version": p.version, "abi": p.abi,
             "source": p.source.to_string(),
             "sha256": match &p.source {

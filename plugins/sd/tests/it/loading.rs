@@ -287,6 +287,12 @@ fn the_pipeline_hash_is_cached_by_file_identity_and_follows_changes() {
         pipeline_hash_in(&p, None, Some(&cache)).unwrap(),
         "f".repeat(64)
     );
+    // … which `--verify` bypasses: every file is hashed again, and the entry is rewritten …
+    let verified =
+        adt_plugin_sd::plugin::pipeline_hash_verified(&p, None, Some(&cache), true).unwrap();
+    assert_eq!(verified, first);
+    assert_eq!(std::fs::read_to_string(&entry).unwrap(), first);
+    std::fs::write(&entry, "f".repeat(64)).unwrap();
     // … and changing a weight file (size) changes the key, so the content is hashed again.
     let w = p.join("vae/diffusion_pytorch_model.safetensors");
     let t = candle_core::safetensors::load(&w, &candle_core::Device::Cpu).unwrap();
