@@ -189,13 +189,11 @@ fn a_stop_inside_an_accumulation_window_resumes_exactly() {
     run_with(a.path(), 6, None, 1e-3, window).unwrap();
     // Iteration 2 (0-based 1) sits inside the first window: the stop moves on to its update
     // (after 3), and the resume runs the second window.
-    for (stop, want) in [(2, 3)] {
-        let b = tempfile::tempdir().unwrap();
-        let first = run_with(b.path(), 6, Some(stop), 1e-3, window).unwrap();
-        assert_eq!(first.len() as u64, want, "stop {stop}");
-        run_with(b.path(), 6, None, 1e-3, window).unwrap();
-        assert_same_checkpoint(a.path(), b.path(), &format!("stop {stop}: "));
-    }
+    let b = tempfile::tempdir().unwrap();
+    let first = run_with(b.path(), 6, Some(2), 1e-3, window).unwrap();
+    assert_eq!(first.len(), 3, "the stop after 2 runs on to 3");
+    run_with(b.path(), 6, None, 1e-3, window).unwrap();
+    assert_same_checkpoint(a.path(), b.path(), "stop 2: ");
 }
 
 /// The moving average of the tuned weights: written beside them, not the weights themselves,
