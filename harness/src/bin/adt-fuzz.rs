@@ -400,8 +400,9 @@ mod seeds {
         v
     }
 
-    /// The plugin libraries built beside this executable (the ones at most 32 MiB), and
-    /// object-file fragments: truncated ELF, PE and Mach-O headers.
+    /// The sampler plugin library `cargo build --release` leaves beside this executable (the
+    /// same seed wherever the workspace is built), and object-file fragments: truncated ELF,
+    /// PE and Mach-O headers.
     pub fn libraries() -> Vec<Vec<u8>> {
         let mut out = vec![
             b"\x7fELF\x02\x01\x01\x00".to_vec(),
@@ -419,7 +420,7 @@ mod seeds {
             .map(|e| e.path())
             .filter(|p| {
                 let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                n.contains("adt_plugin_")
+                n.contains("adt_plugin_samplers_lib")
                     && (n.ends_with(".so") || n.ends_with(".dylib") || n.ends_with(".dll"))
             })
             .collect();
@@ -611,7 +612,7 @@ fn main() -> std::process::ExitCode {
     let all = readers();
     if args.list {
         for r in &all {
-            println!("{:<12} {:>3} seeds  {}", r.name, (r.seeds)().len(), r.what);
+            println!("{:<14} {:>3} seeds  {}", r.name, (r.seeds)().len(), r.what);
         }
         return std::process::ExitCode::SUCCESS;
     }
