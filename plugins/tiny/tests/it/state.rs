@@ -282,3 +282,20 @@ fn saved_bytes_are_canonical() {
         "header keys are sorted: {header}"
     );
 }
+
+/// The shipped wider base reads as the architecture its metadata and the README give:
+/// channels 40 / 80 / 120, 2 072 707 parameters, every value finite.
+#[test]
+fn the_shipped_wide_base_is_the_documented_architecture() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/tiny-wide.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (cfg, params) =
+        adt_plugin_tiny::params_from_bytes(&bytes, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(cfg.channels, [40, 80, 120]);
+    assert_eq!(cfg.size, 32);
+    let values = flat_file(&path);
+    assert_eq!(values.len(), 2_072_707);
+    assert_eq!(params.vars["conv_in.weight"].dims(), &[40, 3, 3, 3]);
+    assert!(values.iter().all(|v| v.is_finite()));
+}
