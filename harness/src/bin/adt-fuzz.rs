@@ -409,28 +409,19 @@ mod seeds {
             b"MZ\x90\x00\x03".to_vec(),
             b"\xcf\xfa\xed\xfe\x07\x00\x00\x01".to_vec(),
         ];
-        let dir = std::env::current_exe()
+        let name = format!(
+            "{}adt_plugin_samplers_lib{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        );
+        let lib = std::env::current_exe()
             .ok()
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
-        let mut libs: Vec<std::path::PathBuf> = dir
-            .and_then(|d| std::fs::read_dir(d).ok())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                n.contains("adt_plugin_samplers_lib")
-                    && (n.ends_with(".so") || n.ends_with(".dylib") || n.ends_with(".dll"))
-            })
-            .collect();
-        libs.sort();
-        for p in libs {
-            if std::fs::metadata(&p).is_ok_and(|m| m.len() <= 32 << 20)
-                && let Ok(b) = std::fs::read(&p)
-            {
-                out.push(b);
-            }
+            .and_then(|p| p.parent().map(|d| d.join(name)));
+        if let Some(p) = lib
+            && std::fs::metadata(&p).is_ok_and(|m| m.len() <= 32 << 20)
+            && let Ok(b) = std::fs::read(&p)
+        {
+            out.push(b);
         }
         out
     }

@@ -128,10 +128,8 @@ pub fn tune_model(
     };
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
     let version = reg
-        .loaded()
-        .into_iter()
-        .find(|p| p.name == job.model.plugin)
-        .map_or_else(|| "-".to_string(), |p| p.version.clone());
+        .find(adt_plugin_host::Kind::Model, &job.model.plugin)
+        .map_or_else(|_| "-".to_string(), |p| p.version.clone());
     check_identity(
         out,
         &[

@@ -235,17 +235,24 @@ fn adapt(
     defaults: &[&str],
 ) -> anyhow::Result<Vec<SamplerSpec>> {
     let kind = schedule_kind(&desc.schedule);
+    // The first sampler for the model's schedule, listed (every sampler library opened) only
+    // when a default needs replacing, and then once.
+    let mut first: Option<Option<String>> = None;
     let mut out: Vec<SamplerSpec> = Vec::new();
     for d in defaults {
         let spec: SamplerSpec = d.parse()?;
         let spec = if crate::sampling::plan(reg, desc, &spec, None, None).is_ok() {
             spec
         } else {
-            let first = all_samplers(reg)?
-                .into_iter()
-                .find(|(_, k)| k.iter().any(|k| k == kind))
-                .map(|(n, _)| n);
-            match &first {
+            if first.is_none() {
+                first = Some(
+                    all_samplers(reg)?
+                        .into_iter()
+                        .find(|(_, k)| k.iter().any(|k| k == kind))
+                        .map(|(n, _)| n),
+                );
+            }
+            match first.as_ref().and_then(Option::as_ref) {
                 Some(name) => SamplerSpec {
                     name: name.clone(),
                     steps: spec.steps,

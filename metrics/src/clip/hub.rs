@@ -132,7 +132,8 @@ pub fn repo_file_in(
     let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pinned.get(file)));
     match got {
         Ok(Ok(p)) => {
-            if branch != commit {
+            // A commit the cache already named needs no new record.
+            if siblings.is_some() && branch != commit {
                 hf_hub::Cache::new(c.clone())
                     .repo(at(branch))
                     .create_ref(&commit)
@@ -142,10 +143,7 @@ pub fn repo_file_in(
         }
         Ok(Err(e)) => {
             // Distinguish "the repo has no such file" (a fallback may apply) from no network.
-            let siblings = match siblings {
-                Some(s) => Some(s),
-                None => pinned.info().ok().map(|i| i.siblings),
-            };
+            let siblings = siblings.or_else(|| pinned.info().ok().map(|i| i.siblings));
             if siblings.is_some_and(|s| !s.iter().any(|s| s.rfilename == file)) {
                 return Ok(None);
             }

@@ -272,17 +272,22 @@ impl Scorer {
                 let context = model.config().text.context;
                 let (tokenizer, head, resample) = match metric {
                     Metric::Aesthetic => {
-                        let head_path = match &src.aesthetic_head {
-                            Some(p) => p.clone(),
-                            None => hub::cached_url(
-                                &crate::weights::cache_dir()
-                                    .join("clip")
-                                    .join("sac+logos+ava1-l14-linearMSE.pth"),
-                                AESTHETIC_URL,
-                                AESTHETIC_SIZE,
-                                AESTHETIC_SHA256,
-                                "--aesthetic-head",
-                            )?,
+                        // The release file was just checked against its pin, so its hash is
+                        // the pin; a head the user gives is hashed for the manifest.
+                        let (head_path, head_sha) = match &src.aesthetic_head {
+                            Some(p) => (p.clone(), None),
+                            None => (
+                                hub::cached_url(
+                                    &crate::weights::cache_dir()
+                                        .join("clip")
+                                        .join("sac+logos+ava1-l14-linearMSE.pth"),
+                                    AESTHETIC_URL,
+                                    AESTHETIC_SIZE,
+                                    AESTHETIC_SHA256,
+                                    "--aesthetic-head",
+                                )?,
+                                Some(AESTHETIC_SHA256.to_string()),
+                            ),
                         };
                         let head = AestheticHead::load(&head_path, device)?;
                         if model.config().projection_dim != 768 {
@@ -291,7 +296,10 @@ impl Scorer {
                                 model.config().projection_dim
                             )));
                         }
-                        files.push(hashed(&head_path)?);
+                        files.push(match head_sha {
+                            Some(sha) => (head_path.display().to_string(), sha),
+                            None => hashed(&head_path)?,
+                        });
                         (None, Some(head), src.aesthetic_resample)
                     }
                     Metric::PickScore => (
